@@ -1,0 +1,255 @@
+//! `BookingStore`: the only writer to the database. Every change that must survive a crash
+//! (a booking, a cancellation, reserved ticket numbers, an admission step, a claimed pass, what
+//! the operators create) arrives here as a `Persist` message and is answered only after the
+//! transaction holding it has committed with `synchronous=FULL`.
+//!
+//! Group commit: while one transaction is on disk, new writes wait in `pending`; when it
+//! returns, all of them go into the next transaction together. Under load one fsync carries
+//! hundreds of bookings; when idle a write commits at once. A rule refusal inside a batch (a
+//! citizen who already booked) answers that write alone; a database error fails the whole
+//! batch, every write of it is answered `Commit`, and nothing of it is on disk.
+
+use crate::db::models::{
+    BookingRow, NewBookingRow, NewCenterRow, NewCitizenRow, NewCohortRow, NewPassClaim, NewSlotRow,
+};
+use crate::db::queries::{self, BookOutcome};
+use crate::db::DbPool;
+use crate::domain::cohort::CohortPatch;
+use actix::prelude::*;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// Writes in one transaction at most; more wait for the next.
+const MAX_BATCH: usize = 4096;
+/// Writes waiting at most; beyond this the store answers `Busy` at once.
+const MAX_PENDING: usize = 50_000;
+
+/// One change to make durable.
+#[derive(Debug, Clone)]
+pub enum Write {
+    CreateCohort(NewCohortRow),
+    UpdateCohort(i32, CohortPatch),
+    CreateCenter(NewCenterRow),
+    CreateSlots(Vec<NewSlotRow>),
+    ReserveTickets {
+        cohort_id: i32,
+        upto: u64,
+    },
+    RecordOpening {
+        cohort_id: i32,
+        count: u64,
+    },
+    RecordAdmission {
+        cohort_id: i32,
+        upto: u64,
+        at_ms: i64,
+    },
+    ClaimPass(NewPassClaim),
+    Book {
+        citizen: Box<NewCitizenRow>,
+        booking: Box<NewBookingRow>,
+    },
+    Cancel {
+        code: String,
+        now: i64,
+    },
+}
+
+/// What a committed write produced.
+#[derive(Debug, Clone)]
+pub enum Written {
+    Id(i32),
+    Ids(Vec<i32>),
+    Done,
+    Book(BookOutcome),
+    Cancelled(Option<BookingRow>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("too many writes waiting")]
+    Busy,
+    #[error("the commit failed: {0}")]
+    Commit(String),
+}
+
+/// Make one write durable; answered after its transaction commits.
+#[derive(Message)]
+#[rtype(result = "Result<Written, StoreError>")]
+pub struct Persist(pub Write);
+
+/// Fault injection for tests: the next `n` transactions roll back instead of committing.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FailNextCommits(pub u32);
+
+/// Counters the store publishes for `/metrics` and for tests.
+#[derive(Debug, Default)]
+pub struct StoreMetrics {
+    pub commits: AtomicU64,
+    pub failed_commits: AtomicU64,
+    pub writes: AtomicU64,
+    pub largest_batch: AtomicU64,
+    pub pending: AtomicU64,
+}
+
+type Reply = oneshot::Sender<Result<Written, StoreError>>;
+
+pub struct BookingStore {
+    pool: DbPool,
+    pending: Vec<(Write, Reply)>,
+    flushing: bool,
+    fail_next: u32,
+    metrics: Arc<StoreMetrics>,
+}
+
+impl BookingStore {
+    pub fn new(pool: DbPool) -> Self {
+        Self {
+            pool,
+            pending: Vec::new(),
+            flushing: false,
+            fail_next: 0,
+            metrics: Arc::default(),
+        }
+    }
+
+    pub fn metrics(&self) -> Arc<StoreMetrics> {
+        self.metrics.clone()
+    }
+
+    /// Starts the next transaction with what is waiting, unless one is on its way already.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.pending.is_empty() {
+            self.flushing = false;
+            return;
+        }
+        self.flushing = true;
+        let take = self.pending.len().min(MAX_BATCH);
+        let batch: Vec<(Write, Reply)> = self.pending.drain(..take).collect();
+        self.metrics
+            .pending
+            .store(self.pending.len() as u64, Ordering::Relaxed);
+        let (writes, replies): (Vec<Write>, Vec<Reply>) = batch.into_iter().unzip();
+        let fail = self.fail_next > 0;
+        self.fail_next = self.fail_next.saturating_sub(1);
+        let pool = self.pool.clone();
+        let job = tokio::task::spawn_blocking(move || commit(&pool, &writes, fail));
+        ctx.spawn(job.into_actor(self).map(move |joined, act, ctx| {
+            let outcome = joined.unwrap_or_else(|e| Err(format!("writer thread: {e}")));
+            let m = &act.metrics;
+            match outcome {
+                Ok(results) => {
+                    m.commits.fetch_add(1, Ordering::Relaxed);
+                    m.writes.fetch_add(results.len() as u64, Ordering::Relaxed);
+                    m.largest_batch
+                        .fetch_max(results.len() as u64, Ordering::Relaxed);
+                    for (reply, result) in replies.into_iter().zip(results) {
+                        let _ = reply.send(Ok(result));
+                    }
+                }
+                Err(e) => {
+                    m.failed_commits.fetch_add(1, Ordering::Relaxed);
+                    log::error!("commit of {} writes failed: {e}", replies.len());
+                    for reply in replies {
+                        let _ = reply.send(Err(StoreError::Commit(e.clone())));
+                    }
+                }
+            }
+            act.flush(ctx);
+        }));
+    }
+}
+
+impl Actor for BookingStore {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(4096);
+    }
+}
+
+impl Handler<Persist> for BookingStore {
+    type Result = ResponseFuture<Result<Written, StoreError>>;
+
+    fn handle(&mut self, msg: Persist, ctx: &mut Context<Self>) -> Self::Result {
+        if self.pending.len() >= MAX_PENDING {
+            return Box::pin(async { Err(StoreError::Busy) });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.pending.push((msg.0, tx));
+        self.metrics
+            .pending
+            .store(self.pending.len() as u64, Ordering::Relaxed);
+        if !self.flushing {
+            self.flush(ctx);
+        }
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(StoreError::Commit("the writer stopped".into())))
+        })
+    }
+}
+
+impl Handler<FailNextCommits> for BookingStore {
+    type Result = ();
+
+    fn handle(&mut self, msg: FailNextCommits, _: &mut Context<Self>) {
+        self.fail_next = msg.0;
+    }
+}
+
+/// One transaction for the whole batch: all of it is on disk, or none of it.
+fn commit(pool: &DbPool, writes: &[Write], fail: bool) -> Result<Vec<Written>, String> {
+    let mut conn = pool.get().map_err(|e| e.to_string())?;
+    conn.immediate_transaction(|conn| {
+        let results = writes
+            .iter()
+            .map(|w| apply(conn, w))
+            .collect::<Result<Vec<_>, _>>()?;
+        if fail {
+            return Err(diesel::result::Error::RollbackTransaction);
+        }
+        Ok(results)
+    })
+    .map_err(|e: diesel::result::Error| e.to_string())
+}
+
+fn apply(conn: &mut diesel::SqliteConnection, w: &Write) -> Result<Written, diesel::result::Error> {
+    Ok(match w {
+        Write::CreateCohort(row) => Written::Id(queries::insert_cohort(conn, row)?),
+        Write::UpdateCohort(id, patch) => {
+            queries::update_cohort(conn, *id, patch)?;
+            Written::Done
+        }
+        Write::CreateCenter(row) => Written::Id(queries::insert_center(conn, row)?),
+        Write::CreateSlots(rows) => Written::Ids(queries::insert_slots(conn, rows)?),
+        Write::ReserveTickets { cohort_id, upto } => {
+            queries::reserve_tickets(conn, *cohort_id, *upto as i64)?;
+            Written::Done
+        }
+        Write::RecordOpening { cohort_id, count } => {
+            queries::record_opening(conn, *cohort_id, *count as i64)?;
+            Written::Done
+        }
+        Write::RecordAdmission {
+            cohort_id,
+            upto,
+            at_ms,
+        } => {
+            queries::record_admission(conn, *cohort_id, *upto as i64, *at_ms)?;
+            Written::Done
+        }
+        Write::ClaimPass(claim) => {
+            queries::claim_pass(conn, claim)?;
+            Written::Done
+        }
+        Write::Book { citizen, booking } => {
+            Written::Book(queries::insert_booking(conn, citizen, booking)?)
+        }
+        Write::Cancel { code, now } => {
+            Written::Cancelled(queries::cancel_booking(conn, code, *now)?)
+        }
+    })
+}

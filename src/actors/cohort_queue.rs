@@ -1,0 +1,603 @@
+//! `CohortQueue`: one actor per cohort, the owner of its waiting room. It keeps counters, not
+//! lists: ticket numbers handed out, the admission front, the admission steps whose passes may
+//! still be valid. A ticket carries its own number, so a million waiting citizens cost the
+//! server a few bytes each (four, for the pre-queue shuffle) and nothing for those who join
+//! after opening.
+//!
+//! Joins and polls never wait in this mailbox: a join takes a number from an atomic counter
+//! (numbers are reserved on disk in blocks, ahead of use), and a poll computes its answer from
+//! what the actor publishes in `CohortShared`. The actor itself runs the admission clock: at
+//! each tick it opens the cohort (shuffling the pre-queue once), checks the supply left, and
+//! admits the next tickets in queue order at the measured, backpressure-adjusted rate, each
+//! step made durable before anyone is told of it.
+
+use super::booking_store::{BookingStore, Persist, StoreError, Write};
+use super::identity_pool::PoolLoad;
+use super::Registry;
+use crate::db::models::NewPassClaim;
+use crate::domain::cohort::{Cohort, CohortPatch, CohortState};
+use crate::domain::queue::{Batch, PreQueue, QueueSnapshot, TicketStatus, TICKET_BLOCK};
+use crate::domain::slot::bookable_pairs;
+use actix::prelude::*;
+use chrono::{DateTime, FixedOffset, NaiveDate};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock, Weak};
+use std::time::Duration;
+
+/// How often the admission clock ticks.
+pub const TICK: Duration = Duration::from_millis(100);
+/// The past over which the admission rate is measured for ETAs.
+const RATE_WINDOW_MS: i64 = 30_000;
+
+/// What a cohort's queue publishes for handlers to read without the mailbox.
+#[derive(Debug)]
+pub struct CohortShared {
+    pub id: i32,
+    info: RwLock<Cohort>,
+    next_seq: AtomicU64,
+    reserved: AtomicU64,
+    admitted_upto: AtomicU64,
+    pre_queue: OnceLock<PreQueue>,
+    sold_out: AtomicBool,
+    rate_milli: AtomicU64,
+    batches: RwLock<Vec<Batch>>,
+    verified: AtomicU64,
+    pass_ttl_s: i64,
+}
+
+/// How a queue starts: fresh from the admin API, or rebuilt from the database.
+#[derive(Debug, Clone, Default)]
+pub struct QueueState {
+    pub tickets_reserved: u64,
+    pub pre_queue_count: Option<u64>,
+    pub admitted_upto: u64,
+    pub batches: Vec<Batch>,
+    pub claims: HashMap<u64, (String, i64)>,
+    pub verified: u64,
+}
+
+impl CohortShared {
+    pub fn new(cohort: Cohort, seed: u64, state: &QueueState, pass_ttl_s: i64) -> Self {
+        let shared = Self {
+            id: cohort.id,
+            info: RwLock::new(cohort),
+            // Numbers below what was reserved before a restart may have been handed out:
+            // never hand them out again.
+            next_seq: AtomicU64::new(state.tickets_reserved),
+            reserved: AtomicU64::new(state.tickets_reserved),
+            admitted_upto: AtomicU64::new(state.admitted_upto),
+            pre_queue: OnceLock::new(),
+            sold_out: AtomicBool::new(false),
+            rate_milli: AtomicU64::new(0),
+            batches: RwLock::new(state.batches.clone()),
+            verified: AtomicU64::new(state.verified),
+            pass_ttl_s,
+        };
+        if let Some(count) = state.pre_queue_count {
+            let _ = shared.pre_queue.set(PreQueue::new(count, seed));
+        }
+        shared
+    }
+
+    pub fn cohort(&self) -> Cohort {
+        self.info.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn state(&self, now: i64) -> CohortState {
+        self.cohort().state(now, self.is_sold_out())
+    }
+
+    pub fn is_sold_out(&self) -> bool {
+        self.sold_out.load(Ordering::Relaxed)
+    }
+
+    /// Ticket numbers handed out (or reserved and skipped by a restart).
+    pub fn issued(&self) -> u64 {
+        self.next_seq.load(Ordering::Acquire)
+    }
+
+    pub fn admitted(&self) -> u64 {
+        self.admitted_upto.load(Ordering::Acquire)
+    }
+
+    pub fn verified(&self) -> u64 {
+        self.verified.load(Ordering::Relaxed)
+    }
+
+    pub fn is_open_shuffled(&self) -> bool {
+        self.pre_queue.get().is_some()
+    }
+
+    /// Admissions per second, measured over the recent past.
+    pub fn measured_rate(&self) -> f64 {
+        self.rate_milli.load(Ordering::Relaxed) as f64 / 1000.0
+    }
+
+    /// What the holder of ticket `seq` is told at `now_ms`.
+    pub fn status(&self, seq: u64, now_ms: i64) -> TicketStatus {
+        let (opens_at, closes_at, paused) = {
+            let c = self.info.read().unwrap_or_else(|e| e.into_inner());
+            (c.opens_at, c.closes_at, c.paused)
+        };
+        let batches = self.batches.read().unwrap_or_else(|e| e.into_inner());
+        QueueSnapshot {
+            now_ms,
+            opens_at,
+            closes_at,
+            paused,
+            sold_out: self.is_sold_out(),
+            issued: self.issued(),
+            admitted_upto: self.admitted(),
+            pre_queue: self.pre_queue.get(),
+            batches: &batches,
+            pass_ttl_s: self.pass_ttl_s,
+            rate: self.measured_rate(),
+        }
+        .status(seq)
+    }
+}
+
+/// A cohort's queue: its actor and what it publishes.
+#[derive(Clone)]
+pub struct CohortHandle {
+    pub addr: Addr<CohortQueue>,
+    pub shared: Arc<CohortShared>,
+}
+
+impl CohortHandle {
+    /// Takes the next ticket number. Answers once the number is reserved on disk, so that a
+    /// ticket handed out is never handed out again after a crash.
+    pub async fn take_ticket(&self) -> Result<u64, StoreError> {
+        let seq = self.shared.next_seq.fetch_add(1, Ordering::AcqRel);
+        let reserved = self.shared.reserved.load(Ordering::Acquire);
+        if seq >= reserved {
+            self.addr
+                .send(EnsureTickets { seq })
+                .await
+                .map_err(|_| StoreError::Busy)??;
+        } else if seq + TICKET_BLOCK / 2 == reserved {
+            // Half a block left: reserve the next one before anyone has to wait for it.
+            self.addr.do_send(EnsureTickets { seq: reserved });
+        }
+        Ok(seq)
+    }
+}
+
+/// Make sure ticket numbers up to `seq` are reserved on disk.
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct EnsureTickets {
+    pub seq: u64,
+}
+
+/// Binds a pass to the identity it verified.
+#[derive(Message)]
+#[rtype(result = "Result<Claim, StoreError>")]
+pub struct ClaimPass {
+    pub seq: u64,
+    pub citizen_key: String,
+    pub now: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// First verification with this pass.
+    New,
+    /// The pass verified this identity before.
+    Same,
+    /// The pass verified someone else.
+    Other,
+}
+
+/// The holder of ticket `seq` booked: their admission no longer holds a place in reserve.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TicketBooked {
+    pub seq: u64,
+}
+
+/// Operators' changes: rate, closing time, pause.
+#[derive(Message)]
+#[rtype(result = "Result<Cohort, StoreError>")]
+pub struct PatchCohort(pub CohortPatch);
+
+/// Runs one step of the admission clock at `now_ms` (the actor's own timer sends none when
+/// started with `tick: None`, so tests and simulations drive the clock).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Tick {
+    pub now_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    pub pass_ttl_s: i64,
+    pub over_admission: f64,
+    pub zone: FixedOffset,
+    /// The admission clock's period; `None` to drive it with `Tick` messages.
+    pub tick: Option<Duration>,
+}
+
+pub struct CohortQueue {
+    shared: Arc<CohortShared>,
+    store: Addr<BookingStore>,
+    registry: Weak<Registry>,
+    identity: Arc<PoolLoad>,
+    settings: QueueSettings,
+    seed: u64,
+    /// An opening or admission step is being made durable.
+    step_in_flight: bool,
+    tokens: f64,
+    /// The current admission rate after backpressure, at most the configured one.
+    rate: f64,
+    last_tick_ms: Option<i64>,
+    last_decrease_ms: i64,
+    last_busy: u64,
+    /// (at, admitted, tick length) of recent ticks that had someone waiting.
+    history: VecDeque<(i64, u64, i64)>,
+    /// Bookings made by admitted tickets, per admission step (keyed by its `upto`).
+    booked: HashMap<u64, u64>,
+    claims: HashMap<u64, (String, i64)>,
+}
+
+impl CohortQueue {
+    pub fn new(
+        shared: Arc<CohortShared>,
+        seed: u64,
+        claims: HashMap<u64, (String, i64)>,
+        store: Addr<BookingStore>,
+        registry: Weak<Registry>,
+        identity: Arc<PoolLoad>,
+        settings: QueueSettings,
+    ) -> Self {
+        let rate = shared.cohort().admission_rate_per_s;
+        Self {
+            shared,
+            store,
+            registry,
+            identity,
+            settings,
+            seed,
+            step_in_flight: false,
+            tokens: 0.0,
+            rate,
+            last_tick_ms: None,
+            last_decrease_ms: 0,
+            last_busy: 0,
+            history: VecDeque::new(),
+            booked: HashMap::new(),
+            claims,
+        }
+    }
+
+    fn today(&self, now_ms: i64) -> NaiveDate {
+        DateTime::from_timestamp_millis(now_ms)
+            .unwrap_or_default()
+            .with_timezone(&self.settings.zone)
+            .date_naive()
+    }
+
+    /// Pairs of doses still bookable for this cohort's vaccine and interval, all centers.
+    fn supply(&self, cohort: &Cohort, now_ms: i64) -> i64 {
+        let Some(registry) = self.registry.upgrade() else {
+            return 0;
+        };
+        let today = self.today(now_ms);
+        let interval = cohort.dose_interval_days as u32;
+        registry
+            .centers()
+            .iter()
+            .map(|c| {
+                c.shared.with_supply(&cohort.vaccine, |by_day| {
+                    by_day.map_or(0, |d| bookable_pairs(d, interval, today))
+                })
+            })
+            .sum()
+    }
+
+    /// Admitted citizens whose passes may still be used and who have not booked.
+    fn held(&self) -> i64 {
+        let batches = self
+            .shared
+            .batches
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        batches
+            .iter()
+            .map(|b| {
+                (b.upto - b.from).saturating_sub(self.booked.get(&b.upto).copied().unwrap_or(0))
+                    as i64
+            })
+            .sum()
+    }
+
+    /// Forgets admission steps whose passes have all lapsed.
+    fn prune(&mut self, now_ms: i64) {
+        let ttl_ms = self.settings.pass_ttl_s * 1000;
+        let mut batches = self
+            .shared
+            .batches
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let lapsed =
+            batches.partition_point(|b| b.at_ms.div_euclid(1000) * 1000 + ttl_ms <= now_ms);
+        for b in batches.drain(..lapsed) {
+            self.booked.remove(&b.upto);
+        }
+        drop(batches);
+        let oldest = now_ms / 1000 - self.settings.pass_ttl_s - 60;
+        self.claims.retain(|_, (_, at)| *at >= oldest);
+        while self
+            .history
+            .front()
+            .is_some_and(|(at, _, _)| now_ms - at > RATE_WINDOW_MS)
+        {
+            self.history.pop_front();
+        }
+    }
+
+    /// Backpressure: while the identity pool is full or turning people away, admit fewer
+    /// (multiplicative decrease, at most once a second); while it has room, climb back to the
+    /// configured rate (additive increase, the whole way in about five seconds).
+    fn adapt_rate(&mut self, now_ms: i64, max_rate: f64) {
+        let busy = self.identity.busy.load(Ordering::Relaxed);
+        let pressured = self.identity.is_saturated() || busy > self.last_busy;
+        self.last_busy = busy;
+        if pressured {
+            if now_ms - self.last_decrease_ms >= 1000 {
+                self.rate = (self.rate * 0.7).max(max_rate.min(1.0));
+                self.last_decrease_ms = now_ms;
+            }
+        } else {
+            self.rate = (self.rate + max_rate * 0.02).min(max_rate);
+        }
+        self.rate = self.rate.min(max_rate);
+    }
+
+    fn publish_rate(&self) {
+        let (admitted, span) = self
+            .history
+            .iter()
+            .fold((0u64, 0i64), |(n, t), (_, k, dt)| (n + k, t + dt));
+        // Until a few seconds of backlog were seen, the best estimate is the current rate.
+        let measured = if span >= 3_000 {
+            admitted as f64 * 1000.0 / span as f64
+        } else {
+            self.rate
+        };
+        self.shared
+            .rate_milli
+            .store((measured * 1000.0) as u64, Ordering::Relaxed);
+    }
+
+    fn step(&mut self, now_ms: i64, ctx: &mut Context<Self>) {
+        self.prune(now_ms);
+        if self.step_in_flight {
+            return;
+        }
+        let cohort = self.shared.cohort();
+        let now = now_ms.div_euclid(1000);
+        if !self.shared.is_open_shuffled() {
+            if now >= cohort.opens_at {
+                self.open(ctx);
+            }
+            return;
+        }
+        let dt = self.last_tick_ms.map_or(0, |t| (now_ms - t).clamp(0, 1000));
+        self.last_tick_ms = Some(now_ms);
+        self.adapt_rate(now_ms, cohort.admission_rate_per_s);
+
+        let cap =
+            (self.supply(&cohort, now_ms) as f64 * self.settings.over_admission).floor() as i64;
+        let headroom = cap - self.held();
+        self.shared.sold_out.store(headroom <= 0, Ordering::Relaxed);
+
+        let admitted = self.shared.admitted();
+        let backlog = self.shared.issued().saturating_sub(admitted);
+        if now >= cohort.closes_at || cohort.paused || headroom <= 0 || backlog == 0 {
+            self.tokens = 0.0;
+            self.publish_rate();
+            return;
+        }
+        self.tokens =
+            (self.tokens + self.rate * dt as f64 / 1000.0).min((self.rate * 0.25).max(1.0));
+        let k = (self.tokens.floor() as u64)
+            .min(backlog)
+            .min(headroom as u64);
+        self.history.push_back((now_ms, k, dt));
+        self.publish_rate();
+        if k == 0 {
+            return;
+        }
+        self.tokens -= k as f64;
+        self.admit(admitted, admitted + k, now_ms, ctx);
+    }
+
+    /// Freezes the pre-queue and shuffles it, once; made durable before anyone sees a place.
+    fn open(&mut self, ctx: &mut Context<Self>) {
+        self.step_in_flight = true;
+        let count = self.shared.issued();
+        let write = Write::RecordOpening {
+            cohort_id: self.shared.id,
+            count,
+        };
+        ctx.spawn(
+            self.store
+                .send(Persist(write))
+                .into_actor(self)
+                .map(move |res, act, _| {
+                    act.step_in_flight = false;
+                    match res {
+                        Ok(Ok(_)) => {
+                            let _ = act.shared.pre_queue.set(PreQueue::new(count, act.seed));
+                            log::info!(
+                                "cohort {} opened: {count} pre-queue tickets shuffled with seed {}",
+                                act.shared.id,
+                                act.seed
+                            );
+                        }
+                        _ => log::error!(
+                            "cohort {}: could not record the opening; retrying",
+                            act.shared.id
+                        ),
+                    }
+                }),
+        );
+    }
+
+    fn admit(&mut self, from: u64, upto: u64, at_ms: i64, ctx: &mut Context<Self>) {
+        self.step_in_flight = true;
+        let write = Write::RecordAdmission {
+            cohort_id: self.shared.id,
+            upto,
+            at_ms,
+        };
+        ctx.spawn(
+            self.store
+                .send(Persist(write))
+                .into_actor(self)
+                .map(move |res, act, _| {
+                    act.step_in_flight = false;
+                    match res {
+                        Ok(Ok(_)) => {
+                            act.shared
+                                .batches
+                                .write()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push(Batch { from, upto, at_ms });
+                            act.shared.admitted_upto.store(upto, Ordering::Release);
+                        }
+                        _ => {
+                            // Nobody was told; the same tickets are admitted at a later tick.
+                            log::error!("cohort {}: could not record an admission", act.shared.id);
+                            act.tokens += (upto - from) as f64;
+                        }
+                    }
+                }),
+        );
+    }
+}
+
+impl Actor for CohortQueue {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(4096);
+        if let Some(period) = self.settings.tick {
+            ctx.run_interval(period, |act, ctx| act.step(crate::now_ms(), ctx));
+        }
+    }
+}
+
+impl Handler<Tick> for CohortQueue {
+    type Result = ();
+
+    fn handle(&mut self, msg: Tick, ctx: &mut Context<Self>) {
+        self.step(msg.now_ms, ctx);
+    }
+}
+
+impl Handler<EnsureTickets> for CohortQueue {
+    type Result = ResponseFuture<Result<(), StoreError>>;
+
+    fn handle(&mut self, msg: EnsureTickets, _: &mut Context<Self>) -> Self::Result {
+        let shared = self.shared.clone();
+        if shared.reserved.load(Ordering::Acquire) > msg.seq {
+            return Box::pin(async { Ok(()) });
+        }
+        let upto = (msg.seq / TICKET_BLOCK + 2) * TICKET_BLOCK;
+        let write = Write::ReserveTickets {
+            cohort_id: shared.id,
+            upto,
+        };
+        let sent = self.store.send(Persist(write));
+        Box::pin(async move {
+            sent.await.map_err(|_| StoreError::Busy)??;
+            shared.reserved.fetch_max(upto, Ordering::AcqRel);
+            Ok(())
+        })
+    }
+}
+
+impl Handler<ClaimPass> for CohortQueue {
+    type Result = ResponseActFuture<Self, Result<Claim, StoreError>>;
+
+    fn handle(&mut self, msg: ClaimPass, _: &mut Context<Self>) -> Self::Result {
+        match self.claims.get(&msg.seq) {
+            Some((key, _)) if *key == msg.citizen_key => {
+                return Box::pin(fut::ready(Ok(Claim::Same)))
+            }
+            Some(_) => return Box::pin(fut::ready(Ok(Claim::Other))),
+            None => {}
+        }
+        // Held before the write, so a concurrent claim by someone else sees it.
+        self.claims
+            .insert(msg.seq, (msg.citizen_key.clone(), msg.now));
+        let claim = NewPassClaim {
+            cohort_id: self.shared.id,
+            ticket_seq: msg.seq as i64,
+            citizen_key: msg.citizen_key,
+            claimed_at: msg.now,
+        };
+        let seq = msg.seq;
+        Box::pin(
+            self.store
+                .send(Persist(Write::ClaimPass(claim)))
+                .into_actor(self)
+                .map(
+                    move |res, act, _| match res.map_err(|_| StoreError::Busy).and_then(|r| r) {
+                        Ok(_) => {
+                            act.shared.verified.fetch_add(1, Ordering::Relaxed);
+                            Ok(Claim::New)
+                        }
+                        Err(e) => {
+                            act.claims.remove(&seq);
+                            Err(e)
+                        }
+                    },
+                ),
+        )
+    }
+}
+
+impl Handler<TicketBooked> for CohortQueue {
+    type Result = ();
+
+    fn handle(&mut self, msg: TicketBooked, _: &mut Context<Self>) {
+        let Some(pre) = self.shared.pre_queue.get() else {
+            return;
+        };
+        let qidx = pre.queue_index(msg.seq);
+        let batches = self
+            .shared
+            .batches
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        let i = batches.partition_point(|b| b.upto <= qidx);
+        if let Some(b) = batches.get(i).filter(|b| b.from <= qidx) {
+            *self.booked.entry(b.upto).or_default() += 1;
+        }
+    }
+}
+
+impl Handler<PatchCohort> for CohortQueue {
+    type Result = ResponseActFuture<Self, Result<Cohort, StoreError>>;
+
+    fn handle(&mut self, msg: PatchCohort, _: &mut Context<Self>) -> Self::Result {
+        let patch = msg.0;
+        let write = Write::UpdateCohort(self.shared.id, patch.clone());
+        Box::pin(
+            self.store
+                .send(Persist(write))
+                .into_actor(self)
+                .map(move |res, act, _| {
+                    res.map_err(|_| StoreError::Busy)??;
+                    let mut info = act.shared.info.write().unwrap_or_else(|e| e.into_inner());
+                    info.apply(&patch);
+                    act.rate = act.rate.min(info.admission_rate_per_s);
+                    Ok(info.clone())
+                }),
+        )
+    }
+}

@@ -1,0 +1,108 @@
+// @generated automatically by Diesel CLI.
+
+diesel::table! {
+    admissions (cohort_id, upto) {
+        cohort_id -> Integer,
+        upto -> BigInt,
+        admitted_at_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    bookings (id) {
+        id -> Integer,
+        code -> Text,
+        citizen_key -> Text,
+        cohort_id -> Integer,
+        ticket_seq -> BigInt,
+        vaccine -> Text,
+        center_id -> Integer,
+        first_slot_id -> Integer,
+        first_date -> Text,
+        first_start -> Text,
+        second_slot_id -> Integer,
+        second_date -> Text,
+        second_start -> Text,
+        state -> Text,
+        idempotency_key -> Nullable<Text>,
+        created_at -> BigInt,
+        cancelled_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    centers (id) {
+        id -> Integer,
+        name -> Text,
+        region -> Text,
+        address -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    citizens (key) {
+        key -> Text,
+        masked_name -> Text,
+        birth_date -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    cohorts (id) {
+        id -> Integer,
+        name -> Text,
+        birth_year_from -> Integer,
+        birth_year_to -> Integer,
+        opens_at -> BigInt,
+        closes_at -> BigInt,
+        vaccine -> Text,
+        dose_interval_days -> Integer,
+        admission_rate_per_s -> Double,
+        paused -> Bool,
+        shuffle_seed -> BigInt,
+        tickets_reserved -> BigInt,
+        pre_queue_count -> Nullable<BigInt>,
+        admitted_upto -> BigInt,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    pass_claims (cohort_id, ticket_seq) {
+        cohort_id -> Integer,
+        ticket_seq -> BigInt,
+        citizen_key -> Text,
+        claimed_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    slots (id) {
+        id -> Integer,
+        center_id -> Integer,
+        date -> Text,
+        start_time -> Text,
+        end_time -> Text,
+        capacity -> Integer,
+        vaccine -> Text,
+    }
+}
+
+diesel::joinable!(admissions -> cohorts (cohort_id));
+diesel::joinable!(bookings -> centers (center_id));
+diesel::joinable!(bookings -> citizens (citizen_key));
+diesel::joinable!(bookings -> cohorts (cohort_id));
+diesel::joinable!(pass_claims -> cohorts (cohort_id));
+diesel::joinable!(slots -> centers (center_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    admissions,
+    bookings,
+    centers,
+    citizens,
+    cohorts,
+    pass_claims,
+    slots,
+);

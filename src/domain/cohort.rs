@@ -1,0 +1,263 @@
+//! Cohorts: who may book (a range of birth years), when, which vaccine, and how fast the
+//! waiting room lets people through.
+
+use super::{invalid, text, vaccine, Invalid};
+use chrono::{DateTime, FixedOffset};
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_ADMISSION_RATE: f64 = 100.0;
+pub const MAX_ADMISSION_RATE: f64 = 100_000.0;
+
+/// The body of `POST /api/v1/admin/cohorts`, as sent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CohortRequest {
+    pub name: String,
+    pub birth_year_from: i32,
+    pub birth_year_to: i32,
+    pub opens_at: String,
+    pub closes_at: String,
+    pub vaccine: String,
+    pub dose_interval_days: i32,
+    pub admission_rate_per_s: Option<f64>,
+}
+
+/// A cohort the operators may create: every field checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewCohort {
+    pub name: String,
+    pub birth_year_from: i32,
+    pub birth_year_to: i32,
+    pub opens_at: i64,
+    pub closes_at: i64,
+    pub vaccine: String,
+    pub dose_interval_days: i32,
+    pub admission_rate_per_s: f64,
+}
+
+impl TryFrom<CohortRequest> for NewCohort {
+    type Error = Invalid;
+
+    fn try_from(r: CohortRequest) -> Result<Self, Invalid> {
+        let name = text("name", &r.name, 100)?;
+        for year in [r.birth_year_from, r.birth_year_to] {
+            if !(1900..=2100).contains(&year) {
+                return invalid("birth years must be between 1900 and 2100");
+            }
+        }
+        if r.birth_year_from > r.birth_year_to {
+            return invalid("birth_year_from must not be after birth_year_to");
+        }
+        let opens_at = parse_instant("opens_at", &r.opens_at)?;
+        let closes_at = parse_instant("closes_at", &r.closes_at)?;
+        if closes_at <= opens_at {
+            return invalid("closes_at must be after opens_at");
+        }
+        if !(1..=365).contains(&r.dose_interval_days) {
+            return invalid("dose_interval_days must be between 1 and 365");
+        }
+        let admission_rate_per_s = match r.admission_rate_per_s {
+            Some(rate) => parse_rate(rate)?,
+            None => DEFAULT_ADMISSION_RATE,
+        };
+        Ok(Self {
+            name,
+            birth_year_from: r.birth_year_from,
+            birth_year_to: r.birth_year_to,
+            opens_at,
+            closes_at,
+            vaccine: vaccine(&r.vaccine)?,
+            dose_interval_days: r.dose_interval_days,
+            admission_rate_per_s,
+        })
+    }
+}
+
+/// The body of `PATCH /api/v1/admin/cohorts/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CohortPatchRequest {
+    pub admission_rate_per_s: Option<f64>,
+    pub closes_at: Option<String>,
+    pub paused: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CohortPatch {
+    pub admission_rate_per_s: Option<f64>,
+    pub closes_at: Option<i64>,
+    pub paused: Option<bool>,
+}
+
+impl TryFrom<CohortPatchRequest> for CohortPatch {
+    type Error = Invalid;
+
+    fn try_from(r: CohortPatchRequest) -> Result<Self, Invalid> {
+        Ok(Self {
+            admission_rate_per_s: r.admission_rate_per_s.map(parse_rate).transpose()?,
+            closes_at: r
+                .closes_at
+                .as_deref()
+                .map(|c| parse_instant("closes_at", c))
+                .transpose()?,
+            paused: r.paused,
+        })
+    }
+}
+
+fn parse_rate(rate: f64) -> Result<f64, Invalid> {
+    if !rate.is_finite() || rate <= 0.0 || rate > MAX_ADMISSION_RATE {
+        return invalid(format!(
+            "admission_rate_per_s must be above 0 and at most {MAX_ADMISSION_RATE}"
+        ));
+    }
+    Ok(rate)
+}
+
+/// RFC 3339 with an offset, to unix seconds.
+pub fn parse_instant(field: &str, value: &str) -> Result<i64, Invalid> {
+    DateTime::parse_from_rfc3339(value)
+        .map(|d| d.timestamp())
+        .or_else(|_| {
+            invalid(format!(
+                "{field} must be an RFC 3339 instant with an offset"
+            ))
+        })
+}
+
+/// What a cohort is, as the actors and the listing know it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cohort {
+    pub id: i32,
+    pub name: String,
+    pub birth_year_from: i32,
+    pub birth_year_to: i32,
+    pub opens_at: i64,
+    pub closes_at: i64,
+    pub vaccine: String,
+    pub dose_interval_days: i32,
+    pub admission_rate_per_s: f64,
+    pub paused: bool,
+}
+
+impl Cohort {
+    pub fn admits_birth_year(&self, year: i32) -> bool {
+        (self.birth_year_from..=self.birth_year_to).contains(&year)
+    }
+
+    pub fn state(&self, now: i64, sold_out: bool) -> CohortState {
+        if now >= self.closes_at {
+            CohortState::Closed
+        } else if now < self.opens_at {
+            CohortState::Scheduled
+        } else if sold_out {
+            CohortState::SoldOut
+        } else {
+            CohortState::Open
+        }
+    }
+
+    pub fn apply(&mut self, patch: &CohortPatch) {
+        if let Some(rate) = patch.admission_rate_per_s {
+            self.admission_rate_per_s = rate;
+        }
+        if let Some(closes_at) = patch.closes_at {
+            self.closes_at = closes_at;
+        }
+        if let Some(paused) = patch.paused {
+            self.paused = paused;
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CohortState {
+    Scheduled,
+    Open,
+    Closed,
+    SoldOut,
+}
+
+/// A cohort as answered over HTTP.
+#[derive(Debug, Clone, Serialize)]
+pub struct CohortView {
+    pub id: i32,
+    pub name: String,
+    pub birth_year_from: i32,
+    pub birth_year_to: i32,
+    pub opens_at: String,
+    pub closes_at: String,
+    pub vaccine: String,
+    pub dose_interval_days: i32,
+    pub admission_rate_per_s: f64,
+    pub paused: bool,
+    pub state: CohortState,
+}
+
+impl CohortView {
+    pub fn new(c: &Cohort, state: CohortState, zone: FixedOffset) -> Self {
+        Self {
+            id: c.id,
+            name: c.name.clone(),
+            birth_year_from: c.birth_year_from,
+            birth_year_to: c.birth_year_to,
+            opens_at: format_instant(c.opens_at, zone),
+            closes_at: format_instant(c.closes_at, zone),
+            vaccine: c.vaccine.clone(),
+            dose_interval_days: c.dose_interval_days,
+            admission_rate_per_s: c.admission_rate_per_s,
+            paused: c.paused,
+            state,
+        }
+    }
+}
+
+/// Unix seconds to RFC 3339 in the server's zone.
+pub fn format_instant(secs: i64, zone: FixedOffset) -> String {
+    DateTime::from_timestamp(secs, 0)
+        .unwrap_or_default()
+        .with_timezone(&zone)
+        .to_rfc3339()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> CohortRequest {
+        CohortRequest {
+            name: "55-59".into(),
+            birth_year_from: 1962,
+            birth_year_to: 1966,
+            opens_at: "2021-07-12T00:00:00+09:00".into(),
+            closes_at: "2021-07-17T18:00:00+09:00".into(),
+            vaccine: "Moderna".into(),
+            dose_interval_days: 28,
+            admission_rate_per_s: None,
+        }
+    }
+
+    #[test]
+    fn a_good_request_parses_with_the_default_rate() {
+        let c = NewCohort::try_from(request()).unwrap();
+        assert_eq!(c.admission_rate_per_s, DEFAULT_ADMISSION_RATE);
+        assert_eq!(c.opens_at, 1_626_015_600);
+    }
+
+    #[test]
+    fn inverted_ranges_and_bad_instants_are_refused() {
+        let mut r = request();
+        r.birth_year_from = 1970;
+        assert!(NewCohort::try_from(r).is_err());
+        let mut r = request();
+        r.closes_at = "2021-07-11T00:00:00+09:00".into();
+        assert!(NewCohort::try_from(r).is_err());
+        let mut r = request();
+        r.opens_at = "2021-07-12 00:00".into();
+        assert!(NewCohort::try_from(r).is_err());
+        let mut r = request();
+        r.admission_rate_per_s = Some(f64::NAN);
+        assert!(NewCohort::try_from(r).is_err());
+    }
+}

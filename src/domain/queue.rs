@@ -1,0 +1,307 @@
+//! The waiting room's arithmetic: queue order (with the one pre-queue shuffle), positions,
+//! what a ticket's holder is told, how soon to poll again. The `CohortQueue` actor keeps the
+//! counters; everything here is a pure function of them, so any handler can answer a poll
+//! from a snapshot without waiting for the actor.
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+/// Ticket numbers are reserved on disk this many at a time, ahead of use.
+pub const TICKET_BLOCK: u64 = 1024;
+/// Longest wait between polls far back in the queue.
+pub const MAX_POLL_SECONDS: u64 = 60;
+
+/// Tickets taken before opening, in the order the shuffle at opening gave them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreQueue {
+    pub count: u64,
+    pub seed: u64,
+    /// `index[seq]` is the queue index of pre-queue ticket `seq`: 4 bytes a citizen.
+    index: Vec<u32>,
+}
+
+impl PreQueue {
+    /// A uniform shuffle (Fisher–Yates over a ChaCha8 stream): the same seed and count give
+    /// the same order on every run and every version of this server.
+    pub fn new(count: u64, seed: u64) -> Self {
+        let mut order: Vec<u32> = (0..count as u32).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+        // order[qidx] = seq; invert it so a poll finds its index in O(1).
+        let mut index = vec![0u32; order.len()];
+        for (qidx, seq) in order.iter().enumerate() {
+            index[*seq as usize] = qidx as u32;
+        }
+        Self { count, seed, index }
+    }
+
+    /// Queue index of a ticket: shuffled for the pre-queue, its own number after opening.
+    pub fn queue_index(&self, seq: u64) -> u64 {
+        if seq < self.count {
+            u64::from(self.index[seq as usize])
+        } else {
+            seq
+        }
+    }
+}
+
+/// One admission step: queue indices `from..upto` were admitted at `at_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batch {
+    pub from: u64,
+    pub upto: u64,
+    pub at_ms: i64,
+}
+
+/// What the queue looks like now, as published by its actor.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueSnapshot<'a> {
+    pub now_ms: i64,
+    pub opens_at: i64,
+    pub closes_at: i64,
+    pub paused: bool,
+    pub sold_out: bool,
+    /// Ticket numbers handed out so far.
+    pub issued: u64,
+    pub admitted_upto: u64,
+    pub pre_queue: Option<&'a PreQueue>,
+    /// Admissions whose passes may still be valid, oldest first.
+    pub batches: &'a [Batch],
+    pub pass_ttl_s: i64,
+    /// Admissions per second measured over the recent past.
+    pub rate: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TicketState {
+    PreQueue,
+    Waiting,
+    Admitted,
+    Expired,
+    SoldOut,
+    Closed,
+}
+
+/// What the holder of a ticket is told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TicketStatus {
+    pub state: TicketState,
+    pub position: Option<u64>,
+    pub ahead: Option<u64>,
+    pub behind: Option<u64>,
+    pub eta_seconds: Option<u64>,
+    pub poll_after_seconds: u64,
+    /// Unix seconds at which the pass lapses, while admitted.
+    #[serde(skip)]
+    pub pass_expires_at: Option<i64>,
+}
+
+impl QueueSnapshot<'_> {
+    pub fn status(&self, seq: u64) -> TicketStatus {
+        let now = self.now_ms.div_euclid(1000);
+        let closed = now >= self.closes_at;
+        let Some(pre) = self.pre_queue else {
+            return self.pre_queue_status(seq, now, closed);
+        };
+        let qidx = pre.queue_index(seq);
+        let behind = Some(self.issued.saturating_sub(qidx + 1));
+        if qidx < self.admitted_upto {
+            let expires = self.pass_expiry(qidx);
+            let state = match expires {
+                Some(at) if now < at => TicketState::Admitted,
+                _ => TicketState::Expired,
+            };
+            return TicketStatus {
+                state,
+                position: Some(0),
+                ahead: Some(0),
+                behind,
+                eta_seconds: Some(0),
+                poll_after_seconds: if state == TicketState::Admitted {
+                    5
+                } else {
+                    MAX_POLL_SECONDS
+                },
+                pass_expires_at: expires.filter(|at| now < *at),
+            };
+        }
+        let position = qidx - self.admitted_upto + 1;
+        let (state, eta) = if closed {
+            (TicketState::Closed, None)
+        } else if self.sold_out {
+            (TicketState::SoldOut, None)
+        } else if self.paused {
+            (TicketState::Waiting, None)
+        } else {
+            (TicketState::Waiting, eta_seconds(position, self.rate))
+        };
+        TicketStatus {
+            state,
+            position: Some(position),
+            ahead: Some(position - 1),
+            behind,
+            eta_seconds: eta,
+            poll_after_seconds: poll_after(position, eta),
+            pass_expires_at: None,
+        }
+    }
+
+    fn pre_queue_status(&self, seq: u64, now: i64, closed: bool) -> TicketStatus {
+        let to_open = (self.opens_at - now).max(0) as u64;
+        // Spread the first polls after opening over ten seconds: the order is shuffled, so
+        // polling first wins nothing, and the server is spared a thundering herd.
+        let spread = seq % 10;
+        let poll = if to_open > MAX_POLL_SECONDS + 10 {
+            MAX_POLL_SECONDS - spread
+        } else {
+            to_open + 1 + spread
+        };
+        TicketStatus {
+            state: if closed {
+                TicketState::Closed
+            } else {
+                TicketState::PreQueue
+            },
+            position: None,
+            ahead: None,
+            behind: None,
+            eta_seconds: None,
+            poll_after_seconds: poll.max(1),
+            pass_expires_at: None,
+        }
+    }
+
+    /// When the pass of an admitted queue index lapses, if its admission is still on record.
+    fn pass_expiry(&self, qidx: u64) -> Option<i64> {
+        let i = self.batches.partition_point(|b| b.upto <= qidx);
+        let b = self.batches.get(i)?;
+        (b.from <= qidx).then(|| b.at_ms.div_euclid(1000) + self.pass_ttl_s)
+    }
+}
+
+/// Seconds until admission at `rate` per second, for the `position`-th in line.
+pub fn eta_seconds(position: u64, rate: f64) -> Option<u64> {
+    (rate > 0.0).then(|| (position as f64 / rate).ceil() as u64)
+}
+
+/// How long to wait before the next poll: a tenth of the expected wait, between 1 s near the
+/// front and 60 s far back. With N waiting at rate r, the whole queue polls about
+/// 10·r (the first 10·r s of the line) + 10·r·ln 60 (the middle) + (N − 600·r)/60 times a second.
+pub fn poll_after(position: u64, eta: Option<u64>) -> u64 {
+    match eta {
+        Some(eta) => eta.div_ceil(10).clamp(1, MAX_POLL_SECONDS),
+        // Paused or sold out: nothing moves until an operator acts; poll slowly, a little
+        // sooner near the front.
+        None => (position / 100).clamp(10, MAX_POLL_SECONDS),
+    }
+}
+
+/// Expected total polls per second for `waiting` tickets at `rate` admissions per second,
+/// from the policy of [`poll_after`]: the figure the benchmark checks against.
+pub fn expected_poll_rate(waiting: u64, rate: f64) -> f64 {
+    (1..=waiting)
+        .map(|p| 1.0 / poll_after(p, eta_seconds(p, rate)) as f64)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot<'a>(pre: Option<&'a PreQueue>, batches: &'a [Batch]) -> QueueSnapshot<'a> {
+        QueueSnapshot {
+            now_ms: 1_000_000,
+            opens_at: 900,
+            closes_at: 10_000,
+            paused: false,
+            sold_out: false,
+            issued: 100,
+            admitted_upto: 10,
+            pre_queue: pre,
+            batches,
+            pass_ttl_s: 600,
+            rate: 5.0,
+        }
+    }
+
+    #[test]
+    fn the_shuffle_is_a_permutation_reproducible_from_its_seed() {
+        let a = PreQueue::new(1000, 7);
+        let mut seen: Vec<u64> = (0..1000).map(|s| a.queue_index(s)).collect();
+        assert_ne!(seen, (0..1000).collect::<Vec<_>>(), "not the join order");
+        seen.sort_unstable();
+        assert_eq!(seen, (0..1000).collect::<Vec<_>>(), "each place once");
+        assert_eq!(a, PreQueue::new(1000, 7));
+        assert_ne!(a, PreQueue::new(1000, 8));
+        assert_eq!(
+            a.queue_index(1000),
+            1000,
+            "after opening, a ticket's number is its place"
+        );
+    }
+
+    #[test]
+    fn a_waiting_ticket_is_told_its_place_and_wait() {
+        let pre = PreQueue::new(0, 1);
+        let s = snapshot(Some(&pre), &[]).status(59);
+        assert_eq!(s.state, TicketState::Waiting);
+        assert_eq!(
+            (s.position, s.ahead, s.behind),
+            (Some(50), Some(49), Some(40))
+        );
+        assert_eq!(s.eta_seconds, Some(10));
+        assert_eq!(s.poll_after_seconds, 1);
+    }
+
+    #[test]
+    fn an_admitted_ticket_gets_its_pass_expiry_until_it_lapses() {
+        let pre = PreQueue::new(0, 1);
+        let batches = [Batch {
+            from: 0,
+            upto: 10,
+            at_ms: 950_000,
+        }];
+        let s = snapshot(Some(&pre), &batches).status(3);
+        assert_eq!(s.state, TicketState::Admitted);
+        assert_eq!(s.pass_expires_at, Some(1550));
+        let mut later = snapshot(Some(&pre), &batches);
+        later.now_ms = 1_550_000;
+        assert_eq!(later.status(3).state, TicketState::Expired);
+        // An admission no longer on record has lapsed too.
+        assert_eq!(
+            snapshot(Some(&pre), &[]).status(3).state,
+            TicketState::Expired
+        );
+    }
+
+    #[test]
+    fn paused_and_sold_out_queues_promise_no_time() {
+        let pre = PreQueue::new(0, 1);
+        let mut s = snapshot(Some(&pre), &[]);
+        s.paused = true;
+        assert_eq!(s.status(50).eta_seconds, None);
+        assert_eq!(s.status(50).state, TicketState::Waiting);
+        s.sold_out = true;
+        assert_eq!(s.status(50).state, TicketState::SoldOut);
+    }
+
+    #[test]
+    fn before_opening_there_is_no_position() {
+        let s = snapshot(None, &[]).status(5);
+        assert_eq!(s.state, TicketState::PreQueue);
+        assert_eq!(s.position, None);
+    }
+
+    #[test]
+    fn polling_slows_with_distance_from_the_front() {
+        assert_eq!(poll_after(10, eta_seconds(10, 100.0)), 1);
+        assert_eq!(poll_after(100_000, eta_seconds(100_000, 100.0)), 60);
+        let near = poll_after(2_000, eta_seconds(2_000, 100.0));
+        assert!((1..60).contains(&near));
+        // 800k waiting at 100/s poll about 17k times a second, not 800k.
+        let total = expected_poll_rate(800_000, 100.0);
+        assert!(total < 20_000.0, "{total}");
+    }
+}

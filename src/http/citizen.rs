@@ -1,0 +1,509 @@
+//! Citizens' endpoints: cohorts, the waiting room, verification, centers and slots,
+//! booking, lookup and cancellation.
+
+use super::{bearer, State};
+use crate::actors::booking_store::{Persist, StoreError, Write, Written};
+use crate::actors::center_inventory::Release;
+use crate::actors::center_inventory::{Book, BookError, BookingRequest, ListSlots};
+use crate::actors::cohort_queue::{Claim, ClaimPass, TicketBooked};
+use crate::actors::identity_pool::{Verify, VerifyError};
+use crate::db::models::{BookingRow, NewCitizenRow};
+use crate::db::queries;
+use crate::domain::booking::{parse_code, BookingView, Dose, STATE_CANCELLED};
+use crate::domain::cohort::{format_instant, CohortView};
+use crate::domain::identity::{mask_name, parse_birth_date, IdentityClaim};
+use crate::domain::queue::TicketState;
+use crate::domain::slot::Refusal;
+use crate::domain::tokens::{Pass, Session, Ticket};
+use crate::error::ApiError;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::Ordering;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/cohorts", web::get().to(list_cohorts))
+        .route("/cohorts/{id}/queue", web::post().to(join))
+        .route("/queue", web::get().to(poll))
+        .route("/verifications", web::post().to(verify))
+        .route("/centers", web::get().to(list_centers))
+        .route("/centers/{id}/slots", web::get().to(list_slots))
+        .route("/bookings", web::post().to(book))
+        .route("/bookings/lookup", web::post().to(lookup))
+        .route("/bookings/{code}/cancel", web::post().to(cancel));
+}
+
+pub(crate) fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Busy => ApiError::busy(),
+        StoreError::Commit(_) => ApiError::unavailable(
+            "unavailable",
+            "the change could not be saved; nothing was changed, try again",
+            1,
+        ),
+    }
+}
+
+async fn list_cohorts(state: State) -> HttpResponse {
+    let now = crate::now_s();
+    let zone = state.config.zone;
+    let list: Vec<CohortView> = state
+        .registry
+        .cohorts()
+        .iter()
+        .map(|c| CohortView::new(&c.shared.cohort(), c.shared.state(now), zone))
+        .collect();
+    HttpResponse::Ok().json(list)
+}
+
+/// What a poll (or a join) answers.
+#[derive(Serialize)]
+struct QueueAnswer {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ticket: Option<String>,
+    state: TicketState,
+    position: Option<u64>,
+    ahead: Option<u64>,
+    behind: Option<u64>,
+    eta_seconds: Option<u64>,
+    poll_after_seconds: u64,
+    cohort_id: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pass: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pass_expires_at: Option<String>,
+}
+
+fn queue_answer(
+    state: &State,
+    ticket: Ticket,
+    token: Option<String>,
+) -> Result<QueueAnswer, ApiError> {
+    let cohort = state.registry.cohort(ticket.cohort_id).ok_or_else(|| {
+        ApiError::unauthorized("invalid_ticket", "this ticket belongs to no cohort")
+    })?;
+    let status = cohort.shared.status(ticket.seq, crate::now_ms());
+    let pass = status.pass_expires_at.map(|expires_at| {
+        let pass = Pass {
+            cohort_id: ticket.cohort_id,
+            seq: ticket.seq,
+            expires_at,
+        };
+        (
+            state.signer.pass(&pass),
+            format_instant(expires_at, state.config.zone),
+        )
+    });
+    let (pass, pass_expires_at) = pass.unzip();
+    Ok(QueueAnswer {
+        ticket: token,
+        state: status.state,
+        position: status.position,
+        ahead: status.ahead,
+        behind: status.behind,
+        eta_seconds: status.eta_seconds,
+        poll_after_seconds: status.poll_after_seconds,
+        cohort_id: ticket.cohort_id,
+        pass,
+        pass_expires_at,
+    })
+}
+
+async fn join(state: State, path: web::Path<i32>) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let cohort = state
+        .registry
+        .cohort(id)
+        .ok_or_else(|| ApiError::not_found("cohort"))?;
+    if crate::now_s() >= cohort.shared.cohort().closes_at {
+        return Err(ApiError::conflict(
+            "cohort_closed",
+            "this cohort has closed",
+        ));
+    }
+    let seq = cohort.take_ticket().await.map_err(store_error)?;
+    state.http_metrics.joins.fetch_add(1, Ordering::Relaxed);
+    let ticket = Ticket { cohort_id: id, seq };
+    let token = state.signer.ticket(&ticket);
+    let answer = queue_answer(&state, ticket, Some(token))?;
+    Ok(HttpResponse::Created().json(answer))
+}
+
+async fn poll(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let ticket = bearer(&req)
+        .and_then(|t| state.signer.check_ticket(t).ok())
+        .ok_or_else(|| ApiError::unauthorized("invalid_ticket", "a valid ticket is required"))?;
+    state.http_metrics.polls.fetch_add(1, Ordering::Relaxed);
+    Ok(HttpResponse::Ok().json(queue_answer(&state, ticket, None)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    name: String,
+    birth_date: String,
+    phone: String,
+}
+
+#[derive(Serialize)]
+struct SessionAnswer {
+    session: String,
+    expires_at: String,
+    cohort_id: i32,
+}
+
+async fn verify(
+    state: State,
+    req: HttpRequest,
+    body: web::Json<VerifyRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let now = crate::now_s();
+    let pass = bearer(&req)
+        .and_then(|t| state.signer.check_pass(t, now).ok())
+        .ok_or_else(|| {
+            ApiError::unauthorized("invalid_pass", "a valid, unexpired pass is required")
+        })?;
+    let today = chrono::Utc::now()
+        .with_timezone(&state.config.zone)
+        .date_naive();
+    let claim = IdentityClaim::parse(&body.name, &body.birth_date, &body.phone, today)?;
+    let cohort = state
+        .registry
+        .cohort(pass.cohort_id)
+        .ok_or_else(|| ApiError::unauthorized("invalid_pass", "this pass belongs to no cohort"))?;
+    let info = cohort.shared.cohort();
+    if !info.admits_birth_year(claim.birth_year()) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_eligible",
+            format!(
+                "this cohort is for people born {} to {}",
+                info.birth_year_from, info.birth_year_to
+            ),
+        ));
+    }
+    let limit_key = state.signer.keyed_hash("limit", &claim.canonical(), 16);
+    let birth_date = claim.birth_date.to_string();
+    let masked_name = mask_name(&claim.name);
+    let vouched = state
+        .identity
+        .send(Verify { claim, limit_key })
+        .await?
+        .map_err(|e| match e {
+            VerifyError::Busy { retry_after } => ApiError::unavailable(
+                "identity_busy",
+                "identity checks are busy; your place is kept, try again shortly",
+                retry_after,
+            ),
+            VerifyError::RateLimited { retry_after } => ApiError::rate_limited(retry_after),
+            VerifyError::Rejected => ApiError::unauthorized(
+                "identity_rejected",
+                "the identity provider could not confirm these details",
+            ),
+        })?;
+    let citizen_key = state.signer.keyed_hash("citizen", &vouched.person_id, 32);
+    let claimed = cohort
+        .addr
+        .send(ClaimPass {
+            seq: pass.seq,
+            citizen_key: citizen_key.clone(),
+            now,
+        })
+        .await?
+        .map_err(store_error)?;
+    if claimed == Claim::Other {
+        return Err(ApiError::unauthorized(
+            "invalid_pass",
+            "this pass has already verified another person",
+        ));
+    }
+    let expires_at = now + state.config.session_ttl_s;
+    let session = Session {
+        cohort_id: pass.cohort_id,
+        seq: pass.seq,
+        citizen_key,
+        birth_date,
+        expires_at,
+        masked_name,
+    };
+    Ok(HttpResponse::Created().json(SessionAnswer {
+        session: state.signer.session(&session),
+        expires_at: format_instant(expires_at, state.config.zone),
+        cohort_id: pass.cohort_id,
+    }))
+}
+
+#[derive(Deserialize)]
+pub struct RegionQuery {
+    region: Option<String>,
+}
+
+async fn list_centers(state: State, q: web::Query<RegionQuery>) -> HttpResponse {
+    let region = q.region.as_deref().map(str::trim).filter(|r| !r.is_empty());
+    let list: Vec<_> = state
+        .registry
+        .centers()
+        .iter()
+        .filter(|c| region.is_none_or(|r| c.shared.region == r))
+        .map(|c| c.shared.view())
+        .collect();
+    HttpResponse::Ok().json(list)
+}
+
+async fn list_slots(state: State, path: web::Path<i32>) -> Result<HttpResponse, ApiError> {
+    let center = state
+        .registry
+        .center(path.into_inner())
+        .ok_or_else(|| ApiError::not_found("center"))?;
+    let today = chrono::Utc::now()
+        .with_timezone(&state.config.zone)
+        .date_naive();
+    let slots = center.addr.send(ListSlots { today }).await?;
+    Ok(HttpResponse::Ok().json(slots))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BookRequest {
+    slot_id: i64,
+}
+
+pub(crate) fn booking_view(row: &BookingRow, masked_name: String) -> BookingView {
+    BookingView {
+        code: row.code.clone(),
+        state: row.state.clone(),
+        cohort_id: row.cohort_id,
+        vaccine: row.vaccine.clone(),
+        name: masked_name,
+        first_dose: Dose {
+            center_id: row.center_id,
+            slot_id: row.first_slot_id,
+            date: row.first_date.clone(),
+            start_time: row.first_start.clone(),
+        },
+        second_dose: Dose {
+            center_id: row.center_id,
+            slot_id: row.second_slot_id,
+            date: row.second_date.clone(),
+            start_time: row.second_start.clone(),
+        },
+    }
+}
+
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 128)
+        .ok_or_else(|| {
+            ApiError::bad_request("Idempotency-Key must be 1 to 128 visible ASCII characters")
+        })?;
+    Ok(Some(key.to_string()))
+}
+
+/// Runs a read on the blocking pool.
+pub(crate) async fn read<T: Send + 'static>(
+    state: &State,
+    f: impl FnOnce(&mut diesel::SqliteConnection) -> Result<T, diesel::result::Error> + Send + 'static,
+) -> Result<T, ApiError> {
+    let pool = state.pool.clone();
+    web::block(move || {
+        let mut conn = pool.get().map_err(|e| e.to_string())?;
+        f(&mut conn).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|_| ApiError::busy())?
+    .map_err(|e| {
+        log::error!("read failed: {e}");
+        ApiError::busy()
+    })
+}
+
+async fn book(
+    state: State,
+    req: HttpRequest,
+    body: web::Json<BookRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let now = crate::now_s();
+    let session = bearer(&req)
+        .and_then(|t| state.signer.check_session(t, now).ok())
+        .ok_or_else(|| {
+            ApiError::unauthorized("invalid_session", "a valid, unexpired session is required")
+        })?;
+    let idem = idempotency_key(&req)?;
+    let slot_id = i32::try_from(body.slot_id).map_err(|_| ApiError::not_found("slot"))?;
+    let center = state
+        .registry
+        .center_of_slot(slot_id)
+        .ok_or_else(|| ApiError::not_found("slot"))?;
+    let cohort = state.registry.cohort(session.cohort_id).ok_or_else(|| {
+        ApiError::unauthorized("invalid_session", "this session belongs to no cohort")
+    })?;
+    let info = cohort.shared.cohort();
+
+    // A repeat, or a second booking, is answered without touching any place.
+    let (key, idem_key) = (session.citizen_key.clone(), idem.clone());
+    let existing = read(&state, move |c| {
+        queries::find_for_citizen(c, &key, idem_key.as_deref())
+    })
+    .await?;
+    if let Some(row) = existing {
+        if row.idempotency_key.is_some() && row.idempotency_key == idem {
+            return Ok(HttpResponse::Created().json(booking_view(&row, session.masked_name)));
+        }
+        return Err(ApiError::conflict(
+            "already_booked",
+            format!("you already hold booking {}", row.code),
+        ));
+    }
+
+    let today = chrono::Utc::now()
+        .with_timezone(&state.config.zone)
+        .date_naive();
+    let request = BookingRequest {
+        slot_id,
+        vaccine: info.vaccine.clone(),
+        dose_interval_days: info.dose_interval_days as u32,
+        today,
+        citizen: NewCitizenRow {
+            key: session.citizen_key.clone(),
+            masked_name: session.masked_name.clone(),
+            birth_date: session.birth_date.clone(),
+            created_at: now,
+        },
+        code: crate::domain::booking::new_code(),
+        cohort_id: session.cohort_id,
+        ticket_seq: session.seq,
+        idempotency_key: idem,
+        now,
+    };
+    let booked = center
+        .addr
+        .send(Book(request))
+        .await?
+        .map_err(|e| match e {
+            BookError::Refused(Refusal::NotFound) => ApiError::not_found("slot"),
+            BookError::Refused(Refusal::SlotFull) => {
+                ApiError::conflict("slot_full", "this slot is full; pick another")
+            }
+            BookError::Refused(Refusal::SlotPassed) => {
+                ApiError::conflict("slot_full", "this slot has passed; pick another")
+            }
+            BookError::Refused(Refusal::WrongVaccine) => ApiError::conflict(
+                "wrong_vaccine",
+                format!("this cohort is vaccinated with {}", info.vaccine),
+            ),
+            BookError::Refused(Refusal::NoSecondDoseSlot) => ApiError::conflict(
+                "no_second_dose_slot",
+                "no place for the second dose at this center; pick another day or center",
+            ),
+            BookError::AlreadyBooked => {
+                ApiError::conflict("already_booked", "you already hold a booking")
+            }
+            BookError::Store(e) => store_error(e),
+        })?;
+    if !booked.repeat {
+        state
+            .http_metrics
+            .bookings_created
+            .fetch_add(1, Ordering::Relaxed);
+        cohort.addr.do_send(TicketBooked { seq: session.seq });
+    }
+    Ok(HttpResponse::Created().json(booking_view(&booked.row, session.masked_name)))
+}
+
+fn check_lookup_limit(state: &State, req: &HttpRequest) -> Result<(), ApiError> {
+    let ip = req
+        .peer_addr()
+        .map(|a| a.ip())
+        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    state.lookups.check_key(&ip).map_err(|not_until| {
+        use governor::clock::{Clock, DefaultClock};
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        ApiError::rate_limited(wait.as_secs() + 1)
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupRequest {
+    code: String,
+    birth_date: String,
+}
+
+/// The booking with this code if the birth date matches; `None` otherwise.
+async fn find_matching(
+    state: &State,
+    code: &str,
+    birth_date: &str,
+) -> Result<Option<(BookingRow, String)>, ApiError> {
+    let today = chrono::Utc::now()
+        .with_timezone(&state.config.zone)
+        .date_naive();
+    let birth = parse_birth_date(birth_date, today)?.to_string();
+    let Some(code) = parse_code(code) else {
+        return Ok(None);
+    };
+    let found = read(state, move |c| queries::find_booking(c, &code)).await?;
+    Ok(found.and_then(|(row, masked, born)| (born == birth).then_some((row, masked))))
+}
+
+async fn lookup(
+    state: State,
+    req: HttpRequest,
+    body: web::Json<LookupRequest>,
+) -> Result<HttpResponse, ApiError> {
+    check_lookup_limit(&state, &req)?;
+    let (row, masked) = find_matching(&state, &body.code, &body.birth_date)
+        .await?
+        .ok_or_else(|| ApiError::not_found("booking with this code and birth date"))?;
+    Ok(HttpResponse::Ok().json(booking_view(&row, masked)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    birth_date: String,
+}
+
+async fn cancel(
+    state: State,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<CancelRequest>,
+) -> Result<HttpResponse, ApiError> {
+    check_lookup_limit(&state, &req)?;
+    let (row, _) = find_matching(&state, &path, &body.birth_date)
+        .await?
+        .ok_or_else(|| ApiError::not_found("booking with this code and birth date"))?;
+    if row.state == STATE_CANCELLED {
+        return Ok(HttpResponse::Ok()
+            .json(serde_json::json!({"code": row.code, "state": STATE_CANCELLED})));
+    }
+    let write = Write::Cancel {
+        code: row.code.clone(),
+        now: crate::now_s(),
+    };
+    let written = state
+        .store
+        .send(Persist(write))
+        .await?
+        .map_err(store_error)?;
+    // Only the request that flipped the state gives the places back.
+    if let Written::Cancelled(Some(cancelled)) = written {
+        if let Some(center) = state.registry.center(cancelled.center_id) {
+            center
+                .addr
+                .send(Release {
+                    first_slot_id: cancelled.first_slot_id,
+                    second_slot_id: cancelled.second_slot_id,
+                })
+                .await?;
+        }
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({"code": row.code, "state": STATE_CANCELLED})))
+}

@@ -1,0 +1,237 @@
+//! The HTTP layer: routes, extractors, and the operational endpoints. Handlers parse input
+//! into domain types, send one message to an actor (or read what one publishes), and map the
+//! answer to the contract in `../shared/API.md`. Every error is an `ApiError`.
+
+pub mod admin;
+pub mod citizen;
+
+use crate::error::ApiError;
+use crate::startup::AppState;
+use actix_web::http::StatusCode;
+use actix_web::{error, web, HttpRequest, HttpResponse};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub type State = web::Data<AppState>;
+
+/// Bodies citizens send are tiny; operators may send a few thousand slots at once.
+pub const CITIZEN_BODY_LIMIT: usize = 16 * 1024;
+pub const ADMIN_BODY_LIMIT: usize = 4 * 1024 * 1024;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(json_config(CITIZEN_BODY_LIMIT))
+        .app_data(
+            web::PathConfig::default().error_handler(|_, _| ApiError::not_found("resource").into()),
+        )
+        .app_data(
+            web::QueryConfig::default()
+                .error_handler(|e, _| ApiError::bad_request(e.to_string()).into()),
+        )
+        .route("/healthz", web::get().to(healthz))
+        .route("/metrics", web::get().to(metrics))
+        .service(
+            web::scope("/api/v1/admin")
+                .app_data(json_config(ADMIN_BODY_LIMIT))
+                .configure(admin::routes),
+        )
+        .service(web::scope("/api/v1").configure(citizen::routes))
+        .default_service(web::to(|| async {
+            Err::<HttpResponse, _>(ApiError::not_found("resource"))
+        }));
+}
+
+fn json_config(limit: usize) -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(limit)
+        .content_type_required(false)
+        .error_handler(|err, _| {
+            let e = match &err {
+                error::JsonPayloadError::Overflow { .. }
+                | error::JsonPayloadError::OverflowKnownLength { .. } => ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "validation",
+                    "the body is too large",
+                ),
+                error::JsonPayloadError::Deserialize(d) if d.is_data() => {
+                    ApiError::validation(d.to_string())
+                }
+                _ => ApiError::bad_request(format!("the body is not valid JSON: {err}")),
+            };
+            e.into()
+        })
+}
+
+/// The token after `Bearer `, if any.
+pub fn bearer(req: &HttpRequest) -> Option<&str> {
+    let value = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Answers counted by class, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct HttpMetrics {
+    pub ok: AtomicU64,
+    pub client_errors: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub server_errors: AtomicU64,
+    pub unavailable: AtomicU64,
+    pub bookings_created: AtomicU64,
+    pub joins: AtomicU64,
+    pub polls: AtomicU64,
+}
+
+impl HttpMetrics {
+    pub fn record(&self, status: StatusCode) {
+        let counter = match status.as_u16() {
+            429 => &self.rate_limited,
+            503 => &self.unavailable,
+            400..=499 => &self.client_errors,
+            500..=599 => &self.server_errors,
+            _ => &self.ok,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+async fn metrics(state: State) -> HttpResponse {
+    let mut out = String::new();
+    let now = crate::now_s();
+    let mut gauge = |name: &str, help: &str, kind: &str, rows: Vec<(String, f64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in rows {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    let cohorts = state.registry.cohorts();
+    let per_cohort = |f: &dyn Fn(&crate::actors::cohort_queue::CohortShared) -> f64| {
+        cohorts
+            .iter()
+            .map(|c| (format!("{{cohort=\"{}\"}}", c.shared.id), f(&c.shared)))
+            .collect()
+    };
+    gauge(
+        "queue_waiting",
+        "Tickets not yet admitted, pre-queue included.",
+        "gauge",
+        per_cohort(&|c| c.issued().saturating_sub(c.admitted()) as f64),
+    );
+    gauge(
+        "queue_admitted_total",
+        "Tickets admitted so far.",
+        "counter",
+        per_cohort(&|c| c.admitted() as f64),
+    );
+    gauge(
+        "queue_verified_total",
+        "Passes that verified a citizen.",
+        "counter",
+        per_cohort(&|c| c.verified() as f64),
+    );
+    gauge(
+        "queue_admission_rate",
+        "Admissions per second, measured.",
+        "gauge",
+        per_cohort(&|c| c.measured_rate()),
+    );
+    gauge(
+        "queue_sold_out",
+        "1 while the cohort is sold out.",
+        "gauge",
+        per_cohort(&|c| {
+            f64::from(u8::from(
+                c.state(now) == crate::domain::cohort::CohortState::SoldOut,
+            ))
+        }),
+    );
+    let id = &state.identity_load;
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+    gauge(
+        "identity_in_flight",
+        "Provider calls in flight.",
+        "gauge",
+        vec![(String::new(), load(&id.in_flight))],
+    );
+    gauge(
+        "identity_max_in_flight",
+        "Cap on provider calls in flight.",
+        "gauge",
+        vec![(String::new(), load(&id.max_in_flight))],
+    );
+    gauge(
+        "identity_outcomes_total",
+        "Verification outcomes.",
+        "counter",
+        vec![
+            ("{outcome=\"vouched\"}".into(), load(&id.vouched)),
+            ("{outcome=\"rejected\"}".into(), load(&id.rejected)),
+            ("{outcome=\"failed\"}".into(), load(&id.failed)),
+            ("{outcome=\"busy\"}".into(), load(&id.busy)),
+            ("{outcome=\"rate_limited\"}".into(), load(&id.rate_limited)),
+        ],
+    );
+    let st = &state.store_metrics;
+    gauge(
+        "store_commits_total",
+        "Transactions committed.",
+        "counter",
+        vec![(String::new(), load(&st.commits))],
+    );
+    gauge(
+        "store_failed_commits_total",
+        "Transactions that failed.",
+        "counter",
+        vec![(String::new(), load(&st.failed_commits))],
+    );
+    gauge(
+        "store_writes_total",
+        "Writes committed.",
+        "counter",
+        vec![(String::new(), load(&st.writes))],
+    );
+    gauge(
+        "store_largest_batch",
+        "Most writes in one commit.",
+        "gauge",
+        vec![(String::new(), load(&st.largest_batch))],
+    );
+    gauge(
+        "store_pending",
+        "Writes waiting for the next commit.",
+        "gauge",
+        vec![(String::new(), load(&st.pending))],
+    );
+    let h = &state.http_metrics;
+    gauge(
+        "bookings_created_total",
+        "Bookings answered 201 (repeats excluded).",
+        "counter",
+        vec![(String::new(), load(&h.bookings_created))],
+    );
+    gauge(
+        "http_responses_total",
+        "HTTP answers by class.",
+        "counter",
+        vec![
+            ("{class=\"ok\"}".into(), load(&h.ok)),
+            ("{class=\"client_error\"}".into(), load(&h.client_errors)),
+            ("{class=\"rate_limited\"}".into(), load(&h.rate_limited)),
+            ("{class=\"unavailable\"}".into(), load(&h.unavailable)),
+            ("{class=\"server_error\"}".into(), load(&h.server_errors)),
+        ],
+    );
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(out)
+}

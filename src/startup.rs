@@ -1,0 +1,426 @@
+//! Wiring: opens the database, rebuilds every actor from it, binds the listener and builds
+//! the HTTP server. `Application::build` binds before it returns, so tests run on port 0.
+
+use crate::actors::booking_store::{
+    BookingStore, Persist, StoreError, StoreMetrics, Write, Written,
+};
+use crate::actors::center_inventory::{AddSlots, CenterInventory, CenterShared};
+use crate::actors::cohort_queue::{
+    CohortHandle, CohortQueue, CohortShared, QueueSettings, QueueState, TICK,
+};
+use crate::actors::identity_pool::{IdentityPool, IdentityProvider, PoolLoad, SimulatedProvider};
+use crate::actors::{CenterHandle, Registry};
+use crate::config::Config;
+use crate::db::models::{CohortRow, NewCenterRow, NewCohortRow};
+use crate::db::{queries, DbPool};
+use crate::domain::cohort::{Cohort, NewCohort};
+use crate::domain::queue::Batch;
+use crate::domain::slot::{parse_time, NewCenter, NewSlot, Slot, SlotView};
+use crate::domain::tokens::Signer;
+use crate::http::{self, HttpMetrics};
+use actix::prelude::*;
+use actix_web::dev::{Server, Service};
+use actix_web::{web, App, HttpServer};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use rand::Rng;
+use std::net::{IpAddr, TcpListener};
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Everything a handler may reach, shared through `web::Data`.
+pub struct AppState {
+    pub config: Config,
+    pub signer: Signer,
+    pub admin_token: String,
+    pub registry: Arc<Registry>,
+    pub store: Addr<BookingStore>,
+    pub store_metrics: Arc<StoreMetrics>,
+    pub identity: Addr<IdentityPool>,
+    pub identity_load: Arc<PoolLoad>,
+    pub pool: DbPool,
+    pub lookups: DefaultKeyedRateLimiter<IpAddr>,
+    pub http_metrics: HttpMetrics,
+    /// The admission clock runs by itself (false only where tests drive it).
+    pub auto_tick: bool,
+}
+
+impl AppState {
+    fn queue_settings(&self) -> QueueSettings {
+        QueueSettings {
+            pass_ttl_s: self.config.pass_ttl_s,
+            over_admission: self.config.over_admission,
+            zone: self.config.zone,
+            tick: self.auto_tick.then_some(TICK),
+        }
+    }
+
+    fn start_cohort(&self, row: &CohortRow, state: QueueState) -> CohortHandle {
+        let cohort = cohort_of(row);
+        let seed = row.shuffle_seed as u64;
+        let shared = Arc::new(CohortShared::new(
+            cohort,
+            seed,
+            &state,
+            self.config.pass_ttl_s,
+        ));
+        let actor = CohortQueue::new(
+            shared.clone(),
+            seed,
+            state.claims,
+            self.store.clone(),
+            Arc::downgrade(&self.registry),
+            self.identity_load.clone(),
+            self.queue_settings(),
+        );
+        let handle = CohortHandle {
+            addr: actor.start(),
+            shared,
+        };
+        self.registry.add_cohort(handle.clone());
+        handle
+    }
+
+    fn start_center(&self, shared: CenterShared, slots: Vec<Slot>) -> CenterHandle {
+        let shared = Arc::new(shared);
+        let ids: Vec<i32> = slots.iter().map(|s| s.id).collect();
+        let addr = CenterInventory::new(shared.clone(), slots, self.store.clone()).start();
+        self.registry.add_slots(shared.id, ids);
+        let handle = CenterHandle { addr, shared };
+        self.registry.add_center(handle.clone());
+        handle
+    }
+
+    async fn persist(&self, write: Write) -> Result<Written, StoreError> {
+        self.store
+            .send(Persist(write))
+            .await
+            .map_err(|_| StoreError::Busy)?
+    }
+
+    /// Creates a cohort (durably) and starts its queue.
+    pub async fn create_cohort(&self, c: NewCohort) -> Result<CohortHandle, StoreError> {
+        let row = NewCohortRow {
+            name: c.name,
+            birth_year_from: c.birth_year_from,
+            birth_year_to: c.birth_year_to,
+            opens_at: c.opens_at,
+            closes_at: c.closes_at,
+            vaccine: c.vaccine,
+            dose_interval_days: c.dose_interval_days,
+            admission_rate_per_s: c.admission_rate_per_s,
+            paused: false,
+            shuffle_seed: rand::thread_rng().gen::<i64>(),
+            created_at: crate::now_s(),
+        };
+        let Written::Id(id) = self.persist(Write::CreateCohort(row.clone())).await? else {
+            return Err(StoreError::Commit("no id for the new cohort".into()));
+        };
+        let stored = CohortRow {
+            id,
+            name: row.name,
+            birth_year_from: row.birth_year_from,
+            birth_year_to: row.birth_year_to,
+            opens_at: row.opens_at,
+            closes_at: row.closes_at,
+            vaccine: row.vaccine,
+            dose_interval_days: row.dose_interval_days,
+            admission_rate_per_s: row.admission_rate_per_s,
+            paused: false,
+            shuffle_seed: row.shuffle_seed,
+            tickets_reserved: 0,
+            pre_queue_count: None,
+            admitted_upto: 0,
+            created_at: row.created_at,
+        };
+        Ok(self.start_cohort(&stored, QueueState::default()))
+    }
+
+    /// Creates a center (durably) and starts its inventory.
+    pub async fn create_center(&self, c: NewCenter) -> Result<CenterHandle, StoreError> {
+        let row = NewCenterRow {
+            name: c.name.clone(),
+            region: c.region.clone(),
+            address: c.address.clone(),
+            created_at: crate::now_s(),
+        };
+        let Written::Id(id) = self.persist(Write::CreateCenter(row)).await? else {
+            return Err(StoreError::Commit("no id for the new center".into()));
+        };
+        Ok(self.start_center(
+            CenterShared::new(id, c.name, c.region, c.address),
+            Vec::new(),
+        ))
+    }
+
+    /// Adds slots to a center (durably) and makes them bookable.
+    pub async fn add_slots(
+        &self,
+        center: &CenterHandle,
+        slots: Vec<NewSlot>,
+    ) -> Result<Vec<SlotView>, StoreError> {
+        let added = center
+            .addr
+            .send(AddSlots(slots))
+            .await
+            .map_err(|_| StoreError::Busy)??;
+        self.registry
+            .add_slots(center.shared.id, added.iter().map(|s| s.id));
+        Ok(added)
+    }
+}
+
+fn cohort_of(row: &CohortRow) -> Cohort {
+    Cohort {
+        id: row.id,
+        name: row.name.clone(),
+        birth_year_from: row.birth_year_from,
+        birth_year_to: row.birth_year_to,
+        opens_at: row.opens_at,
+        closes_at: row.closes_at,
+        vaccine: row.vaccine.clone(),
+        dose_interval_days: row.dose_interval_days,
+        admission_rate_per_s: row.admission_rate_per_s,
+        paused: row.paused,
+    }
+}
+
+/// Reads a secret from `dir/name`, or makes one, keeps it there, and says it was new.
+fn secret_beside_data(dir: &Path, name: &str) -> Result<(String, bool), String> {
+    let path = dir.join(name);
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim().to_string();
+        if !existing.is_empty() {
+            return Ok((existing, false));
+        }
+    }
+    let bytes: [u8; 32] = rand::thread_rng().gen();
+    let value: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::write(&path, &value).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    }
+    Ok((value, true))
+}
+
+/// Rebuilds a queue's counters from the database.
+fn queue_state(pool: &DbPool, row: &CohortRow, pass_ttl_s: i64) -> Result<QueueState, String> {
+    let mut conn = pool.get().map_err(|e| e.to_string())?;
+    let now = crate::now_s();
+    let since_ms = (now - pass_ttl_s) * 1000;
+    let (mut from, rows) =
+        queries::load_admissions(&mut conn, row.id, since_ms).map_err(|e| e.to_string())?;
+    let batches = rows
+        .into_iter()
+        .map(|r| {
+            let b = Batch {
+                from: from as u64,
+                upto: r.upto as u64,
+                at_ms: r.admitted_at_ms,
+            };
+            from = r.upto;
+            b
+        })
+        .collect();
+    let claims = queries::load_pass_claims(&mut conn, row.id, now - pass_ttl_s - 60)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|(seq, key)| (seq, (key, now)))
+        .collect();
+    let verified = queries::count_pass_claims(&mut conn, row.id).map_err(|e| e.to_string())?;
+    Ok(QueueState {
+        tickets_reserved: row.tickets_reserved as u64,
+        pre_queue_count: row.pre_queue_count.map(|c| c as u64),
+        admitted_upto: row.admitted_upto as u64,
+        batches,
+        claims,
+        verified: verified as u64,
+    })
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+}
+
+impl Application {
+    /// Builds the server with the simulated identity provider the configuration describes.
+    pub async fn build(config: Config) -> Result<Self, String> {
+        let provider = Arc::new(SimulatedProvider {
+            latency_ms: config.identity.latency_ms,
+            failure_rate: config.identity.failure_rate,
+        });
+        Self::build_with(config, provider, true).await
+    }
+
+    /// Builds the server around any identity provider; `auto_tick: false` leaves the
+    /// admission clock to `Tick` messages.
+    pub async fn build_with(
+        config: Config,
+        provider: Arc<dyn IdentityProvider>,
+        auto_tick: bool,
+    ) -> Result<Self, String> {
+        let pool = crate::db::connect(&config.database_path)?;
+        let data_dir = config
+            .database_path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let secret = match &config.secret_key {
+            Some(s) => s.clone(),
+            None => secret_beside_data(&data_dir, "secret.key")?.0,
+        };
+        let admin_token = match &config.admin_token {
+            Some(t) => t.clone(),
+            None => {
+                let (token, new) = secret_beside_data(&data_dir, "admin.token")?;
+                if new {
+                    // Printed this once, as the contract says; kept in the file beside the data.
+                    log::info!(
+                        "generated ADMIN_TOKEN (shown once, kept in {}): {token}",
+                        data_dir.join("admin.token").display()
+                    );
+                } else {
+                    log::info!(
+                        "admin token read from {}",
+                        data_dir.join("admin.token").display()
+                    );
+                }
+                token
+            }
+        };
+
+        let store_actor = BookingStore::new(pool.clone());
+        let store_metrics = store_actor.metrics();
+        let store = store_actor.start();
+        let identity_actor = IdentityPool::new(provider, config.identity.clone());
+        let identity_load = identity_actor.load();
+        let identity = identity_actor.start();
+        let per_minute = NonZeroU32::new(config.lookups_per_minute).unwrap_or(NonZeroU32::MIN);
+
+        let state = web::Data::new(AppState {
+            signer: Signer::new(secret.as_bytes()),
+            admin_token,
+            registry: Arc::new(Registry::default()),
+            store,
+            store_metrics,
+            identity,
+            identity_load,
+            pool: pool.clone(),
+            lookups: RateLimiter::keyed(Quota::per_minute(per_minute)),
+            http_metrics: HttpMetrics::default(),
+            auto_tick,
+            config,
+        });
+        restore(&state, &pool)?;
+        if state.config.demo {
+            crate::demo::seed(&state).await?;
+        }
+
+        let listener = TcpListener::bind(&state.config.bind_addr)
+            .map_err(|e| format!("cannot listen on {}: {e}", state.config.bind_addr))?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let workers = match state.config.workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let data = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .wrap_fn(|req, srv| {
+                    let data = req.app_data::<web::Data<AppState>>().cloned();
+                    let answer = srv.call(req);
+                    async move {
+                        let res = answer.await?;
+                        if let Some(d) = data {
+                            d.http_metrics.record(res.status());
+                        }
+                        Ok(res)
+                    }
+                })
+                .configure(http::routes)
+        })
+        .listen(listener)
+        .map_err(|e| e.to_string())?
+        .workers(workers)
+        .backlog(4096)
+        .client_request_timeout(std::time::Duration::from_secs(10))
+        .client_disconnect_timeout(std::time::Duration::from_secs(2))
+        .shutdown_timeout(10)
+        .run();
+        log::info!(
+            "listening on {}:{port}",
+            state
+                .config
+                .bind_addr
+                .rsplit_once(':')
+                .map_or("", |(h, _)| h)
+        );
+        Ok(Self {
+            port,
+            server,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+
+    /// The running server's handle, to stop it.
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+}
+
+/// Starts one actor per cohort and per center as the database left them.
+fn restore(state: &AppState, pool: &DbPool) -> Result<(), String> {
+    let mut conn = pool.get().map_err(|e| e.to_string())?;
+    let cohorts = queries::load_cohorts(&mut conn).map_err(|e| e.to_string())?;
+    let centers = queries::load_centers(&mut conn).map_err(|e| e.to_string())?;
+    let slots = queries::load_slots(&mut conn).map_err(|e| e.to_string())?;
+    drop(conn);
+    for row in &cohorts {
+        let qs = queue_state(pool, row, state.config.pass_ttl_s)?;
+        state.start_cohort(row, qs);
+    }
+    let mut by_center: std::collections::HashMap<i32, Vec<Slot>> = Default::default();
+    for (row, booked) in slots {
+        let date =
+            chrono::NaiveDate::parse_from_str(&row.date, "%Y-%m-%d").map_err(|e| e.to_string())?;
+        let slot = Slot {
+            id: row.id,
+            date,
+            start: parse_time("start_time", &row.start_time).map_err(|e| e.0)?,
+            end: parse_time("end_time", &row.end_time).map_err(|e| e.0)?,
+            vaccine: row.vaccine,
+            capacity: i64::from(row.capacity),
+            booked,
+        };
+        by_center.entry(row.center_id).or_default().push(slot);
+    }
+    for c in centers {
+        let slots = by_center.remove(&c.id).unwrap_or_default();
+        state.start_center(CenterShared::new(c.id, c.name, c.region, c.address), slots);
+    }
+    log::info!(
+        "restored {} cohorts and {} centers",
+        cohorts.len(),
+        state.registry.centers().len()
+    );
+    Ok(())
+}
