@@ -419,8 +419,8 @@ mod tests {
         let mut by_day = BTreeMap::new();
         by_day.insert(day(0), 10);
         by_day.insert(day(28), 4);
-        by_day.insert(day(60), 10);
-        // Day 0 has a second-dose day; day 28 and 60 do not: 10 feasible, 24 places -> 10.
+        by_day.insert(day(70), 10);
+        // Day 0 has a second-dose day; days 28 and 70 do not: 10 feasible, 24 places -> 10.
         assert_eq!(bookable_pairs(&by_day, 28, day(0)), 10);
         // Days already past count for nothing.
         assert_eq!(bookable_pairs(&by_day, 28, day(1)), 0);
