@@ -1,0 +1,274 @@
+//! The citizen's whole journey over HTTP, the idempotent repeat, concurrent bookings, and a
+//! restart that keeps bookings and tickets.
+
+mod common;
+
+use common::{assert_error, spawn_app};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn a_citizen_joins_polls_verifies_books_looks_up_and_cancels() {
+    let app = spawn_app().await;
+    let cohort = app.open_cohort(1000.0).await;
+    let center = app.center("서울").await;
+    let (first, second) = app.pair(center, 5).await;
+
+    let joined = app.join(cohort).await;
+    assert!(joined["ticket"].is_string());
+    assert!(joined["poll_after_seconds"].as_u64().unwrap() >= 1);
+    let ticket = joined["ticket"].as_str().unwrap();
+    let pass = app.pass_for(ticket).await;
+    let polled = app.poll(ticket).await;
+    assert_eq!(polled["position"], 0);
+    assert_eq!(polled["pass"], pass.as_str(), "the same pass on every poll");
+    assert!(polled["pass_expires_at"].is_string());
+
+    let res = app
+        .verify(&pass, "김민영", "1965-03-01", "010-1234-5678")
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["cohort_id"], cohort);
+    let session = v["session"].as_str().unwrap();
+
+    let res = app.book(session, first, None).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let booking: Value = res.json().await.unwrap();
+    assert_eq!(booking["state"], "confirmed");
+    assert_eq!(booking["first_dose"]["slot_id"], first);
+    assert_eq!(booking["second_dose"]["slot_id"], second);
+    assert_eq!(booking["name"], "김*영");
+    assert_eq!(app.slot_remaining(center, first).await, 4);
+    assert_eq!(app.slot_remaining(center, second).await, 4);
+    let code = booking["code"].as_str().unwrap();
+
+    let res = app
+        .client
+        .post(app.url("/api/v1/bookings/lookup"))
+        .json(&json!({"code": code, "birth_date": "1965-03-01"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.json::<Value>().await.unwrap()["state"], "confirmed");
+    let res = app
+        .client
+        .post(app.url("/api/v1/bookings/lookup"))
+        .json(&json!({"code": code, "birth_date": "1965-03-02"}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 404, "not_found").await;
+
+    let res = app
+        .client
+        .post(app.url(&format!("/api/v1/bookings/{code}/cancel")))
+        .json(&json!({"birth_date": "1965-03-01"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.json::<Value>().await.unwrap()["state"], "cancelled");
+    assert_eq!(
+        app.slot_remaining(center, first).await,
+        5,
+        "first place back"
+    );
+    assert_eq!(
+        app.slot_remaining(center, second).await,
+        5,
+        "second place back"
+    );
+    // A second cancel changes nothing more.
+    let res = app
+        .client
+        .post(app.url(&format!("/api/v1/bookings/{code}/cancel")))
+        .json(&json!({"birth_date": "1965-03-01"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(app.slot_remaining(center, first).await, 5);
+
+    let res = app
+        .admin_get(&format!("/api/v1/admin/bookings/{code}"))
+        .await;
+    assert_eq!(res.json::<Value>().await.unwrap()["state"], "cancelled");
+    let stats: Value = app
+        .admin_get("/api/v1/admin/stats")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["bookings_confirmed"], 0);
+    assert_eq!(stats["bookings_cancelled"], 1);
+    assert_eq!(stats["cohorts"][0]["admitted"], 1);
+    assert_eq!(stats["cohorts"][0]["verified"], 1);
+
+    // After cancelling, the citizen may book again.
+    let res = app.book(session, first, None).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn a_repeat_with_the_same_idempotency_key_returns_the_first_booking_and_books_nothing() {
+    let app = spawn_app().await;
+    let cohort = app.open_cohort(1000.0).await;
+    let center = app.center("서울").await;
+    let (first, _) = app.pair(center, 5).await;
+    let session = app.session(cohort, 1).await;
+
+    let a: Value = app
+        .book(&session, first, Some("key-1"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let res = app.book(&session, first, Some("key-1")).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let b: Value = res.json().await.unwrap();
+    assert_eq!(a, b);
+    assert_eq!(
+        app.slot_remaining(center, first).await,
+        4,
+        "one place taken, not two"
+    );
+    // Another key is a second booking: refused.
+    assert_error(
+        app.book(&session, first, Some("key-2")).await,
+        409,
+        "already_booked",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_key_whose_first_attempt_failed_is_tried_afresh() {
+    let app = spawn_app().await;
+    let cohort = app.open_cohort(1000.0).await;
+    let center = app.center("서울").await;
+    let (first, _) = app.pair(center, 1).await;
+    let other = app
+        .slots(center, &[(1, "10:00", 1), (29, "10:00", 1)])
+        .await[0];
+    let (s1, s2) = (app.session(cohort, 1).await, app.session(cohort, 2).await);
+    assert_eq!(
+        app.book(&s1, first, None).await.status(),
+        StatusCode::CREATED
+    );
+    assert_error(app.book(&s2, first, Some("k")).await, 409, "slot_full").await;
+    assert_eq!(
+        app.book(&s2, other, Some("k")).await.status(),
+        StatusCode::CREATED
+    );
+}
+
+#[tokio::test]
+async fn concurrent_bookings_never_take_more_places_than_a_slot_has() {
+    let app = spawn_app().await;
+    let cohort = app.open_cohort(5000.0).await;
+    let center = app.center("서울").await;
+    let (first, second) = app.pair(center, 7).await;
+    // Places elsewhere, so the waiting room keeps admitting everyone who races.
+    app.slots(center, &[(3, "10:00", 100), (31, "10:00", 100)])
+        .await;
+    let mut sessions = Vec::new();
+    for n in 0..30 {
+        sessions.push(app.session(cohort, n).await);
+    }
+    let answers =
+        futures_util::future::join_all(sessions.iter().map(|s| app.book(s, first, None))).await;
+    let created = answers
+        .iter()
+        .filter(|r| r.status() == StatusCode::CREATED)
+        .count();
+    let full = answers
+        .iter()
+        .filter(|r| r.status() == StatusCode::CONFLICT)
+        .count();
+    assert_eq!((created, full), (7, 23));
+    assert_eq!(app.slot_remaining(center, first).await, 0);
+    assert_eq!(app.slot_remaining(center, second).await, 0);
+    let stats: Value = app
+        .admin_get("/api/v1/admin/stats")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["bookings_confirmed"], 7);
+}
+
+#[tokio::test]
+async fn a_restart_keeps_bookings_tickets_and_slot_counts() {
+    let app = spawn_app().await;
+    let cohort = app.open_cohort(1000.0).await;
+    let center = app.center("부산").await;
+    let (first, _) = app.pair(center, 5).await;
+    let session = app.session(cohort, 1).await;
+    let booking: Value = app.book(&session, first, None).await.json().await.unwrap();
+    let code = booking["code"].as_str().unwrap().to_string();
+    let admitted = app.join(cohort).await["ticket"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pass = app.pass_for(&admitted).await;
+    // A paused cohort keeps later tickets waiting with a known position.
+    let res = app
+        .client
+        .patch(app.url(&format!("/api/v1/admin/cohorts/{cohort}")))
+        .bearer_auth(common::ADMIN)
+        .json(&json!({"paused": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let waiting: Vec<String> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(
+                app.join(cohort).await["ticket"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        v
+    };
+    let before: Vec<Value> =
+        futures_util::future::join_all(waiting.iter().map(|t| app.poll(t))).await;
+
+    let app = app.restart();
+
+    let res = app
+        .client
+        .post(app.url("/api/v1/bookings/lookup"))
+        .json(&json!({"code": code, "birth_date": "1965-03-01"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "the booking survived");
+    assert_eq!(
+        app.slot_remaining(center, first).await,
+        4,
+        "the count agrees with the bookings"
+    );
+    let again = app.poll(&admitted).await;
+    assert_eq!(again["state"], "admitted", "admitted stays admitted");
+    assert_eq!(again["pass"], pass.as_str(), "and keeps its pass");
+    for (t, b) in waiting.iter().zip(&before) {
+        let a = app.poll(t).await;
+        assert_eq!(a["state"], "waiting");
+        assert!(
+            a["position"].as_u64().unwrap() <= b["position"].as_u64().unwrap(),
+            "{a} vs {b}"
+        );
+    }
+    // A session from before the restart still works, and still holds its one booking.
+    assert_error(app.book(&session, first, None).await, 409, "already_booked").await;
+    // New tickets never reuse a number: a new one lands behind every earlier one.
+    let fresh = app.join(cohort).await;
+    assert!(
+        fresh["position"].as_u64().unwrap() > before.last().unwrap()["position"].as_u64().unwrap()
+    );
+}
