@@ -6,8 +6,9 @@
 //! Group commit: while one transaction is on disk, new writes wait in `pending`; when it
 //! returns, all of them go into the next transaction together. Under load one fsync carries
 //! hundreds of bookings; when idle a write commits at once. A rule refusal inside a batch (a
-//! citizen who already booked) answers that write alone; a database error fails the whole
-//! batch, every write of it is answered `Commit`, and nothing of it is on disk.
+//! citizen who already booked) answers that write alone; so does a write the database refuses
+//! (it runs in its own savepoint). A failed commit fails the whole batch: every write of it is
+//! answered `Commit`, and nothing of it is on disk.
 
 use crate::db::models::{
     BookingRow, NewBookingRow, NewCenterRow, NewCitizenRow, NewCohortRow, NewPassClaim, NewSlotRow,
@@ -16,6 +17,7 @@ use crate::db::queries::{self, BookOutcome};
 use crate::db::DbPool;
 use crate::domain::cohort::CohortPatch;
 use actix::prelude::*;
+use diesel::Connection;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -146,7 +148,10 @@ impl BookingStore {
                     m.largest_batch
                         .fetch_max(results.len() as u64, Ordering::Relaxed);
                     for (reply, result) in replies.into_iter().zip(results) {
-                        let _ = reply.send(Ok(result));
+                        let _ = reply.send(result.map_err(|e| {
+                            log::error!("a write was refused by the database: {e}");
+                            StoreError::Commit(e)
+                        }));
                     }
                 }
                 Err(e) => {
@@ -201,13 +206,22 @@ impl Handler<FailNextCommits> for BookingStore {
 }
 
 /// One transaction for the whole batch: all of it is on disk, or none of it.
-fn commit(pool: &DbPool, writes: &[Write], fail: bool) -> Result<Vec<Written>, String> {
+/// Each write runs in its own savepoint, so one that breaks a constraint is answered alone
+/// and rolled back alone; the others still commit.
+fn commit(
+    pool: &DbPool,
+    writes: &[Write],
+    fail: bool,
+) -> Result<Vec<Result<Written, String>>, String> {
     let mut conn = pool.get().map_err(|e| e.to_string())?;
     conn.immediate_transaction(|conn| {
         let results = writes
             .iter()
-            .map(|w| apply(conn, w))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|w| {
+                conn.transaction(|sp| apply(sp, w))
+                    .map_err(|e: diesel::result::Error| e.to_string())
+            })
+            .collect::<Vec<_>>();
         if fail {
             return Err(diesel::result::Error::RollbackTransaction);
         }

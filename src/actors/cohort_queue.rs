@@ -202,8 +202,9 @@ pub struct TicketBooked {
 #[rtype(result = "Result<Cohort, StoreError>")]
 pub struct PatchCohort(pub CohortPatch);
 
-/// Runs one step of the admission clock at `now_ms` (the actor's own timer sends none when
-/// started with `tick: None`, so tests and simulations drive the clock).
+/// Runs one step of the admission clock at `now_ms`, answered once its write is durable (the
+/// actor's own timer sends none when started with `tick: None`, so tests and simulations
+/// drive the clock).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Tick {
@@ -371,18 +372,17 @@ impl CohortQueue {
             .store((measured * 1000.0) as u64, Ordering::Relaxed);
     }
 
-    fn step(&mut self, now_ms: i64, ctx: &mut Context<Self>) {
+    /// One tick of the admission clock. Returns the write it started, if any: the timer
+    /// spawns it, a `Tick` message answers when it is done.
+    fn step(&mut self, now_ms: i64) -> Option<ResponseActFuture<Self, ()>> {
         self.prune(now_ms);
         if self.step_in_flight {
-            return;
+            return None;
         }
         let cohort = self.shared.cohort();
         let now = now_ms.div_euclid(1000);
         if !self.shared.is_open_shuffled() {
-            if now >= cohort.opens_at {
-                self.open(ctx);
-            }
-            return;
+            return (now >= cohort.opens_at).then(|| self.open());
         }
         let dt = self.last_tick_ms.map_or(0, |t| (now_ms - t).clamp(0, 1000));
         self.last_tick_ms = Some(now_ms);
@@ -398,7 +398,7 @@ impl CohortQueue {
         if now >= cohort.closes_at || cohort.paused || headroom <= 0 || backlog == 0 {
             self.tokens = 0.0;
             self.publish_rate();
-            return;
+            return None;
         }
         self.tokens =
             (self.tokens + self.rate * dt as f64 / 1000.0).min((self.rate * 0.25).max(1.0));
@@ -408,21 +408,21 @@ impl CohortQueue {
         self.history.push_back((now_ms, k, dt));
         self.publish_rate();
         if k == 0 {
-            return;
+            return None;
         }
         self.tokens -= k as f64;
-        self.admit(admitted, admitted + k, now_ms, ctx);
+        Some(self.admit(admitted, admitted + k, now_ms))
     }
 
     /// Freezes the pre-queue and shuffles it, once; made durable before anyone sees a place.
-    fn open(&mut self, ctx: &mut Context<Self>) {
+    fn open(&mut self) -> ResponseActFuture<Self, ()> {
         self.step_in_flight = true;
         let count = self.shared.issued();
         let write = Write::RecordOpening {
             cohort_id: self.shared.id,
             count,
         };
-        ctx.spawn(
+        Box::pin(
             self.store
                 .send(Persist(write))
                 .into_actor(self)
@@ -443,17 +443,17 @@ impl CohortQueue {
                         ),
                     }
                 }),
-        );
+        )
     }
 
-    fn admit(&mut self, from: u64, upto: u64, at_ms: i64, ctx: &mut Context<Self>) {
+    fn admit(&mut self, from: u64, upto: u64, at_ms: i64) -> ResponseActFuture<Self, ()> {
         self.step_in_flight = true;
         let write = Write::RecordAdmission {
             cohort_id: self.shared.id,
             upto,
             at_ms,
         };
-        ctx.spawn(
+        Box::pin(
             self.store
                 .send(Persist(write))
                 .into_actor(self)
@@ -475,7 +475,7 @@ impl CohortQueue {
                         }
                     }
                 }),
-        );
+        )
     }
 }
 
@@ -485,16 +485,21 @@ impl Actor for CohortQueue {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
         if let Some(period) = self.settings.tick {
-            ctx.run_interval(period, |act, ctx| act.step(crate::now_ms(), ctx));
+            ctx.run_interval(period, |act, ctx| {
+                if let Some(write) = act.step(crate::now_ms()) {
+                    ctx.spawn(write);
+                }
+            });
         }
     }
 }
 
 impl Handler<Tick> for CohortQueue {
-    type Result = ();
+    type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, msg: Tick, ctx: &mut Context<Self>) {
-        self.step(msg.now_ms, ctx);
+    fn handle(&mut self, msg: Tick, _: &mut Context<Self>) -> Self::Result {
+        self.step(msg.now_ms)
+            .unwrap_or_else(|| Box::pin(fut::ready(())))
     }
 }
 

@@ -1,0 +1,585 @@
+//! Actor tests: the actors started under `#[actix::test]` and sent messages directly, with the
+//! admission clock driven by `Tick` messages so that rates are exact, not timed.
+
+use actix::Addr;
+use chrono::{Days, NaiveDate};
+use futures_util::future::{join_all, BoxFuture};
+use reservation::actors::booking_store::{FailNextCommits, Persist, StoreError, Write, Written};
+use reservation::actors::center_inventory::{Book, BookError, BookingRequest, ListSlots, Release};
+use reservation::actors::cohort_queue::{Claim, ClaimPass, CohortHandle, Tick};
+use reservation::actors::identity_pool::{
+    IdentityPool, IdentityProvider, ProviderError, SimulatedProvider, Verify, VerifyError, Vouched,
+};
+use reservation::actors::CenterHandle;
+use reservation::config::{Config, IdentitySettings};
+use reservation::db::models::{NewCenterRow, NewCitizenRow};
+use reservation::db::queries;
+use reservation::domain::cohort::{CohortState, NewCohort};
+use reservation::domain::identity::IdentityClaim;
+use reservation::domain::queue::TicketState;
+use reservation::domain::slot::{NewCenter, NewSlot, Refusal};
+use reservation::startup::{AppState, Application};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+struct World {
+    state: actix_web::web::Data<AppState>,
+    _app: Application,
+    _dir: tempfile::TempDir,
+}
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(dir.path().join("w.db"));
+    config.admin_token = Some("t".into());
+    config.workers = 1;
+    let provider = Arc::new(SimulatedProvider {
+        latency_ms: 1,
+        failure_rate: 0.0,
+    });
+    let app = Application::build_with(config, provider, false)
+        .await
+        .unwrap();
+    World {
+        state: app.state(),
+        _app: app,
+        _dir: dir,
+    }
+}
+
+fn today() -> NaiveDate {
+    chrono::Utc::now()
+        .with_timezone(&reservation::config::seoul())
+        .date_naive()
+}
+
+impl World {
+    async fn cohort(&self, opens_at: i64, rate: f64) -> CohortHandle {
+        let c = NewCohort {
+            name: "c".into(),
+            birth_year_from: 1960,
+            birth_year_to: 1970,
+            opens_at,
+            closes_at: opens_at + 86_400 * 10,
+            vaccine: "Moderna".into(),
+            dose_interval_days: 28,
+            admission_rate_per_s: rate,
+        };
+        self.state.create_cohort(c).await.unwrap()
+    }
+
+    async fn center(&self) -> CenterHandle {
+        let c = NewCenter {
+            name: "c".into(),
+            region: "서울".into(),
+            address: "a".into(),
+        };
+        self.state.create_center(c).await.unwrap()
+    }
+
+    /// Adds (day offset from tomorrow, start minute, capacity) slots; returns their ids.
+    async fn slots(&self, center: &CenterHandle, slots: &[(u64, u16, i64)]) -> Vec<i32> {
+        let new = slots
+            .iter()
+            .map(|(d, start, cap)| NewSlot {
+                date: today() + Days::new(1 + d),
+                start: *start,
+                end: start + 60,
+                capacity: *cap,
+                vaccine: "Moderna".into(),
+            })
+            .collect();
+        self.state
+            .add_slots(center, new)
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.id)
+            .collect()
+    }
+
+    async fn tickets(&self, cohort: &CohortHandle, n: u64) -> Vec<u64> {
+        let mut out = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            out.push(cohort.take_ticket().await.unwrap());
+        }
+        out
+    }
+}
+
+async fn tick(cohort: &CohortHandle, now_ms: i64) {
+    cohort.addr.send(Tick { now_ms }).await.unwrap();
+}
+
+/// Ticks every 100 ms of simulated time from `from_ms` for `n` ticks; returns the last time.
+async fn run_clock(cohort: &CohortHandle, from_ms: i64, n: i64) -> i64 {
+    for i in 0..n {
+        tick(cohort, from_ms + i * 100).await;
+    }
+    from_ms + (n - 1) * 100
+}
+
+fn booking(slot_id: i32, n: usize) -> BookingRequest {
+    BookingRequest {
+        slot_id,
+        vaccine: "Moderna".into(),
+        dose_interval_days: 28,
+        today: today(),
+        citizen: NewCitizenRow {
+            key: format!("citizen-{n}"),
+            masked_name: "김*영".into(),
+            birth_date: "1965-03-01".into(),
+            created_at: 0,
+        },
+        code: reservation::domain::booking::new_code(),
+        cohort_id: 1,
+        ticket_seq: n as u64,
+        idempotency_key: None,
+        now: 0,
+    }
+}
+
+#[actix::test]
+async fn the_queue_admits_in_ticket_order_at_its_rate() {
+    let w = world().await;
+    let center = w.center().await;
+    w.slots(&center, &[(0, 600, 10_000), (28, 600, 10_000)])
+        .await;
+    let now = reservation::now_ms();
+    let cohort = w.cohort(now / 1000 - 60, 50.0).await;
+    tick(&cohort, now).await; // opens, with an empty pre-queue
+    let seqs = w.tickets(&cohort, 1000).await;
+    // 21 ticks: the first starts the clock, then 20 × 100 ms at 50/s = 100 admissions.
+    let end = run_clock(&cohort, now + 100, 21).await;
+    let admitted = cohort.shared.admitted();
+    assert_eq!(admitted, 100);
+    for seq in seqs {
+        let s = cohort.shared.status(seq, end);
+        if seq < admitted {
+            assert_eq!(s.state, TicketState::Admitted, "ticket {seq}");
+        } else {
+            assert_eq!(s.state, TicketState::Waiting);
+            assert_eq!(s.position, Some(seq - admitted + 1));
+        }
+    }
+}
+
+#[actix::test]
+async fn the_queue_is_first_in_first_out_over_100_000_tickets() {
+    let w = world().await;
+    let center = w.center().await;
+    w.slots(&center, &[(0, 600, 100_000), (28, 600, 100_000)])
+        .await;
+    let now = reservation::now_ms();
+    let cohort = w.cohort(now / 1000 - 60, 20_000.0).await;
+    tick(&cohort, now).await;
+    let seqs = w.tickets(&cohort, 100_000).await;
+    assert_eq!(
+        seqs,
+        (0..100_000).collect::<Vec<_>>(),
+        "numbers in join order, none reused"
+    );
+    let mut t = now + 100;
+    let mut last = 0;
+    while cohort.shared.admitted() < 100_000 {
+        tick(&cohort, t).await;
+        t += 100;
+        let admitted = cohort.shared.admitted();
+        assert!(admitted >= last, "the front never moves back");
+        last = admitted;
+        if admitted > 0 && admitted < 100_000 {
+            assert_eq!(
+                cohort.shared.status(admitted - 1, t).state,
+                TicketState::Admitted
+            );
+            let next = cohort.shared.status(admitted, t);
+            assert_eq!((next.state, next.position), (TicketState::Waiting, Some(1)));
+            let far = cohort.shared.status(99_999, t);
+            assert_eq!(far.position, Some(100_000 - admitted));
+        }
+        assert!(t < now + 600_000, "the queue stalled at {admitted}");
+    }
+}
+
+#[actix::test]
+async fn tickets_taken_before_opening_are_shuffled_once_and_placed_ahead_of_later_ones() {
+    let w = world().await;
+    let center = w.center().await;
+    w.slots(&center, &[(0, 600, 5_000), (28, 600, 5_000)]).await;
+    let now = reservation::now_ms();
+    let opens = now / 1000 + 3600;
+    let cohort = w.cohort(opens, 100.0).await;
+    let early = w.tickets(&cohort, 1000).await;
+    tick(&cohort, now).await;
+    let s = cohort.shared.status(early[0], now);
+    assert_eq!((s.state, s.position), (TicketState::PreQueue, None));
+
+    tick(&cohort, opens * 1000).await; // opening: the shuffle
+    let at = opens * 1000;
+    let mut positions: Vec<u64> = early
+        .iter()
+        .map(|s| cohort.shared.status(*s, at).position.unwrap())
+        .collect();
+    assert_ne!(
+        positions,
+        (1..=1000).collect::<Vec<_>>(),
+        "not the join order"
+    );
+    positions.sort_unstable();
+    assert_eq!(
+        positions,
+        (1..=1000).collect::<Vec<_>>(),
+        "a permutation of the places"
+    );
+    let late = cohort.take_ticket().await.unwrap();
+    assert_eq!(
+        cohort.shared.status(late, at).position,
+        Some(1001),
+        "behind the whole pre-queue"
+    );
+}
+
+#[actix::test]
+async fn a_cohort_sells_out_when_admitted_citizens_hold_every_place_and_resumes_when_places_come_back(
+) {
+    let w = world().await;
+    let center = w.center().await;
+    w.slots(&center, &[(0, 600, 5), (28, 600, 5)]).await; // 5 bookable pairs
+    let now = reservation::now_ms();
+    let cohort = w.cohort(now / 1000 - 60, 1000.0).await;
+    tick(&cohort, now).await;
+    let seqs = w.tickets(&cohort, 20).await;
+    let end = run_clock(&cohort, now + 100, 10).await;
+    // 5 pairs × over-admission 1.1 = 5.5: five admitted, then sold out.
+    assert_eq!(cohort.shared.admitted(), 5);
+    assert_eq!(cohort.shared.state(end / 1000), CohortState::SoldOut);
+    assert_eq!(
+        cohort.shared.status(seqs[10], end).state,
+        TicketState::SoldOut
+    );
+
+    w.slots(&center, &[(1, 600, 3), (29, 600, 3)]).await; // 3 more pairs
+    let end = run_clock(&cohort, end + 100, 10).await;
+    assert_eq!(
+        cohort.shared.admitted(),
+        8,
+        "admission resumed in order, up to the new supply"
+    );
+    let s = cohort.shared.status(seqs[8], end);
+    assert_eq!((s.state, s.position), (TicketState::SoldOut, Some(1)));
+}
+
+#[actix::test]
+async fn admission_slows_while_the_identity_pool_is_full_and_climbs_back_when_it_has_room() {
+    let w = world().await;
+    let center = w.center().await;
+    w.slots(&center, &[(0, 600, 50_000), (28, 600, 50_000)])
+        .await;
+    let now = reservation::now_ms();
+    let cohort = w.cohort(now / 1000 - 60, 100.0).await;
+    tick(&cohort, now).await;
+    w.tickets(&cohort, 5_000).await;
+    let load = w.state.identity_load.clone();
+    let max = load.max_in_flight.load(Ordering::Relaxed);
+
+    load.in_flight.store(max, Ordering::Relaxed); // the pool is full
+    let t = run_clock(&cohort, now + 100, 40).await;
+    let before = cohort.shared.admitted();
+    let t = run_clock(&cohort, t + 100, 10).await;
+    let pressed = cohort.shared.admitted() - before;
+    assert!(
+        pressed <= 40,
+        "{pressed} admitted in the fifth second under pressure"
+    );
+
+    load.in_flight.store(0, Ordering::Relaxed); // room again
+    let t = run_clock(&cohort, t + 100, 50).await;
+    let before = cohort.shared.admitted();
+    run_clock(&cohort, t + 100, 10).await;
+    let relieved = cohort.shared.admitted() - before;
+    assert!(
+        relieved >= 90,
+        "{relieved} admitted in a second after recovery"
+    );
+}
+
+#[actix::test]
+async fn a_thousand_bookings_racing_for_ten_places_give_exactly_ten() {
+    let w = world().await;
+    w.cohort(0, 1.0).await;
+    let center = w.center().await;
+    let ids = w.slots(&center, &[(0, 600, 10), (28, 600, 2_000)]).await;
+    let answers = join_all((0..1000).map(|n| center.addr.send(Book(booking(ids[0], n))))).await;
+    let ok = answers.iter().filter(|a| matches!(a, Ok(Ok(_)))).count();
+    let full = answers
+        .iter()
+        .filter(|a| matches!(a, Ok(Err(BookError::Refused(Refusal::SlotFull)))))
+        .count();
+    assert_eq!((ok, full), (10, 990));
+    let mut conn = w.state.pool.get().unwrap();
+    let (_, live, _) = queries::booking_counts(&mut conn).unwrap();
+    assert_eq!(live, 10, "ten on disk");
+    let slots = center
+        .addr
+        .send(ListSlots { today: today() })
+        .await
+        .unwrap();
+    assert_eq!((slots[0].remaining, slots[1].remaining), (0, 1_990));
+}
+
+#[actix::test]
+async fn the_second_dose_takes_the_target_day_or_the_nearest_within_seven_days_or_nothing() {
+    let w = world().await;
+    w.cohort(0, 1.0).await;
+    let center = w.center().await;
+    // first on day 0 at 10:00; day 28 has only 09:00; day 30 has 14:00.
+    let ids = w
+        .slots(
+            &center,
+            &[(0, 600, 5), (28, 540, 1), (30, 840, 4), (2, 600, 5)],
+        )
+        .await;
+    let a = center
+        .addr
+        .send(Book(booking(ids[0], 1)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        a.row.second_slot_id, ids[1],
+        "same day, other time: the earliest with room"
+    );
+    let b = center
+        .addr
+        .send(Book(booking(ids[0], 2)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        b.row.second_slot_id, ids[2],
+        "target day full: the nearest later day"
+    );
+    // Day 2's window (30..=37) holds day 30 only; fill it and day 2 has no second dose.
+    for n in 3..7 {
+        center
+            .addr
+            .send(Book(booking(ids[0], n)))
+            .await
+            .unwrap()
+            .ok();
+    }
+    let refused = center.addr.send(Book(booking(ids[3], 9))).await.unwrap();
+    assert_eq!(
+        refused.unwrap_err(),
+        BookError::Refused(Refusal::NoSecondDoseSlot)
+    );
+    let slots = center
+        .addr
+        .send(ListSlots { today: today() })
+        .await
+        .unwrap();
+    let day2 = slots.iter().find(|s| s.id == ids[3]).unwrap();
+    assert_eq!(day2.remaining, 5, "no place taken by a refused booking");
+}
+
+#[actix::test]
+async fn cancelling_gives_back_both_places() {
+    let w = world().await;
+    w.cohort(0, 1.0).await;
+    let center = w.center().await;
+    let ids = w.slots(&center, &[(0, 600, 1), (28, 600, 1)]).await;
+    let booked = center
+        .addr
+        .send(Book(booking(ids[0], 1)))
+        .await
+        .unwrap()
+        .unwrap();
+    let write = Write::Cancel {
+        code: booked.row.code.clone(),
+        now: 1,
+    };
+    let Ok(Written::Cancelled(Some(row))) = w.state.store.send(Persist(write)).await.unwrap()
+    else {
+        panic!("not cancelled")
+    };
+    center
+        .addr
+        .send(Release {
+            first_slot_id: row.first_slot_id,
+            second_slot_id: row.second_slot_id,
+        })
+        .await
+        .unwrap();
+    let slots = center
+        .addr
+        .send(ListSlots { today: today() })
+        .await
+        .unwrap();
+    assert_eq!((slots[0].remaining, slots[1].remaining), (1, 1));
+    // The places are really free: someone else can take them.
+    assert!(center
+        .addr
+        .send(Book(booking(ids[0], 2)))
+        .await
+        .unwrap()
+        .is_ok());
+}
+
+/// A provider that records how many calls it had in flight at once.
+struct Counting {
+    now: AtomicUsize,
+    max: AtomicUsize,
+}
+
+struct CountingProvider(Arc<Counting>);
+
+impl IdentityProvider for CountingProvider {
+    fn verify(&self, _: IdentityClaim) -> BoxFuture<'static, Result<Vouched, ProviderError>> {
+        let me = self.0.clone();
+        let n = me.now.fetch_add(1, Ordering::SeqCst) + 1;
+        me.max.fetch_max(n, Ordering::SeqCst);
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            me.now.fetch_sub(1, Ordering::SeqCst);
+            Ok(Vouched {
+                person_id: "p".into(),
+            })
+        })
+    }
+}
+
+#[actix::test]
+async fn the_identity_pool_never_exceeds_its_cap_and_answers_busy_when_full() {
+    use actix::Actor;
+    let provider = Arc::new(Counting {
+        now: AtomicUsize::new(0),
+        max: AtomicUsize::new(0),
+    });
+    let settings = IdentitySettings {
+        max_in_flight: 8,
+        ..IdentitySettings::default()
+    };
+    let pool: Addr<IdentityPool> =
+        IdentityPool::new(Arc::new(CountingProvider(provider.clone())), settings).start();
+    let today = today();
+    let answers = join_all((0..200).map(|n| {
+        let claim =
+            IdentityClaim::parse("김민영", "1965-03-01", &format!("010-1234-{n:04}"), today)
+                .unwrap();
+        pool.send(Verify {
+            claim,
+            limit_key: format!("k{n}"),
+        })
+    }))
+    .await;
+    let ok = answers.iter().filter(|a| matches!(a, Ok(Ok(_)))).count();
+    let busy = answers
+        .iter()
+        .filter(|a| matches!(a, Ok(Err(VerifyError::Busy { .. }))))
+        .count();
+    assert!(provider.max.load(Ordering::SeqCst) <= 8, "cap exceeded");
+    assert_eq!(provider.max.load(Ordering::SeqCst), 8, "the cap is used");
+    assert_eq!(ok + busy, 200);
+    assert!(busy >= 150, "only {busy} answered busy");
+}
+
+#[actix::test]
+async fn one_identity_is_checked_at_most_five_times_in_ten_minutes() {
+    use actix::Actor;
+    let provider = Arc::new(SimulatedProvider {
+        latency_ms: 0,
+        failure_rate: 0.0,
+    });
+    let pool = IdentityPool::new(provider, IdentitySettings::default()).start();
+    let claim = IdentityClaim::parse("김민영", "1965-03-01", "010-0000-1111", today()).unwrap();
+    for _ in 0..5 {
+        let a = pool
+            .send(Verify {
+                claim: claim.clone(),
+                limit_key: "same".into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(a, Err(VerifyError::Rejected));
+    }
+    let sixth = pool
+        .send(Verify {
+            claim,
+            limit_key: "same".into(),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(sixth, Err(VerifyError::RateLimited { retry_after }) if retry_after > 500));
+}
+
+#[actix::test]
+async fn the_store_commits_concurrent_writes_together_and_reports_a_failed_commit() {
+    let w = world().await;
+    let store = w.state.store.clone();
+    let center = |n: usize| {
+        Write::CreateCenter(NewCenterRow {
+            name: format!("c{n}"),
+            region: "r".into(),
+            address: "a".into(),
+            created_at: 0,
+        })
+    };
+    let answers = join_all((0..500).map(|n| store.send(Persist(center(n))))).await;
+    // A write the database refuses is answered alone; the rest of its batch commits.
+    let orphan = Write::ClaimPass(reservation::db::models::NewPassClaim {
+        cohort_id: 999,
+        ticket_seq: 1,
+        citizen_key: "k".into(),
+        claimed_at: 0,
+    });
+    let mixed = join_all([
+        store.send(Persist(orphan)),
+        store.send(Persist(center(2000))),
+    ])
+    .await;
+    assert!(
+        matches!(mixed[0], Ok(Err(StoreError::Commit(_)))),
+        "foreign key refused"
+    );
+    assert!(matches!(mixed[1], Ok(Ok(Written::Id(_)))));
+    assert!(answers.iter().all(|a| matches!(a, Ok(Ok(Written::Id(_))))));
+    let m = &w.state.store_metrics;
+    assert!(
+        m.commits.load(Ordering::Relaxed) < 500,
+        "group commit: fewer commits than writes"
+    );
+    assert!(m.largest_batch.load(Ordering::Relaxed) > 1);
+
+    store.send(FailNextCommits(1)).await.unwrap();
+    let failed = store.send(Persist(center(1000))).await.unwrap();
+    assert!(matches!(failed, Err(StoreError::Commit(_))));
+    let mut conn = w.state.pool.get().unwrap();
+    assert_eq!(
+        queries::load_centers(&mut conn).unwrap().len(),
+        501,
+        "nothing of the failed batch on disk"
+    );
+    assert!(matches!(
+        store.send(Persist(center(1001))).await.unwrap(),
+        Ok(Written::Id(_))
+    ));
+}
+
+#[actix::test]
+async fn a_pass_verifies_one_identity_only() {
+    let w = world().await;
+    let cohort = w.cohort(reservation::now_s() - 60, 10.0).await;
+    let claim = |key: &str| ClaimPass {
+        seq: 5,
+        citizen_key: key.into(),
+        now: reservation::now_s(),
+    };
+    assert_eq!(cohort.addr.send(claim("a")).await.unwrap(), Ok(Claim::New));
+    assert_eq!(cohort.addr.send(claim("a")).await.unwrap(), Ok(Claim::Same));
+    assert_eq!(
+        cohort.addr.send(claim("b")).await.unwrap(),
+        Ok(Claim::Other)
+    );
+    assert_eq!(cohort.shared.verified(), 1);
+}
