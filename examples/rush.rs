@@ -1,0 +1,561 @@
+//! `rush`: the midnight-rush load generator. N simulated citizens do the whole journey over
+//! real HTTP against a running server — join, poll as `poll_after_seconds` says (scaled by
+//! `--time-scale`), verify, list slots, book both doses — and it reports what they saw.
+//!
+//! ```text
+//! cargo run --release --example rush -- --base http://127.0.0.1:8080 --admin TOKEN \
+//!     --citizens 20000 --concurrency 256 [--db ./data/reservations.db] [--server-pid PID]
+//! ```
+//! It creates its own cohort and supply (sized for the citizens) through the admin API, measures
+//! the bare `/healthz` rate in the same run, and ends with a consistency check against the
+//! database when `--db` is given: no slot over capacity, live bookings equal the 201s seen.
+
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+struct Args {
+    base: String,
+    admin: String,
+    citizens: usize,
+    concurrency: usize,
+    time_scale: f64,
+    centers: usize,
+    rate: f64,
+    db: Option<String>,
+    server_pid: Option<u32>,
+    joins_only: bool,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        base: "http://127.0.0.1:8080".into(),
+        admin: std::env::var("ADMIN_TOKEN").unwrap_or_default(),
+        citizens: 10_000,
+        concurrency: 256,
+        time_scale: 0.02,
+        centers: 20,
+        rate: 20_000.0,
+        db: None,
+        server_pid: None,
+        joins_only: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--base" => a.base = val(),
+            "--admin" => a.admin = val(),
+            "--citizens" => a.citizens = val().parse().expect("--citizens N"),
+            "--concurrency" => a.concurrency = val().parse().expect("--concurrency N"),
+            "--time-scale" => a.time_scale = val().parse().expect("--time-scale F"),
+            "--centers" => a.centers = val().parse().expect("--centers N"),
+            "--rate" => a.rate = val().parse().expect("--rate F"),
+            "--db" => a.db = Some(val()),
+            "--server-pid" => a.server_pid = Some(val().parse().expect("--server-pid PID")),
+            "--joins-only" => a.joins_only = true,
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    a
+}
+
+/// Latencies per endpoint, in microseconds.
+#[derive(Default)]
+struct Recorder {
+    lat: Mutex<HashMap<&'static str, Vec<u32>>>,
+}
+
+impl Recorder {
+    fn record(&self, endpoint: &'static str, since: Instant) {
+        let us = since.elapsed().as_micros().min(u32::MAX as u128) as u32;
+        self.lat
+            .lock()
+            .unwrap()
+            .entry(endpoint)
+            .or_default()
+            .push(us);
+    }
+}
+
+fn pct(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+fn peak_rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Requests per second of `f` from `concurrency` loops for `secs` seconds.
+async fn rate_of<F, Fut>(concurrency: usize, secs: f64, f: F) -> f64
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let f = Arc::new(f);
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(secs);
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|w| {
+            let (f, done) = (f.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut i = w;
+                while Instant::now() < end {
+                    if f(i).await {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    i += concurrency;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn setup(c: &Client, a: &Args) -> (i64, Vec<i64>) {
+    let auth = format!("Bearer {}", a.admin);
+    let now = chrono::Utc::now();
+    let cohort: Value = c
+        .post(format!("{}/api/v1/admin/cohorts", a.base))
+        .header("Authorization", &auth)
+        .json(&json!({
+            "name": "rush", "birth_year_from": 1962, "birth_year_to": 1971,
+            "opens_at": (now - chrono::Duration::seconds(1)).to_rfc3339(),
+            "closes_at": (now + chrono::Duration::days(1)).to_rfc3339(),
+            "vaccine": "Moderna", "dose_interval_days": 28, "admission_rate_per_s": a.rate,
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cohort_id = cohort["id"]
+        .as_i64()
+        .expect("cohort created (is --admin right?)");
+    let today = (now + chrono::Duration::hours(9)).date_naive();
+    // Enough pairs for everyone: first doses on days 1..=28, seconds 28 days later, 9 hours a day.
+    let per_slot = (a.citizens as f64 / (a.centers * 28 * 9) as f64).ceil() as i64 + 1;
+    let mut centers = Vec::new();
+    for n in 0..a.centers {
+        let center: Value = c
+            .post(format!("{}/api/v1/admin/centers", a.base))
+            .header("Authorization", &auth)
+            .json(&json!({"name": format!("rush center {n}"), "region": format!("region {}", n % 5), "address": "-"}))
+            .send().await.unwrap().json().await.unwrap();
+        let id = center["id"].as_i64().unwrap();
+        let slots: Vec<Value> = (1..=56u64)
+            .flat_map(|d| (9..18).map(move |h| (d, h)))
+            .map(|(d, h)| {
+                json!({"date": (today + chrono::Days::new(d)).to_string(),
+                "start_time": format!("{h:02}:00"), "end_time": format!("{:02}:00", h + 1),
+                "capacity": per_slot, "vaccine": "Moderna"})
+            })
+            .collect();
+        let res = c
+            .post(format!("{}/api/v1/admin/centers/{id}/slots", a.base))
+            .header("Authorization", &auth)
+            .json(&json!({"slots": slots}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED);
+        centers.push(id);
+    }
+    (cohort_id, centers)
+}
+
+#[derive(Default)]
+struct Outcome {
+    booked: AtomicUsize,
+    failed: AtomicUsize,
+    busy: AtomicUsize,
+    position_growth: AtomicUsize,
+    eta_errors: Mutex<Vec<f64>>,
+}
+
+async fn journey(
+    c: Client,
+    a: Arc<Args>,
+    rec: Arc<Recorder>,
+    out: Arc<Outcome>,
+    ticket: String,
+    n: usize,
+    centers: Arc<Vec<i64>>,
+    cache: Arc<Mutex<HashMap<i64, Vec<i64>>>>,
+) {
+    let base = &a.base;
+    // Poll until admitted.
+    let mut last_pos = u64::MAX;
+    let mut first: Option<(Instant, f64)> = None;
+    let pass = loop {
+        let t = Instant::now();
+        let res = c
+            .get(format!("{base}/api/v1/queue"))
+            .bearer_auth(&ticket)
+            .send()
+            .await;
+        let Ok(res) = res else {
+            out.failed.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        rec.record("poll", t);
+        let v: Value = res.json().await.unwrap_or_default();
+        if let Some(p) = v["position"].as_u64() {
+            if p > last_pos && v["state"] == "waiting" {
+                out.position_growth.fetch_add(1, Ordering::Relaxed);
+            }
+            last_pos = p;
+        }
+        if first.is_none() {
+            if let Some(eta) = v["eta_seconds"].as_f64() {
+                first = Some((Instant::now(), eta));
+            }
+        }
+        match v["state"].as_str() {
+            Some("admitted") => break v["pass"].as_str().unwrap_or_default().to_string(),
+            Some("waiting") | Some("pre_queue") => {
+                let wait = v["poll_after_seconds"].as_f64().unwrap_or(1.0) * a.time_scale;
+                tokio::time::sleep(Duration::from_secs_f64(wait.max(0.01))).await;
+            }
+            _ => {
+                out.failed.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+    };
+    if let Some((at, eta)) = first {
+        let actual = at.elapsed().as_secs_f64();
+        if actual >= 2.0 {
+            // The ETA is in server seconds; the clock here is not scaled.
+            out.eta_errors
+                .lock()
+                .unwrap()
+                .push((eta - actual).abs() / actual);
+        }
+    }
+    // Verify, retrying while the pool is busy.
+    let session = loop {
+        let t = Instant::now();
+        let res = c.post(format!("{base}/api/v1/verifications")).bearer_auth(&pass)
+            .json(&json!({"name": format!("시민{n}"), "birth_date": "1965-03-01", "phone": format!("010-{:04}-{:04}", 1000 + n / 10_000, n % 10_000)}))
+            .send().await;
+        let Ok(res) = res else {
+            out.failed.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        rec.record("verify", t);
+        match res.status() {
+            StatusCode::CREATED => {
+                break res.json::<Value>().await.unwrap()["session"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                out.busy.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            _ => {
+                out.failed.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+    };
+    let center = centers[n % centers.len()];
+    for attempt in 0..20 {
+        let known = cache.lock().unwrap().get(&center).cloned();
+        let slots = match known {
+            Some(s) if attempt == 0 => s,
+            _ => {
+                let t = Instant::now();
+                let v: Value = match c
+                    .get(format!("{base}/api/v1/centers/{center}/slots"))
+                    .send()
+                    .await
+                {
+                    Ok(r) => r.json().await.unwrap_or_default(),
+                    Err(_) => Value::Null,
+                };
+                rec.record("slots", t);
+                // First doses only on the first 28 days: later days have no second-dose day.
+                let last_first = (chrono::Utc::now() + chrono::Duration::hours(9)).date_naive()
+                    + chrono::Days::new(28);
+                let first_dose_day = |s: &Value| {
+                    s["date"]
+                        .as_str()
+                        .and_then(|d| d.parse::<chrono::NaiveDate>().ok())
+                        .is_some_and(|d| d <= last_first)
+                };
+                let open: Vec<i64> = v
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter(|s| s["remaining"].as_i64().unwrap_or(0) > 0)
+                            .filter(|s| first_dose_day(s))
+                            .map(|s| s["id"].as_i64().unwrap())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                cache.lock().unwrap().insert(center, open.clone());
+                open
+            }
+        };
+        let Some(&slot) = slots.get(n % slots.len().max(1)).or(slots.first()) else {
+            break;
+        };
+        let t = Instant::now();
+        let res = c
+            .post(format!("{base}/api/v1/bookings"))
+            .bearer_auth(&session)
+            .header("Idempotency-Key", format!("rush-{n}"))
+            .json(&json!({"slot_id": slot}))
+            .send()
+            .await;
+        let Ok(res) = res else { continue };
+        rec.record("book", t);
+        match res.status() {
+            StatusCode::CREATED => {
+                out.booked.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                out.busy.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            _ => {} // slot_full or no second dose: refresh the listing and pick again
+        }
+    }
+    out.failed.fetch_add(1, Ordering::Relaxed);
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let a = Arc::new(args());
+    let c = Client::builder()
+        .pool_max_idle_per_host(a.concurrency * 2)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let rec = Arc::new(Recorder::default());
+    println!(
+        "rush: {} citizens, concurrency {}, against {}",
+        a.citizens, a.concurrency, a.base
+    );
+
+    let (cc, base) = (c.clone(), a.base.clone());
+    let healthz = rate_of(a.concurrency, 3.0, move |_| {
+        let (c, url) = (cc.clone(), format!("{base}/healthz"));
+        async move {
+            c.get(url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    })
+    .await;
+
+    let (cohort, centers) = setup(&c, &a).await;
+    let centers = Arc::new(centers);
+
+    // Joins, as fast as they go.
+    let tickets: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..a.concurrency)
+        .map(|_| {
+            let (c, a, rec, tickets, next) = (
+                c.clone(),
+                a.clone(),
+                rec.clone(),
+                tickets.clone(),
+                next.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= a.citizens {
+                        break;
+                    }
+                    let t = Instant::now();
+                    let Ok(res) = c
+                        .post(format!("{}/api/v1/cohorts/{cohort}/queue", a.base))
+                        .send()
+                        .await
+                    else {
+                        continue;
+                    };
+                    rec.record("join", t);
+                    if let Ok(v) = res.json::<Value>().await {
+                        if let Some(tk) = v["ticket"].as_str() {
+                            tickets.lock().unwrap().push((n, tk.to_string()));
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let join_rate = a.citizens as f64 / start.elapsed().as_secs_f64();
+    let tickets: Vec<(usize, String)> = std::mem::take(&mut *tickets.lock().unwrap());
+
+    // Polls of random tickets, as fast as they go.
+    let shared = Arc::new(tickets.clone());
+    let (cc, base, t2) = (c.clone(), a.base.clone(), shared.clone());
+    let poll_rate = rate_of(a.concurrency, 3.0, move |i| {
+        let (c, url, t) = (
+            cc.clone(),
+            format!("{base}/api/v1/queue"),
+            t2[(i * 7919) % t2.len()].1.clone(),
+        );
+        async move {
+            c.get(url)
+                .bearer_auth(t)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    })
+    .await;
+    let rss_joined = a.server_pid.and_then(peak_rss_mb);
+
+    let out = Arc::new(Outcome::default());
+    let mut booking_rate = 0.0;
+    let mut journey_secs = 0.0;
+    if !a.joins_only {
+        let cache: Arc<Mutex<HashMap<i64, Vec<i64>>>> = Arc::default();
+        let queue = Arc::new(Mutex::new(tickets.into_iter()));
+        let start = Instant::now();
+        let workers: Vec<_> = (0..a.concurrency)
+            .map(|_| {
+                let (c, a, rec, out, queue, centers, cache) = (
+                    c.clone(),
+                    a.clone(),
+                    rec.clone(),
+                    out.clone(),
+                    queue.clone(),
+                    centers.clone(),
+                    cache.clone(),
+                );
+                tokio::spawn(async move {
+                    loop {
+                        let Some((n, t)) = queue.lock().unwrap().next() else {
+                            break;
+                        };
+                        journey(
+                            c.clone(),
+                            a.clone(),
+                            rec.clone(),
+                            out.clone(),
+                            t,
+                            n,
+                            centers.clone(),
+                            cache.clone(),
+                        )
+                        .await;
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.await.unwrap();
+        }
+        journey_secs = start.elapsed().as_secs_f64();
+        booking_rate = out.booked.load(Ordering::Relaxed) as f64 / journey_secs;
+    }
+
+    println!("\n| endpoint | requests | p50 ms | p99 ms | p99.9 ms |");
+    println!("|---|---:|---:|---:|---:|");
+    let mut lat = rec.lat.lock().unwrap();
+    for name in ["join", "poll", "verify", "slots", "book"] {
+        if let Some(v) = lat.get_mut(name) {
+            v.sort_unstable();
+            println!(
+                "| {name} | {} | {:.2} | {:.2} | {:.2} |",
+                v.len(),
+                pct(v, 0.5),
+                pct(v, 0.99),
+                pct(v, 0.999)
+            );
+        }
+    }
+    println!("\n| figure | value |\n|---|---:|");
+    println!("| bare /healthz rate (req/s) | {healthz:.0} |");
+    println!("| joins/s | {join_rate:.0} |");
+    println!(
+        "| polls/s (ratio to /healthz) | {poll_rate:.0} ({:.0}%) |",
+        100.0 * poll_rate / healthz
+    );
+    if !a.joins_only {
+        println!(
+            "| confirmed bookings | {} |",
+            out.booked.load(Ordering::Relaxed)
+        );
+        println!("| journey phase (s) | {journey_secs:.1} |");
+        println!("| confirmed bookings/s | {booking_rate:.0} |");
+        println!(
+            "| citizens who could not book | {} |",
+            out.failed.load(Ordering::Relaxed)
+        );
+        println!(
+            "| 503 answers (retried) | {} |",
+            out.busy.load(Ordering::Relaxed)
+        );
+        println!(
+            "| positions that grew (FIFO inversions seen) | {} |",
+            out.position_growth.load(Ordering::Relaxed)
+        );
+        let mut e = out.eta_errors.lock().unwrap().clone();
+        e.sort_by(|x, y| x.partial_cmp(y).unwrap());
+        if !e.is_empty() {
+            println!(
+                "| ETA error, median (waits ≥ 2 s, n={}) | {:.0}% |",
+                e.len(),
+                100.0 * e[e.len() / 2]
+            );
+        }
+    }
+    if let Some(mb) = rss_joined {
+        println!("| server peak RSS after joins (MB) | {mb:.0} |");
+    }
+    if let Some(mb) = a.server_pid.and_then(peak_rss_mb) {
+        println!("| server peak RSS at the end (MB) | {mb:.0} |");
+    }
+
+    if let Some(db) = &a.db {
+        let pool = reservation::db::connect(std::path::Path::new(db)).expect("database");
+        let mut conn = pool.get().unwrap();
+        let slots = reservation::db::queries::load_slots(&mut conn).unwrap();
+        let over = slots
+            .iter()
+            .filter(|(s, booked)| *booked > i64::from(s.capacity))
+            .count();
+        let (per_cohort, _, _) = reservation::db::queries::booking_counts(&mut conn).unwrap();
+        let on_disk = per_cohort.get(&(cohort as i32)).copied().unwrap_or(0);
+        let seen = out.booked.load(Ordering::Relaxed) as i64;
+        println!("| slots over capacity | {over} |");
+        println!("| bookings on disk / 201s seen | {on_disk} / {seen} |");
+        let ok = over == 0 && (a.joins_only || on_disk == seen);
+        println!("\nconsistency: {}", if ok { "OK" } else { "VIOLATED" });
+        if !ok {
+            std::process::exit(1);
+        }
+    }
+}
