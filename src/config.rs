@@ -1,5 +1,6 @@
 //! Settings, read once at start from the environment (see the README's table).
 
+use crate::actors::identity_pool::Jitter;
 use chrono::FixedOffset;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -30,25 +31,68 @@ pub struct Config {
 
 #[derive(Debug, Clone)]
 pub struct IdentitySettings {
+    /// The external provider's URL; when set, identity checks go there over HTTP instead of to
+    /// the simulated provider.
+    pub provider_url: Option<String>,
+    /// Simulated provider: base latency, jitter on top of it, its distribution, and the shares
+    /// of calls that fail and that hang (never answer).
     pub latency_ms: u64,
+    pub jitter_ms: u64,
+    pub jitter: Jitter,
     pub failure_rate: f64,
+    pub hang_rate: f64,
     pub max_in_flight: usize,
+    /// How long a request may wait for a place when all are taken, and how many may wait.
+    pub queue_ms: u64,
+    pub max_waiting: usize,
     /// A provider call that takes longer is abandoned and answered as a failure.
     pub timeout_ms: u64,
+    /// From arrival to answer: bounds the wait, the calls and the retry together.
+    pub deadline_ms: u64,
+    /// Further calls after a transient failure, each after a jittered `retry_backoff_ms`.
+    pub retries: u32,
+    pub retry_backoff_ms: u64,
+    /// The breaker opens after this many consecutive failed calls, or when at least
+    /// `breaker_min_calls` calls in the last `breaker_window_s` failed in this share; it stays
+    /// open `breaker_open_ms`, then lets one probe through.
+    pub breaker_failures: u32,
+    pub breaker_failure_ratio: f64,
+    pub breaker_window_s: u64,
+    pub breaker_min_calls: usize,
+    pub breaker_open_ms: u64,
     /// Checks of one identity allowed per window.
     pub attempts_per_window: usize,
     pub attempt_window_s: u64,
+    /// Checks made with one pass allowed per window.
+    pub pass_attempts_per_window: usize,
+    pub pass_attempt_window_s: u64,
 }
 
 impl Default for IdentitySettings {
     fn default() -> Self {
         Self {
+            provider_url: None,
             latency_ms: 50,
+            jitter_ms: 0,
+            jitter: Jitter::Exponential,
             failure_rate: 0.0,
+            hang_rate: 0.0,
             max_in_flight: 64,
+            queue_ms: 100,
+            max_waiting: 128,
             timeout_ms: 5_000,
+            deadline_ms: 8_000,
+            retries: 1,
+            retry_backoff_ms: 100,
+            breaker_failures: 20,
+            breaker_failure_ratio: 0.75,
+            breaker_window_s: 10,
+            breaker_min_calls: 40,
+            breaker_open_ms: 5_000,
             attempts_per_window: 5,
             attempt_window_s: 600,
+            pass_attempts_per_window: 5,
+            pass_attempt_window_s: 600,
         }
     }
 }
@@ -83,15 +127,56 @@ impl Config {
         c.admin_token = var("ADMIN_TOKEN");
         c.secret_key = var("SECRET_KEY");
         let id = &mut c.identity;
+        id.provider_url = var("IDENTITY_PROVIDER_URL");
         id.latency_ms = parsed("IDENTITY_LATENCY_MS", id.latency_ms)?;
+        id.jitter_ms = parsed("IDENTITY_JITTER_MS", id.jitter_ms)?;
+        if let Some(j) = var("IDENTITY_JITTER") {
+            id.jitter = j.parse()?;
+        }
         id.failure_rate = parsed("IDENTITY_FAILURE_RATE", id.failure_rate)?;
-        if !(0.0..=1.0).contains(&id.failure_rate) {
-            return Err("IDENTITY_FAILURE_RATE must be between 0.0 and 1.0".into());
+        id.hang_rate = parsed("IDENTITY_HANG_RATE", id.hang_rate)?;
+        for (name, share) in [
+            ("IDENTITY_FAILURE_RATE", id.failure_rate),
+            ("IDENTITY_HANG_RATE", id.hang_rate),
+        ] {
+            if !(0.0..=1.0).contains(&share) {
+                return Err(format!("{name} must be between 0.0 and 1.0"));
+            }
+        }
+        if id.failure_rate + id.hang_rate > 1.0 {
+            return Err("IDENTITY_FAILURE_RATE + IDENTITY_HANG_RATE must not exceed 1.0".into());
         }
         id.max_in_flight = parsed("IDENTITY_MAX_IN_FLIGHT", id.max_in_flight)?.max(1);
         id.timeout_ms = parsed("IDENTITY_TIMEOUT_MS", id.timeout_ms)?.max(1);
+        id.deadline_ms = parsed("IDENTITY_DEADLINE_MS", id.deadline_ms)?.max(1);
+        // A wait as long as the deadline would leave no time for the call itself.
+        id.queue_ms = parsed("IDENTITY_QUEUE_MS", id.queue_ms)?.min(id.deadline_ms / 2);
+        id.max_waiting = parsed("IDENTITY_MAX_WAITING", id.max_waiting)?;
+        id.retries = parsed("IDENTITY_RETRIES", id.retries)?;
+        if id.retries > 3 {
+            return Err("IDENTITY_RETRIES must be between 0 and 3".into());
+        }
+        id.retry_backoff_ms = parsed("IDENTITY_RETRY_BACKOFF_MS", id.retry_backoff_ms)?;
+        id.breaker_failures = parsed("IDENTITY_BREAKER_FAILURES", id.breaker_failures)?.max(1);
+        id.breaker_failure_ratio =
+            parsed("IDENTITY_BREAKER_FAILURE_RATIO", id.breaker_failure_ratio)?;
+        if !(id.breaker_failure_ratio > 0.0 && id.breaker_failure_ratio <= 1.0) {
+            return Err("IDENTITY_BREAKER_FAILURE_RATIO must be above 0.0, at most 1.0".into());
+        }
+        id.breaker_window_s =
+            parsed("IDENTITY_BREAKER_WINDOW_SECONDS", id.breaker_window_s)?.max(1);
+        id.breaker_min_calls = parsed("IDENTITY_BREAKER_MIN_CALLS", id.breaker_min_calls)?.max(1);
+        id.breaker_open_ms = parsed("IDENTITY_BREAKER_OPEN_MS", id.breaker_open_ms)?.max(1);
         id.attempts_per_window = parsed("IDENTITY_ATTEMPTS_PER_WINDOW", id.attempts_per_window)?;
         id.attempt_window_s = parsed("IDENTITY_ATTEMPT_WINDOW_SECONDS", id.attempt_window_s)?;
+        id.pass_attempts_per_window = parsed(
+            "IDENTITY_PASS_ATTEMPTS_PER_WINDOW",
+            id.pass_attempts_per_window,
+        )?;
+        id.pass_attempt_window_s = parsed(
+            "IDENTITY_PASS_ATTEMPT_WINDOW_SECONDS",
+            id.pass_attempt_window_s,
+        )?;
         if let Some(tz) = var("TIMEZONE") {
             c.zone = FixedOffset::from_str(&tz)
                 .map_err(|_| format!("TIMEZONE must be an offset such as +09:00, not {tz}"))?;

@@ -8,7 +8,9 @@ use crate::actors::center_inventory::{AddSlots, CenterInventory, CenterShared};
 use crate::actors::cohort_queue::{
     CohortHandle, CohortQueue, CohortShared, QueueSettings, QueueState, TICK,
 };
-use crate::actors::identity_pool::{IdentityPool, IdentityProvider, PoolLoad, SimulatedProvider};
+use crate::actors::identity_pool::{
+    provider_from_settings, IdentityPool, IdentityProvider, PoolLoad,
+};
 use crate::actors::{CenterHandle, Registry};
 use crate::config::Config;
 use crate::db::models::{CohortRow, NewCenterRow, NewCohortRow};
@@ -111,6 +113,9 @@ impl AppState {
             admission_rate_per_s: c.admission_rate_per_s,
             paused: false,
             shuffle_seed: rand::thread_rng().gen::<i64>(),
+            // Created already open: nobody can have joined before, so the pre-queue is empty
+            // and the first joiner gets a place at once instead of waiting for the next tick.
+            pre_queue_count: (c.opens_at <= crate::now_s()).then_some(0),
             created_at: crate::now_s(),
         };
         let Written::Id(id) = self.persist(Write::CreateCohort(row.clone())).await? else {
@@ -129,11 +134,15 @@ impl AppState {
             paused: false,
             shuffle_seed: row.shuffle_seed,
             tickets_reserved: 0,
-            pre_queue_count: None,
+            pre_queue_count: row.pre_queue_count,
             admitted_upto: 0,
             created_at: row.created_at,
         };
-        Ok(self.start_cohort(&stored, QueueState::default()))
+        let state = QueueState {
+            pre_queue_count: row.pre_queue_count.map(|c| c as u64),
+            ..QueueState::default()
+        };
+        Ok(self.start_cohort(&stored, state))
     }
 
     /// Creates a center (durably) and starts its inventory.
@@ -248,12 +257,10 @@ pub struct Application {
 }
 
 impl Application {
-    /// Builds the server with the simulated identity provider the configuration describes.
+    /// Builds the server with the identity provider the configuration describes: the external
+    /// HTTP service when `IDENTITY_PROVIDER_URL` is set, else the simulated one.
     pub async fn build(config: Config) -> Result<Self, String> {
-        let provider = Arc::new(SimulatedProvider {
-            latency_ms: config.identity.latency_ms,
-            failure_rate: config.identity.failure_rate,
-        });
+        let provider = provider_from_settings(&config.identity)?;
         Self::build_with(config, provider, true).await
     }
 

@@ -147,8 +147,8 @@ async fn the_queue_admits_in_ticket_order_at_its_rate() {
     w.slots(&center, &[(0, 600, 10_000), (28, 600, 10_000)])
         .await;
     let now = reservation::now_ms();
+    // Created already open: no pre-queue, so tickets are in join order at once.
     let cohort = w.cohort(now / 1000 - 60, 50.0).await;
-    tick(&cohort, now).await; // opens, with an empty pre-queue
     let seqs = w.tickets(&cohort, 1000).await;
     // 21 ticks: the first starts the clock, then 20 × 100 ms at 50/s = 100 admissions.
     let end = run_clock(&cohort, now + 100, 21).await;

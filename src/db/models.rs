@@ -36,6 +36,7 @@ pub struct NewCohortRow {
     pub admission_rate_per_s: f64,
     pub paused: bool,
     pub shuffle_seed: i64,
+    pub pre_queue_count: Option<i64>,
     pub created_at: i64,
 }
 

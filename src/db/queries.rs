@@ -304,3 +304,13 @@ pub fn cancel_booking(conn: &mut Conn, code: &str, now: i64) -> Result<Option<Bo
         .get_result(conn)
         .optional()
 }
+
+/// Citizens holding more than one live booking (must always be 0).
+pub fn citizens_with_several_live_bookings(conn: &mut Conn) -> Result<i64, Error> {
+    let per_citizen: Vec<(String, i64)> = bookings::table
+        .filter(bookings::state.eq(STATE_CONFIRMED))
+        .group_by(bookings::citizen_key)
+        .select((bookings::citizen_key, count_star()))
+        .load(conn)?;
+    Ok(per_citizen.iter().filter(|(_, n)| *n > 1).count() as i64)
+}

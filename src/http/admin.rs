@@ -2,7 +2,7 @@
 //! time): cohorts, centers, slots, the help desk's booking view, and the figures of the rush.
 
 use super::citizen::{booking_view, read, store_error};
-use super::{bearer, State};
+use super::{bearer, Body, State};
 use crate::actors::cohort_queue::PatchCohort;
 use crate::db::queries;
 use crate::domain::booking::parse_code;
@@ -64,7 +64,7 @@ fn cohort_view(state: &State, shared: &crate::actors::cohort_queue::CohortShared
 async fn create_cohort(
     _: Admin,
     state: State,
-    body: web::Json<CohortRequest>,
+    body: Body<CohortRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let new = NewCohort::try_from(body.into_inner())?;
     let handle = state.create_cohort(new).await.map_err(store_error)?;
@@ -86,7 +86,7 @@ async fn patch_cohort(
     _: Admin,
     state: State,
     path: web::Path<i32>,
-    body: web::Json<CohortPatchRequest>,
+    body: Body<CohortPatchRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let cohort = state
         .registry
@@ -109,7 +109,7 @@ async fn patch_cohort(
 async fn create_center(
     _: Admin,
     state: State,
-    body: web::Json<CenterRequest>,
+    body: Body<CenterRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let new = NewCenter::try_from(body.into_inner())?;
     let handle = state.create_center(new).await.map_err(store_error)?;
@@ -136,7 +136,7 @@ async fn add_slots(
     _: Admin,
     state: State,
     path: web::Path<i32>,
-    body: web::Json<SlotsRequest>,
+    body: Body<SlotsRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let center = state
         .registry

@@ -1,7 +1,7 @@
 //! Citizens' endpoints: cohorts, the waiting room, verification, centers and slots,
 //! booking, lookup and cancellation.
 
-use super::{bearer, State};
+use super::{bearer, Body, State};
 use crate::actors::booking_store::{Persist, StoreError, Write, Written};
 use crate::actors::center_inventory::Release;
 use crate::actors::center_inventory::{Book, BookError, BookingRequest, ListSlots};
@@ -155,7 +155,7 @@ struct SessionAnswer {
 async fn verify(
     state: State,
     req: HttpRequest,
-    body: web::Json<VerifyRequest>,
+    body: Body<VerifyRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let now = crate::now_s();
     let pass = bearer(&req)
@@ -326,7 +326,7 @@ pub(crate) async fn read<T: Send + 'static>(
 async fn book(
     state: State,
     req: HttpRequest,
-    body: web::Json<BookRequest>,
+    body: Body<BookRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let now = crate::now_s();
     let session = bearer(&req)
@@ -455,7 +455,7 @@ async fn find_matching(
 async fn lookup(
     state: State,
     req: HttpRequest,
-    body: web::Json<LookupRequest>,
+    body: Body<LookupRequest>,
 ) -> Result<HttpResponse, ApiError> {
     check_lookup_limit(&state, &req)?;
     let (row, masked) = find_matching(&state, &body.code, &body.birth_date)
@@ -474,7 +474,7 @@ async fn cancel(
     state: State,
     req: HttpRequest,
     path: web::Path<String>,
-    body: web::Json<CancelRequest>,
+    body: Body<CancelRequest>,
 ) -> Result<HttpResponse, ApiError> {
     check_lookup_limit(&state, &req)?;
     let (row, _) = find_matching(&state, &path, &body.birth_date)

@@ -61,6 +61,39 @@ fn json_config(limit: usize) -> web::JsonConfig {
         })
 }
 
+/// A JSON object body parsed into `T`. Unlike `web::Json<T>` it refuses a JSON array, which
+/// serde would otherwise read field by field into a struct.
+pub struct Body<T>(pub T);
+
+impl<T> Body<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> std::ops::Deref for Body<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: serde::de::DeserializeOwned + 'static> actix_web::FromRequest for Body<T> {
+    type Error = actix_web::Error;
+    type Future = futures_util::future::LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let object =
+            web::Json::<serde_json::Map<String, serde_json::Value>>::from_request(req, payload);
+        Box::pin(async move {
+            let map = object.await?.into_inner();
+            serde_json::from_value(serde_json::Value::Object(map))
+                .map(Body)
+                .map_err(|e| ApiError::validation(e.to_string()).into())
+        })
+    }
+}
+
 /// The token after `Bearer `, if any.
 pub fn bearer(req: &HttpRequest) -> Option<&str> {
     let value = req

@@ -1,0 +1,458 @@
+//! Tests of the real binary as an operator runs it: kill -9 in the middle of a booking rush,
+//! again and again (G3 no lost position, G4 an acknowledged booking survives a crash, G1 no
+//! overbooking, G5 one live booking per citizen); SIGTERM; and what the logs and the database
+//! file hold after a full journey.
+
+use rand::{Rng, SeedableRng};
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const ADMIN: &str = "process-test-admin";
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start(db: &Path, port: u16, log: Option<&Path>) -> Server {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_reservation"));
+    cmd.env("DATABASE_URL", db)
+        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+        .env("ADMIN_TOKEN", ADMIN)
+        .env("IDENTITY_LATENCY_MS", "1")
+        .env("WORKERS", "2")
+        .env("RUST_LOG", if log.is_some() { "debug" } else { "warn" })
+        .stdout(Stdio::null());
+    match log {
+        Some(path) => cmd.stderr(std::fs::File::create(path).unwrap()),
+        None => cmd.stderr(Stdio::null()),
+    };
+    let child = cmd.spawn().expect("the server binary starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the server never answered /healthz"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Server { child, base }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn admin_post(c: &Client, base: &str, path: &str, body: Value) -> Value {
+    let res = c
+        .post(format!("{base}{path}"))
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{path}: {}", res.status());
+    res.json().await.unwrap()
+}
+
+async fn cohort(c: &Client, base: &str, paused: bool) -> i64 {
+    let now = chrono::Utc::now();
+    let v = admin_post(
+        c,
+        base,
+        "/api/v1/admin/cohorts",
+        json!({
+            "name": "c", "birth_year_from": 1950, "birth_year_to": 1975,
+            "opens_at": (now - chrono::Duration::minutes(1)).to_rfc3339(),
+            "closes_at": (now + chrono::Duration::days(1)).to_rfc3339(),
+            "vaccine": "Moderna", "dose_interval_days": 28, "admission_rate_per_s": 5000.0,
+        }),
+    )
+    .await;
+    let id = v["id"].as_i64().unwrap();
+    if paused {
+        let res = c
+            .patch(format!("{base}/api/v1/admin/cohorts/{id}"))
+            .bearer_auth(ADMIN)
+            .json(&json!({"paused": true}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    id
+}
+
+/// Join, wait for the pass, verify, book the first of `slots` with room. The booking code
+/// is returned only for a 201.
+async fn journey(c: &Client, base: &str, cohort: i64, n: u32, slots: &[i64]) -> Option<String> {
+    let v: Value = c
+        .post(format!("{base}/api/v1/cohorts/{cohort}/queue"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let ticket = v["ticket"].as_str()?.to_string();
+    let pass = loop {
+        let v: Value = c
+            .get(format!("{base}/api/v1/queue"))
+            .bearer_auth(&ticket)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        if v["state"] == "admitted" {
+            break v["pass"].as_str()?.to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let body = json!({"name": format!("시민{n}"), "birth_date": "1965-03-01", "phone": format!("010-{:04}-{:04}", 2000 + n / 10_000, n % 10_000)});
+    let v: Value = c
+        .post(format!("{base}/api/v1/verifications"))
+        .bearer_auth(&pass)
+        .json(&body)
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let session = v["session"].as_str()?.to_string();
+    for slot in slots
+        .iter()
+        .cycle()
+        .skip(n as usize % slots.len())
+        .take(slots.len())
+    {
+        let res = c
+            .post(format!("{base}/api/v1/bookings"))
+            .bearer_auth(&session)
+            .json(&json!({"slot_id": slot}))
+            .send()
+            .await
+            .ok()?;
+        if res.status() == StatusCode::CREATED {
+            return res.json::<Value>().await.ok()?["code"]
+                .as_str()
+                .map(String::from);
+        }
+        if res.status() != StatusCode::CONFLICT {
+            return None;
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_bookings_and_positions_survive_repeated_kill_minus_nine() {
+    let kills: u32 = std::env::var("CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let dir = tempfile::tempdir().unwrap();
+    let db: PathBuf = dir.path().join("data").join("crash.db");
+    let port = free_port();
+    let c = Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+
+    let mut server = start(&db, port, None).await;
+    let open = cohort(&c, &server.base, false).await;
+    let paused = cohort(&c, &server.base, true).await;
+    let center = admin_post(
+        &c,
+        &server.base,
+        "/api/v1/admin/centers",
+        json!({"name": "c", "region": "r", "address": "a"}),
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap();
+    let today = (chrono::Utc::now() + chrono::Duration::hours(9)).date_naive();
+    let slot_list: Vec<Value> = (1..=4u64)
+        .flat_map(|d| [d, d + 28])
+        .map(|d| json!({"date": (today + chrono::Days::new(d)).to_string(), "start_time": "10:00", "end_time": "11:00", "capacity": 60, "vaccine": "Moderna"}))
+        .collect();
+    let v = admin_post(
+        &c,
+        &server.base,
+        &format!("/api/v1/admin/centers/{center}/slots"),
+        json!({"slots": slot_list}),
+    )
+    .await;
+    let ids: Vec<i64> = v["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_i64().unwrap())
+        .collect();
+    let first_doses: Vec<i64> = ids.iter().step_by(2).copied().collect();
+
+    let acknowledged: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut waiting: Vec<(String, u64)> = Vec::new();
+    let mut citizen = 0u32;
+    let mut violations = 0u32;
+    for round in 0..kills {
+        // Tickets in the paused cohort: they must keep their places through every crash.
+        for _ in 0..3 {
+            let v: Value = c
+                .post(format!("{}/api/v1/cohorts/{paused}/queue", server.base))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            waiting.push((
+                v["ticket"].as_str().unwrap().to_string(),
+                v["position"].as_u64().unwrap(),
+            ));
+        }
+        let load: Vec<_> = (0..12)
+            .map(|_| {
+                citizen += 1;
+                let (c, base, acked, slots, n) = (
+                    c.clone(),
+                    server.base.clone(),
+                    acknowledged.clone(),
+                    first_doses.clone(),
+                    citizen,
+                );
+                tokio::spawn(async move {
+                    if let Some(code) = journey(&c, &base, open, n, &slots).await {
+                        acked.lock().unwrap().push(code);
+                    }
+                })
+            })
+            .collect();
+        // The crash lands at a random moment of the rush.
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(20..400))).await;
+        server.child.kill().unwrap();
+        server.child.wait().unwrap();
+        for task in load {
+            task.abort();
+            let _ = task.await;
+        }
+        drop(server);
+        server = start(&db, port, None).await;
+
+        for code in acknowledged.lock().unwrap().clone() {
+            let res = c
+                .get(format!("{}/api/v1/admin/bookings/{code}", server.base))
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .unwrap();
+            let ok = res.status() == StatusCode::OK
+                && res.json::<Value>().await.unwrap()["state"] == "confirmed";
+            if !ok {
+                eprintln!("round {round}: acknowledged booking {code} lost");
+                violations += 1;
+            }
+        }
+        for (ticket, position) in &mut waiting {
+            let res = c
+                .get(format!("{}/api/v1/queue", server.base))
+                .bearer_auth(&*ticket)
+                .send()
+                .await
+                .unwrap();
+            let v: Value = res.json().await.unwrap();
+            match v["position"].as_u64() {
+                Some(p) if p <= *position => *position = p,
+                _ => {
+                    eprintln!("round {round}: a ticket moved back or was lost: {v}");
+                    violations += 1;
+                }
+            }
+        }
+        let pool = reservation::db::connect(&db).unwrap();
+        let mut conn = pool.get().unwrap();
+        let slots = reservation::db::queries::load_slots(&mut conn).unwrap();
+        violations += slots
+            .iter()
+            .filter(|(s, booked)| *booked > i64::from(s.capacity))
+            .count() as u32;
+        violations += reservation::db::queries::citizens_with_several_live_bookings(&mut conn)
+            .unwrap() as u32;
+    }
+    let acked = acknowledged.lock().unwrap().len();
+    println!("crash loop: {kills} kills, {acked} acknowledged bookings, {} waiting tickets checked, {violations} violations", waiting.len());
+    assert_eq!(violations, 0);
+    assert!(acked > 0, "the load booked something between the crashes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_server_cleanly_within_ten_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(&dir.path().join("t.db"), free_port(), None).await;
+    let pid = server.child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(exit) = server.child.try_wait().unwrap() {
+            assert!(exit.success(), "exit status {exit}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 10 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn neither_the_log_nor_the_database_holds_a_name_phone_or_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data").join("p.db");
+    let log = dir.path().join("server.log");
+    let server = start(&db, free_port(), Some(&log)).await;
+    let c = Client::new();
+    let base = server.base.clone();
+    let open = cohort(&c, &base, false).await;
+    let center = admin_post(
+        &c,
+        &base,
+        "/api/v1/admin/centers",
+        json!({"name": "c", "region": "r", "address": "a"}),
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap();
+    let today = (chrono::Utc::now() + chrono::Duration::hours(9)).date_naive();
+    let list: Vec<Value> = [1u64, 29]
+        .iter()
+        .map(|d| json!({"date": (today + chrono::Days::new(*d)).to_string(), "start_time": "10:00", "end_time": "11:00", "capacity": 5, "vaccine": "Moderna"}))
+        .collect();
+    let slots = json!({ "slots": list });
+    let v = admin_post(
+        &c,
+        &base,
+        &format!("/api/v1/admin/centers/{center}/slots"),
+        slots,
+    )
+    .await;
+    let slot = v["slots"][0]["id"].as_i64().unwrap();
+
+    let v: Value = c
+        .post(format!("{base}/api/v1/cohorts/{open}/queue"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ticket = v["ticket"].as_str().unwrap().to_string();
+    let pass = loop {
+        let v: Value = c
+            .get(format!("{base}/api/v1/queue"))
+            .bearer_auth(&ticket)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["state"] == "admitted" {
+            break v["pass"].as_str().unwrap().to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (name, birth, phone) = ("홍길동", "1963-05-17", "010-9876-5432");
+    // A refused check and a wrong lookup are part of the journey too.
+    c.post(format!("{base}/api/v1/verifications"))
+        .bearer_auth(&pass)
+        .json(&json!({"name": name, "birth_date": birth, "phone": "010-0000-5432"}))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = c
+        .post(format!("{base}/api/v1/verifications"))
+        .bearer_auth(&pass)
+        .json(&json!({"name": name, "birth_date": birth, "phone": phone}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let session = v["session"].as_str().unwrap().to_string();
+    let v: Value = c
+        .post(format!("{base}/api/v1/bookings"))
+        .bearer_auth(&session)
+        .json(&json!({"slot_id": slot}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let code = v["code"].as_str().unwrap().to_string();
+    assert_eq!(v["name"], "홍*동");
+    c.post(format!("{base}/api/v1/bookings/lookup"))
+        .json(&json!({"code": code, "birth_date": birth}))
+        .send()
+        .await
+        .unwrap();
+    c.post(format!("{base}/api/v1/bookings/lookup"))
+        .json(&json!({"code": code, "birth_date": "1963-05-18"}))
+        .send()
+        .await
+        .unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    drop(server);
+
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(log_text.contains("listening"), "the log was captured");
+    let mut secrets = vec![
+        name.to_string(),
+        phone.to_string(),
+        phone.replace('-', ""),
+        birth.to_string(),
+        "9876-5432".to_string(),
+        ticket.clone(),
+        pass.clone(),
+        session.clone(),
+    ];
+    for s in &secrets {
+        assert!(!log_text.contains(s.as_str()), "the log holds {s:?}");
+    }
+    // The database keeps the birth date (a booking must show and check it), nothing else.
+    secrets.retain(|s| s != birth);
+    let mut bytes = std::fs::read(&db).unwrap();
+    bytes.extend(std::fs::read(db.with_extension("db-wal")).unwrap_or_default());
+    let haystack = String::from_utf8_lossy(&bytes);
+    for s in &secrets {
+        assert!(!haystack.contains(s.as_str()), "the database holds {s:?}");
+    }
+    assert!(haystack.contains("홍*동"), "the masked name is kept");
+}
