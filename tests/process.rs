@@ -259,7 +259,8 @@ async fn acknowledged_bookings_and_positions_survive_repeated_kill_minus_nine() 
         drop(server);
         server = start(&db, port, None).await;
 
-        for code in acknowledged.lock().unwrap().clone() {
+        let codes = acknowledged.lock().unwrap().clone();
+        for code in codes {
             let res = c
                 .get(format!("{}/api/v1/admin/bookings/{code}", server.base))
                 .bearer_auth(ADMIN)
