@@ -189,16 +189,27 @@ struct Outcome {
     eta_errors: Mutex<Vec<f64>>,
 }
 
-async fn journey(
+/// What every simulated citizen shares.
+#[derive(Clone)]
+struct Ctx {
     c: Client,
     a: Arc<Args>,
     rec: Arc<Recorder>,
     out: Arc<Outcome>,
-    ticket: String,
-    n: usize,
     centers: Arc<Vec<i64>>,
+    /// Slot listings per center, refreshed when a booking finds a slot full.
     cache: Arc<Mutex<HashMap<i64, Vec<i64>>>>,
-) {
+}
+
+async fn journey(ctx: &Ctx, ticket: String, n: usize) {
+    let Ctx {
+        c,
+        a,
+        rec,
+        out,
+        centers,
+        cache,
+    } = ctx;
     let base = &a.base;
     // Poll until admitted.
     let mut last_pos = u64::MAX;
@@ -445,31 +456,21 @@ async fn main() {
         let start = Instant::now();
         let workers: Vec<_> = (0..a.concurrency)
             .map(|_| {
-                let (c, a, rec, out, queue, centers, cache) = (
-                    c.clone(),
-                    a.clone(),
-                    rec.clone(),
-                    out.clone(),
-                    queue.clone(),
-                    centers.clone(),
-                    cache.clone(),
-                );
+                let queue = queue.clone();
+                let ctx = Ctx {
+                    c: c.clone(),
+                    a: a.clone(),
+                    rec: rec.clone(),
+                    out: out.clone(),
+                    centers: centers.clone(),
+                    cache: cache.clone(),
+                };
                 tokio::spawn(async move {
                     loop {
                         let Some((n, t)) = queue.lock().unwrap().next() else {
                             break;
                         };
-                        journey(
-                            c.clone(),
-                            a.clone(),
-                            rec.clone(),
-                            out.clone(),
-                            t,
-                            n,
-                            centers.clone(),
-                            cache.clone(),
-                        )
-                        .await;
+                        journey(&ctx, t, n).await;
                     }
                 })
             })

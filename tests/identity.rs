@@ -529,6 +529,8 @@ async fn the_http_provider_vouches_rejects_and_fails_as_the_service_answers() {
     };
     let deadline = Duration::from_millis(settings.deadline_ms);
     let url = format!("http://127.0.0.1:{port}/verify");
+    // As `provider_from_settings` sets it, the client's own limit is a backstop later than the
+    // pool's timeout: the pool decides when a call is abandoned.
     let provider: Arc<dyn IdentityProvider> =
         Arc::new(HttpProvider::new(&url, Duration::from_secs(2), 8).unwrap());
     let pool = IdentityPool::new(provider.clone(), settings);
