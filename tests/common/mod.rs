@@ -16,6 +16,8 @@ pub struct TestApp {
     pub base: String,
     pub client: Client,
     pub db_path: PathBuf,
+    /// The running server's state, for fault injection and direct inspection.
+    pub state: actix_web::web::Data<reservation::startup::AppState>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     // Kept last so the folder outlives the server.
@@ -46,7 +48,7 @@ fn start(dir: std::sync::Arc<tempfile::TempDir>, tweak: impl FnOnce(&mut Config)
             match Application::build(config).await {
                 Ok(app) => {
                     let handle = app.handle();
-                    tx.send(Ok(app.port())).ok();
+                    tx.send(Ok((app.port(), app.state()))).ok();
                     actix_web::rt::spawn(app.run_until_stopped());
                     let _ = stop_rx.await;
                     // Not graceful: like a crash, nothing in flight is waited for.
@@ -58,7 +60,7 @@ fn start(dir: std::sync::Arc<tempfile::TempDir>, tweak: impl FnOnce(&mut Config)
             }
         });
     });
-    let port = rx.recv().expect("server thread").expect("server starts");
+    let (port, state) = rx.recv().expect("server thread").expect("server starts");
     TestApp {
         base: format!("http://127.0.0.1:{port}"),
         client: Client::builder()
@@ -66,6 +68,7 @@ fn start(dir: std::sync::Arc<tempfile::TempDir>, tweak: impl FnOnce(&mut Config)
             .build()
             .expect("client"),
         db_path,
+        state,
         stop: Some(stop_tx),
         thread: Some(thread),
         dir,
