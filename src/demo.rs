@@ -62,6 +62,7 @@ pub async fn seed(state: &AppState) -> Result<(), String> {
             vaccine: VACCINE.into(),
             dose_interval_days: 28,
             admission_rate_per_s: 200.0,
+            birth_day_schedule: Vec::new(),
         };
         state
             .create_cohort(cohort)

@@ -117,6 +117,8 @@ impl AppState {
             // and the first joiner gets a place at once instead of waiting for the next tick.
             pre_queue_count: (c.opens_at <= crate::now_s()).then_some(0),
             created_at: crate::now_s(),
+            birth_day_schedule: (!c.birth_day_schedule.is_empty())
+                .then(|| serde_json::to_string(&c.birth_day_schedule).unwrap_or_default()),
         };
         let Written::Id(id) = self.persist(Write::CreateCohort(row.clone())).await? else {
             return Err(StoreError::Commit("no id for the new cohort".into()));
@@ -137,6 +139,7 @@ impl AppState {
             pre_queue_count: row.pre_queue_count,
             admitted_upto: 0,
             created_at: row.created_at,
+            birth_day_schedule: row.birth_day_schedule,
         };
         let state = QueueState {
             pre_queue_count: row.pre_queue_count.map(|c| c as u64),
@@ -191,6 +194,11 @@ fn cohort_of(row: &CohortRow) -> Cohort {
         dose_interval_days: row.dose_interval_days,
         admission_rate_per_s: row.admission_rate_per_s,
         paused: row.paused,
+        birth_day_schedule: row
+            .birth_day_schedule
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_default(),
     }
 }
 

@@ -65,6 +65,7 @@ impl World {
             vaccine: "Moderna".into(),
             dose_interval_days: 28,
             admission_rate_per_s: rate,
+            birth_day_schedule: Vec::new(),
         };
         self.state.create_cohort(c).await.unwrap()
     }

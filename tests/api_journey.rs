@@ -272,3 +272,51 @@ async fn a_restart_keeps_bookings_tickets_and_slot_counts() {
         fresh["position"].as_u64().unwrap() > before.last().unwrap()["position"].as_u64().unwrap()
     );
 }
+
+#[tokio::test]
+async fn on_a_split_day_only_birth_days_ending_in_its_digits_verify_and_others_learn_their_day() {
+    let app = spawn_app().await;
+    let now = chrono::Utc::now();
+    let today = (now + chrono::Duration::hours(9)).date_naive();
+    let tomorrow = today + chrono::Days::new(1);
+    let body = json!({
+        "name": "split", "birth_year_from": 1960, "birth_year_to": 1970,
+        "opens_at": (now - chrono::Duration::minutes(1)).to_rfc3339(),
+        "closes_at": (now + chrono::Duration::days(3)).to_rfc3339(),
+        "vaccine": "Moderna", "dose_interval_days": 28, "admission_rate_per_s": 1000.0,
+        "birth_day_schedule": [{"date": today.to_string(), "digits": [9]}, {"date": tomorrow.to_string(), "digits": [5]}],
+    });
+    let res = app.admin_post("/api/v1/admin/cohorts", body).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let cohort = res.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let center = app.center("서울").await;
+    app.pair(center, 10).await;
+
+    let ticket = app.join(cohort).await["ticket"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pass = app.pass_for(&ticket).await;
+    let refused = assert_error(
+        app.verify(&pass, "김민영", "1965-03-15", "010-1234-5678")
+            .await,
+        403,
+        "not_eligible",
+    )
+    .await;
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains(&tomorrow.to_string()),
+        "{refused}"
+    );
+    let res = app
+        .verify(&pass, "이수진", "1965-03-19", "010-1234-5679")
+        .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::CREATED,
+        "a birth day ending in 9 is today's"
+    );
+}

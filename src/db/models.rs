@@ -21,6 +21,7 @@ pub struct CohortRow {
     pub pre_queue_count: Option<i64>,
     pub admitted_upto: i64,
     pub created_at: i64,
+    pub birth_day_schedule: Option<String>,
 }
 
 #[derive(Debug, Clone, Insertable)]
@@ -38,6 +39,7 @@ pub struct NewCohortRow {
     pub shuffle_seed: i64,
     pub pre_queue_count: Option<i64>,
     pub created_at: i64,
+    pub birth_day_schedule: Option<String>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]

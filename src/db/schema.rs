@@ -66,6 +66,7 @@ diesel::table! {
         pre_queue_count -> Nullable<BigInt>,
         admitted_upto -> BigInt,
         created_at -> BigInt,
+        birth_day_schedule -> Nullable<Text>,
     }
 }
 

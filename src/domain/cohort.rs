@@ -20,6 +20,34 @@ pub struct CohortRequest {
     pub vaccine: String,
     pub dose_interval_days: i32,
     pub admission_rate_per_s: Option<f64>,
+    /// Optional: days on which only birth days ending in given digits may verify.
+    pub birth_day_schedule: Option<Vec<BirthDayRule>>,
+}
+
+/// On `date`, only citizens whose day of birth ends in one of `digits` may verify.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BirthDayRule {
+    pub date: chrono::NaiveDate,
+    pub digits: Vec<u8>,
+}
+
+fn parse_schedule(rules: Vec<BirthDayRule>) -> Result<Vec<BirthDayRule>, Invalid> {
+    if rules.len() > 366 {
+        return invalid("birth_day_schedule holds at most 366 days");
+    }
+    let mut seen = std::collections::HashSet::new();
+    for r in &rules {
+        if r.digits.is_empty() || r.digits.iter().any(|d| *d > 9) {
+            return invalid("birth_day_schedule digits must be 0 to 9, at least one a day");
+        }
+        if !seen.insert(r.date) {
+            return invalid("birth_day_schedule names a day twice");
+        }
+    }
+    let mut rules = rules;
+    rules.sort_by_key(|r| r.date);
+    Ok(rules)
 }
 
 /// A cohort the operators may create: every field checked.
@@ -33,6 +61,7 @@ pub struct NewCohort {
     pub vaccine: String,
     pub dose_interval_days: i32,
     pub admission_rate_per_s: f64,
+    pub birth_day_schedule: Vec<BirthDayRule>,
 }
 
 impl TryFrom<CohortRequest> for NewCohort {
@@ -69,6 +98,7 @@ impl TryFrom<CohortRequest> for NewCohort {
             vaccine: vaccine(&r.vaccine)?,
             dose_interval_days: r.dose_interval_days,
             admission_rate_per_s,
+            birth_day_schedule: parse_schedule(r.birth_day_schedule.unwrap_or_default())?,
         })
     }
 }
@@ -138,9 +168,29 @@ pub struct Cohort {
     pub dose_interval_days: i32,
     pub admission_rate_per_s: f64,
     pub paused: bool,
+    pub birth_day_schedule: Vec<BirthDayRule>,
 }
 
 impl Cohort {
+    /// Whether someone born on `birth` may verify on `today`; if not, the next day that is
+    /// theirs (if the schedule has one). Days the schedule does not name are open to all.
+    pub fn birth_day_turn(
+        &self,
+        birth: chrono::NaiveDate,
+        today: chrono::NaiveDate,
+    ) -> Result<(), Option<chrono::NaiveDate>> {
+        use chrono::Datelike;
+        let digit = (birth.day() % 10) as u8;
+        match self.birth_day_schedule.iter().find(|r| r.date == today) {
+            Some(rule) if !rule.digits.contains(&digit) => Err(self
+                .birth_day_schedule
+                .iter()
+                .find(|r| r.date > today && r.digits.contains(&digit))
+                .map(|r| r.date)),
+            _ => Ok(()),
+        }
+    }
+
     pub fn admits_birth_year(&self, year: i32) -> bool {
         (self.birth_year_from..=self.birth_year_to).contains(&year)
     }
@@ -193,6 +243,8 @@ pub struct CohortView {
     pub admission_rate_per_s: f64,
     pub paused: bool,
     pub state: CohortState,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub birth_day_schedule: Vec<BirthDayRule>,
 }
 
 impl CohortView {
@@ -209,6 +261,7 @@ impl CohortView {
             admission_rate_per_s: c.admission_rate_per_s,
             paused: c.paused,
             state,
+            birth_day_schedule: c.birth_day_schedule.clone(),
         }
     }
 }
@@ -235,7 +288,53 @@ mod tests {
             vaccine: "Moderna".into(),
             dose_interval_days: 28,
             admission_rate_per_s: None,
+            birth_day_schedule: None,
         }
+    }
+
+    #[test]
+    fn the_birth_day_split_admits_only_its_digits_and_names_the_next_turn() {
+        let day = |d: u32| chrono::NaiveDate::from_ymd_opt(2021, 8, d).unwrap();
+        let mut r = request();
+        r.birth_day_schedule = Some(vec![
+            BirthDayRule {
+                date: day(10),
+                digits: vec![0, 5],
+            },
+            BirthDayRule {
+                date: day(9),
+                digits: vec![9, 4],
+            },
+        ]);
+        let new = NewCohort::try_from(r).unwrap();
+        let c = Cohort {
+            id: 1,
+            name: new.name,
+            birth_year_from: 1962,
+            birth_year_to: 1966,
+            opens_at: 0,
+            closes_at: 1,
+            vaccine: "Moderna".into(),
+            dose_interval_days: 28,
+            admission_rate_per_s: 1.0,
+            paused: false,
+            birth_day_schedule: new.birth_day_schedule,
+        };
+        let born = |d: u32| chrono::NaiveDate::from_ymd_opt(1965, 3, d).unwrap();
+        assert_eq!(c.birth_day_turn(born(19), day(9)), Ok(()));
+        assert_eq!(c.birth_day_turn(born(15), day(9)), Err(Some(day(10))));
+        assert_eq!(c.birth_day_turn(born(13), day(9)), Err(None));
+        assert_eq!(
+            c.birth_day_turn(born(13), day(11)),
+            Ok(()),
+            "unnamed days are open to all"
+        );
+        let mut bad = request();
+        bad.birth_day_schedule = Some(vec![BirthDayRule {
+            date: day(9),
+            digits: vec![10],
+        }]);
+        assert!(NewCohort::try_from(bad).is_err());
     }
 
     #[test]

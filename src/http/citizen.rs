@@ -182,6 +182,17 @@ async fn verify(
             ),
         ));
     }
+    if let Err(next) = info.birth_day_turn(claim.birth_date, today) {
+        let when = match next {
+            Some(day) => format!("your turn is on {day}"),
+            None => "no day in the schedule is yours; ask the help desk".to_string(),
+        };
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_eligible",
+            format!("today is for other birth days; {when}"),
+        ));
+    }
     let limit_key = state.signer.keyed_hash("limit", &claim.canonical(), 16);
     let birth_date = claim.birth_date.to_string();
     let masked_name = mask_name(&claim.name);

@@ -1,0 +1,1 @@
+ALTER TABLE cohorts DROP COLUMN birth_day_schedule;
