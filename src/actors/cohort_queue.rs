@@ -84,6 +84,14 @@ impl CohortShared {
         self.info.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// When joining stops; read on every join, so without cloning the cohort.
+    pub fn closes_at(&self) -> i64 {
+        self.info
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .closes_at
+    }
+
     pub fn state(&self, now: i64) -> CohortState {
         self.cohort().state(now, self.is_sold_out())
     }

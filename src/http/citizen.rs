@@ -115,7 +115,7 @@ async fn join(state: State, path: web::Path<i32>) -> Result<HttpResponse, ApiErr
         .registry
         .cohort(id)
         .ok_or_else(|| ApiError::not_found("cohort"))?;
-    if crate::now_s() >= cohort.shared.cohort().closes_at {
+    if crate::now_s() >= cohort.shared.closes_at() {
         return Err(ApiError::conflict(
             "cohort_closed",
             "this cohort has closed",
