@@ -369,18 +369,6 @@ async fn main() {
         a.citizens, a.concurrency, a.base
     );
 
-    let (cc, base) = (c.clone(), a.base.clone());
-    let healthz = rate_of(a.concurrency, 3.0, move |_| {
-        let (c, url) = (cc.clone(), format!("{base}/healthz"));
-        async move {
-            c.get(url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        }
-    })
-    .await;
-
     let (cohort, centers) = setup(&c, &a).await;
     let centers = Arc::new(centers);
 
@@ -426,6 +414,20 @@ async fn main() {
     }
     let join_rate = a.citizens as f64 / start.elapsed().as_secs_f64();
     let tickets: Vec<(usize, String)> = std::mem::take(&mut *tickets.lock().unwrap());
+
+    // The bare rate, measured here so that it and the polls see the same warm server, the
+    // same connections and the same queue.
+    let (cc, base) = (c.clone(), a.base.clone());
+    let healthz = rate_of(a.concurrency, 3.0, move |_| {
+        let (c, url) = (cc.clone(), format!("{base}/healthz"));
+        async move {
+            c.get(url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    })
+    .await;
 
     // Polls of random tickets, as fast as they go.
     let shared = Arc::new(tickets.clone());
