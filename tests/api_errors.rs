@@ -1251,8 +1251,13 @@ async fn a_sixth_check_of_one_identity_in_ten_minutes_answers_429_with_retry_aft
     let res = app.verify(&pass, "김민영", BORN, "01000004321").await;
     retry_after(&res);
     assert_error(res, 429, "rate_limited").await;
-    // The limit is per identity, and the pass is still unused.
+    // This pass has used its own five checks too (a per-pass limit), so even another
+    // identity is refused on it...
     let res = app.verify(&pass, "김민영", BORN, &phone(1)).await;
+    assert_error(res, 429, "rate_limited").await;
+    // ...while the limit on the identity does not touch other identities on other passes.
+    let fresh = admitted_pass(&app, cohort).await;
+    let res = app.verify(&fresh, "김민영", BORN, &phone(1)).await;
     assert_eq!(res.status(), StatusCode::CREATED);
 }
 

@@ -76,11 +76,11 @@ pub fn provider_from_settings(
 ) -> Result<Arc<dyn IdentityProvider>, String> {
     match &settings.provider_url {
         Some(url) => {
-            log::info!("identity checks go to the external HTTP provider");
             // The pool abandons a call at its timeout, and the client then stops it; the
             // client's own limit is a backstop, so it is set a little later.
             let backstop = Duration::from_millis(settings.timeout_ms) + Duration::from_secs(1);
             let provider = HttpProvider::new(url, backstop, settings.max_in_flight)?;
+            log::info!("identity checks go to the external HTTP provider");
             Ok(Arc::new(provider))
         }
         None => Ok(Arc::new(SimulatedService::from_settings(settings))),
@@ -465,16 +465,20 @@ impl AttemptLimit {
 
     /// How long until `key` may be tried again, if it may not now.
     fn wait(&self, key: &str, now: Instant) -> Option<u64> {
+        if self.limit == 0 {
+            return Some(self.window.as_secs().max(1));
+        }
         let seen = self.seen.get(key)?;
+        // Oldest first, so the attempts still inside the window are a suffix.
         let live = seen
             .iter()
-            .skip_while(|t| now.duration_since(**t) >= self.window);
-        let recent: Vec<&Instant> = live.collect();
-        if recent.len() < self.limit {
+            .filter(|t| now.duration_since(**t) < self.window)
+            .count();
+        if live < self.limit {
             return None;
         }
-        // The attempt that frees a place is the oldest among the last `limit`.
-        let freeing = recent[recent.len() - self.limit];
+        // The attempt whose expiry frees a place is the oldest among the last `limit`.
+        let freeing = seen.get(seen.len() - self.limit)?;
         let wait = self.window.saturating_sub(now.duration_since(*freeing));
         Some(wait.as_secs().max(1))
     }

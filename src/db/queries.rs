@@ -118,29 +118,33 @@ pub fn find_booking(
 }
 
 /// What a new booking by this citizen would collide with: the booking made earlier with the
-/// same idempotency key (a repeat), else the citizen's live booking.
+/// same idempotency key (a repeat), else the citizen's live booking. One indexed query: the
+/// citizen's bookings that are live or carry the key (a citizen has a handful at most).
 pub fn find_for_citizen(
     conn: &mut Conn,
     citizen_key: &str,
     idempotency_key: Option<&str>,
 ) -> Result<Option<BookingRow>, Error> {
-    if let Some(key) = idempotency_key {
-        let repeat = bookings::table
-            .filter(bookings::citizen_key.eq(citizen_key))
-            .filter(bookings::idempotency_key.eq(key))
-            .select(BookingRow::as_select())
-            .first(conn)
-            .optional()?;
-        if repeat.is_some() {
-            return Ok(repeat);
-        }
-    }
-    bookings::table
+    let mut query = bookings::table
         .filter(bookings::citizen_key.eq(citizen_key))
-        .filter(bookings::state.eq(STATE_CONFIRMED))
         .select(BookingRow::as_select())
-        .first(conn)
-        .optional()
+        .into_boxed();
+    query = match idempotency_key {
+        Some(key) => query.filter(
+            bookings::state
+                .eq(STATE_CONFIRMED)
+                .or(bookings::idempotency_key.eq(key)),
+        ),
+        None => query.filter(bookings::state.eq(STATE_CONFIRMED)),
+    };
+    let rows = query.load(conn)?;
+    let repeat = rows
+        .iter()
+        .position(|b| idempotency_key.is_some() && b.idempotency_key.as_deref() == idempotency_key);
+    Ok(match repeat {
+        Some(i) => rows.into_iter().nth(i),
+        None => rows.into_iter().next(),
+    })
 }
 
 pub fn masked_name(conn: &mut Conn, citizen_key: &str) -> Result<Option<String>, Error> {

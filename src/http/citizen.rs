@@ -6,7 +6,7 @@ use crate::actors::booking_store::{Persist, StoreError, Write, Written};
 use crate::actors::center_inventory::Release;
 use crate::actors::center_inventory::{Book, BookError, BookingRequest, ListSlots};
 use crate::actors::cohort_queue::{Claim, ClaimPass, TicketBooked};
-use crate::actors::identity_pool::{Verify, VerifyError};
+use crate::actors::identity_pool::{VerifyError, VerifyForPass};
 use crate::db::models::{BookingRow, NewCitizenRow};
 use crate::db::queries;
 use crate::domain::booking::{parse_code, BookingView, Dose, STATE_CANCELLED};
@@ -198,7 +198,11 @@ async fn verify(
     let masked_name = mask_name(&claim.name);
     let vouched = state
         .identity
-        .send(Verify { claim, limit_key })
+        .send(VerifyForPass {
+            claim,
+            limit_key,
+            pass_key: format!("{}:{}", pass.cohort_id, pass.seq),
+        })
         .await?
         .map_err(|e| match e {
             VerifyError::Busy { retry_after } => ApiError::unavailable(

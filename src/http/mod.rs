@@ -203,6 +203,42 @@ async fn metrics(state: State) -> HttpResponse {
         vec![(String::new(), load(&id.max_in_flight))],
     );
     gauge(
+        "identity_waiting",
+        "Requests waiting for a place in the pool.",
+        "gauge",
+        vec![(String::new(), load(&id.waiting))],
+    );
+    gauge(
+        "identity_max_waiting",
+        "Cap on requests waiting for a place.",
+        "gauge",
+        vec![(String::new(), load(&id.max_waiting))],
+    );
+    gauge(
+        "identity_breaker_state",
+        "Circuit breaker: 0 closed, 1 open, 2 half-open.",
+        "gauge",
+        vec![(String::new(), load(&id.breaker_state))],
+    );
+    gauge(
+        "identity_events_total",
+        "Retries, timeouts and breaker events.",
+        "counter",
+        vec![
+            ("{event=\"retry\"}".into(), load(&id.retries)),
+            ("{event=\"timeout\"}".into(), load(&id.timeouts)),
+            ("{event=\"queue_timeout\"}".into(), load(&id.queue_timeouts)),
+            (
+                "{event=\"breaker_opened\"}".into(),
+                load(&id.breaker_opened),
+            ),
+            (
+                "{event=\"breaker_rejected\"}".into(),
+                load(&id.breaker_rejected),
+            ),
+        ],
+    );
+    gauge(
         "identity_outcomes_total",
         "Verification outcomes.",
         "counter",
