@@ -422,68 +422,66 @@ impl CohortQueue {
         Some(self.admit(admitted, admitted + k, now_ms))
     }
 
+    /// Makes one step of the clock durable, then lets `done` apply it (`true`) or learn that
+    /// it failed (`false`). Nothing of a step is published before its write committed.
+    fn persist_step(
+        &mut self,
+        write: Write,
+        done: impl FnOnce(&mut Self, bool) + 'static,
+    ) -> ResponseActFuture<Self, ()> {
+        self.step_in_flight = true;
+        Box::pin(
+            self.store
+                .send(Persist(write))
+                .into_actor(self)
+                .map(move |res, act, _| {
+                    act.step_in_flight = false;
+                    done(act, matches!(res, Ok(Ok(_))));
+                }),
+        )
+    }
+
     /// Freezes the pre-queue and shuffles it, once; made durable before anyone sees a place.
     fn open(&mut self) -> ResponseActFuture<Self, ()> {
-        self.step_in_flight = true;
         let count = self.shared.issued();
         let write = Write::RecordOpening {
             cohort_id: self.shared.id,
             count,
         };
-        Box::pin(
-            self.store
-                .send(Persist(write))
-                .into_actor(self)
-                .map(move |res, act, _| {
-                    act.step_in_flight = false;
-                    match res {
-                        Ok(Ok(_)) => {
-                            let _ = act.shared.pre_queue.set(PreQueue::new(count, act.seed));
-                            log::info!(
-                                "cohort {} opened: {count} pre-queue tickets shuffled with seed {}",
-                                act.shared.id,
-                                act.seed
-                            );
-                        }
-                        _ => log::error!(
-                            "cohort {}: could not record the opening; retrying",
-                            act.shared.id
-                        ),
-                    }
-                }),
-        )
+        self.persist_step(write, move |act, ok| {
+            let id = act.shared.id;
+            if ok {
+                let _ = act.shared.pre_queue.set(PreQueue::new(count, act.seed));
+                log::info!(
+                    "cohort {id} opened: {count} pre-queue tickets shuffled with seed {}",
+                    act.seed
+                );
+            } else {
+                log::error!("cohort {id}: could not record the opening; retrying");
+            }
+        })
     }
 
     fn admit(&mut self, from: u64, upto: u64, at_ms: i64) -> ResponseActFuture<Self, ()> {
-        self.step_in_flight = true;
         let write = Write::RecordAdmission {
             cohort_id: self.shared.id,
             upto,
             at_ms,
         };
-        Box::pin(
-            self.store
-                .send(Persist(write))
-                .into_actor(self)
-                .map(move |res, act, _| {
-                    act.step_in_flight = false;
-                    match res {
-                        Ok(Ok(_)) => {
-                            act.shared
-                                .batches
-                                .write()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .push(Batch { from, upto, at_ms });
-                            act.shared.admitted_upto.store(upto, Ordering::Release);
-                        }
-                        _ => {
-                            // Nobody was told; the same tickets are admitted at a later tick.
-                            log::error!("cohort {}: could not record an admission", act.shared.id);
-                            act.tokens += (upto - from) as f64;
-                        }
-                    }
-                }),
-        )
+        self.persist_step(write, move |act, ok| {
+            if ok {
+                act.shared
+                    .batches
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(Batch { from, upto, at_ms });
+                act.shared.admitted_upto.store(upto, Ordering::Release);
+            } else {
+                // Nobody was told; the same tickets are admitted at a later tick.
+                log::error!("cohort {}: could not record an admission", act.shared.id);
+                act.tokens += (upto - from) as f64;
+            }
+        })
     }
 }
 
