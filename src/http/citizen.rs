@@ -360,22 +360,6 @@ async fn book(
     })?;
     let info = cohort.shared.cohort();
 
-    // A repeat, or a second booking, is answered without touching any place.
-    let (key, idem_key) = (session.citizen_key.clone(), idem.clone());
-    let existing = read(&state, move |c| {
-        queries::find_for_citizen(c, &key, idem_key.as_deref())
-    })
-    .await?;
-    if let Some(row) = existing {
-        if row.idempotency_key.is_some() && row.idempotency_key == idem {
-            return Ok(HttpResponse::Created().json(booking_view(&row, session.masked_name)));
-        }
-        return Err(ApiError::conflict(
-            "already_booked",
-            format!("you already hold booking {}", row.code),
-        ));
-    }
-
     let today = chrono::Utc::now()
         .with_timezone(&state.config.zone)
         .date_naive();
@@ -393,42 +377,61 @@ async fn book(
         code: crate::domain::booking::new_code(),
         cohort_id: session.cohort_id,
         ticket_seq: session.seq,
-        idempotency_key: idem,
+        idempotency_key: idem.clone(),
         now,
     };
-    let booked = center
-        .addr
-        .send(Book(request))
-        .await?
-        .map_err(|e| match e {
-            BookError::Refused(Refusal::NotFound) => ApiError::not_found("slot"),
-            BookError::Refused(Refusal::SlotFull) => {
-                ApiError::conflict("slot_full", "this slot is full; pick another")
+    let refused = match center.addr.send(Book(request)).await? {
+        Ok(booked) => {
+            if !booked.repeat {
+                state
+                    .http_metrics
+                    .bookings_created
+                    .fetch_add(1, Ordering::Relaxed);
+                cohort.addr.do_send(TicketBooked { seq: session.seq });
             }
-            BookError::Refused(Refusal::SlotPassed) => {
-                ApiError::conflict("slot_full", "this slot has passed; pick another")
-            }
-            BookError::Refused(Refusal::WrongVaccine) => ApiError::conflict(
-                "wrong_vaccine",
-                format!("this cohort is vaccinated with {}", info.vaccine),
-            ),
-            BookError::Refused(Refusal::NoSecondDoseSlot) => ApiError::conflict(
-                "no_second_dose_slot",
-                "no place for the second dose at this center; pick another day or center",
-            ),
-            BookError::AlreadyBooked => {
-                ApiError::conflict("already_booked", "you already hold a booking")
-            }
-            BookError::Store(e) => store_error(e),
-        })?;
-    if !booked.repeat {
-        state
-            .http_metrics
-            .bookings_created
-            .fetch_add(1, Ordering::Relaxed);
-        cohort.addr.do_send(TicketBooked { seq: session.seq });
+            return Ok(HttpResponse::Created().json(booking_view(&booked.row, session.masked_name)));
+        }
+        Err(BookError::Store(e)) => return Err(store_error(e)),
+        Err(refusal) => refusal,
+    };
+    // Refused: a repeat of a booking that succeeded, or a citizen who already holds one, is
+    // told that rather than why this slot would not do. (On success the writer made the same
+    // check inside the booking's transaction, so the hot path reads nothing here.)
+    let (key, idem_key) = (session.citizen_key.clone(), idem.clone());
+    let existing = read(&state, move |c| {
+        queries::find_for_citizen(c, &key, idem_key.as_deref())
+    })
+    .await?;
+    if let Some(row) = existing {
+        if row.idempotency_key.is_some() && row.idempotency_key == idem {
+            return Ok(HttpResponse::Created().json(booking_view(&row, session.masked_name)));
+        }
+        return Err(ApiError::conflict(
+            "already_booked",
+            format!("you already hold booking {}", row.code),
+        ));
     }
-    Ok(HttpResponse::Created().json(booking_view(&booked.row, session.masked_name)))
+    Err(match refused {
+        BookError::Refused(Refusal::NotFound) => ApiError::not_found("slot"),
+        BookError::Refused(Refusal::SlotFull) => {
+            ApiError::conflict("slot_full", "this slot is full; pick another")
+        }
+        BookError::Refused(Refusal::SlotPassed) => {
+            ApiError::conflict("slot_full", "this slot has passed; pick another")
+        }
+        BookError::Refused(Refusal::WrongVaccine) => ApiError::conflict(
+            "wrong_vaccine",
+            format!("this cohort is vaccinated with {}", info.vaccine),
+        ),
+        BookError::Refused(Refusal::NoSecondDoseSlot) => ApiError::conflict(
+            "no_second_dose_slot",
+            "no place for the second dose at this center; pick another day or center",
+        ),
+        BookError::AlreadyBooked => {
+            ApiError::conflict("already_booked", "you already hold a booking")
+        }
+        BookError::Store(e) => store_error(e),
+    })
 }
 
 fn check_lookup_limit(state: &State, req: &HttpRequest) -> Result<(), ApiError> {
