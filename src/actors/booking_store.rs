@@ -7,7 +7,8 @@
 //! returns, all of them go into the next transaction together. Under load one fsync carries
 //! hundreds of bookings; when idle a write commits at once. A rule refusal inside a batch (a
 //! citizen who already booked) answers that write alone; so does a write the database refuses
-//! (it runs in its own savepoint). A failed commit fails the whole batch: every write of it is
+//! (each runs in its own savepoint; bookings, whose rules are checked before they write, skip
+//! it for speed, so a database error in one fails its batch). A failed commit fails the whole batch: every write of it is
 //! answered `Commit`, and nothing of it is on disk.
 
 use crate::db::models::{
@@ -206,8 +207,8 @@ impl Handler<FailNextCommits> for BookingStore {
 }
 
 /// One transaction for the whole batch: all of it is on disk, or none of it.
-/// Each write runs in its own savepoint, so one that breaks a constraint is answered alone
-/// and rolled back alone; the others still commit.
+/// Each write but a booking runs in its own savepoint, so one that breaks a constraint is
+/// answered alone and rolled back alone; the others still commit.
 fn commit(
     pool: &DbPool,
     writes: &[Write],
@@ -215,13 +216,18 @@ fn commit(
 ) -> Result<Vec<Result<Written, String>>, String> {
     let mut conn = pool.get().map_err(|e| e.to_string())?;
     conn.immediate_transaction(|conn| {
-        let results = writes
-            .iter()
-            .map(|w| {
-                conn.transaction(|sp| apply(sp, w))
-                    .map_err(|e: diesel::result::Error| e.to_string())
-            })
-            .collect::<Vec<_>>();
+        let mut results = Vec::with_capacity(writes.len());
+        for w in writes {
+            results.push(match w {
+                // The hot path skips the savepoint (two statements a write, ~9 % of a rush
+                // profile): a booking's rules are checked before it writes, and what is left
+                // to fail is the database itself, which fails the whole batch anyway.
+                Write::Book { .. } => Ok(apply(conn, w)?),
+                _ => conn
+                    .transaction(|sp| apply(sp, w))
+                    .map_err(|e: diesel::result::Error| e.to_string()),
+            });
+        }
         if fail {
             return Err(diesel::result::Error::RollbackTransaction);
         }
