@@ -13,6 +13,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod startup;
+pub mod telemetry;
 
 /// Wall-clock time in milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

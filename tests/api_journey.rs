@@ -320,3 +320,40 @@ async fn on_a_split_day_only_birth_days_ending_in_its_digits_verify_and_others_l
         "a birth day ending in 9 is today's"
     );
 }
+
+#[tokio::test]
+async fn metrics_show_queue_pool_and_store_figures_with_latency_histograms() {
+    let app = spawn_app().await;
+    let cohort = app.open_cohort(1000.0).await;
+    let center = app.center("서울").await;
+    let (first, _) = app.pair(center, 5).await;
+    let session = app.session(cohort, 1).await;
+    assert_eq!(
+        app.book(&session, first, None).await.status(),
+        StatusCode::CREATED
+    );
+
+    let res = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let text = res.text().await.unwrap();
+    let value = |line: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(line))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {line} in\n{text}"))
+    };
+    assert_eq!(
+        value(&format!("queue_admitted_total{{cohort=\"{cohort}\"}}")),
+        1.0
+    );
+    assert_eq!(value("identity_outcomes_total{outcome=\"vouched\"}"), 1.0);
+    assert_eq!(value("identity_call_seconds_count"), 1.0);
+    assert_eq!(value("identity_call_seconds_bucket{le=\"+Inf\"}"), 1.0);
+    assert_eq!(value("bookings_created_total"), 1.0);
+    assert!(
+        value("store_commit_seconds_count") >= 3.0,
+        "cohort, center, slots, claim, booking"
+    );
+    assert_eq!(value("identity_breaker_state"), 0.0);
+}

@@ -95,6 +95,8 @@ pub struct StoreMetrics {
     pub writes: AtomicU64,
     pub largest_batch: AtomicU64,
     pub pending: AtomicU64,
+    /// How long a transaction took, from the start to the commit on disk.
+    pub commit_latency: crate::telemetry::Histogram,
 }
 
 type Reply = oneshot::Sender<Result<Written, StoreError>>;
@@ -138,7 +140,13 @@ impl BookingStore {
         let fail = self.fail_next > 0;
         self.fail_next = self.fail_next.saturating_sub(1);
         let pool = self.pool.clone();
-        let job = tokio::task::spawn_blocking(move || commit(&pool, &writes, fail));
+        let metrics = self.metrics.clone();
+        let job = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let outcome = commit(&pool, &writes, fail);
+            metrics.commit_latency.observe(started.elapsed());
+            outcome
+        });
         ctx.spawn(job.into_actor(self).map(move |joined, act, ctx| {
             let outcome = joined.unwrap_or_else(|e| Err(format!("writer thread: {e}")));
             let m = &act.metrics;

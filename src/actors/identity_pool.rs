@@ -372,6 +372,8 @@ pub struct PoolLoad {
     /// Requests answered busy at once because the breaker was open or probing (counted in
     /// `busy` too).
     pub breaker_rejected: AtomicU64,
+    /// How long provider calls took (abandoned ones at their timeout).
+    pub call_latency: crate::telemetry::Histogram,
 }
 
 impl PoolLoad {
@@ -931,7 +933,10 @@ impl Call {
             } else {
                 load.calls.fetch_add(1, Ordering::Relaxed);
                 let call = self.provider.verify(self.claim.clone());
-                match tokio::time::timeout(self.timeout.min(left), call).await {
+                let started = Instant::now();
+                let answer = tokio::time::timeout(self.timeout.min(left), call).await;
+                load.call_latency.observe(started.elapsed());
+                match answer {
                     Ok(answer) => Ended::Answered(answer),
                     Err(_) => Ended::TimedOut,
                 }

@@ -300,6 +300,16 @@ async fn metrics(state: State) -> HttpResponse {
             ("{class=\"server_error\"}".into(), load(&h.server_errors)),
         ],
     );
+    state.identity_load.call_latency.render(
+        "identity_call_seconds",
+        "How long identity provider calls took.",
+        &mut out,
+    );
+    state.store_metrics.commit_latency.render(
+        "store_commit_seconds",
+        "How long a group commit took, to disk.",
+        &mut out,
+    );
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(out)
