@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod citizen;
+pub mod pages;
 
 use crate::error::ApiError;
 use crate::startup::AppState;
@@ -35,6 +36,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .configure(admin::routes),
         )
         .service(web::scope("/api/v1").configure(citizen::routes))
+        .configure(pages::routes)
         .default_service(web::to(|| async {
             Err::<HttpResponse, _>(ApiError::not_found("resource"))
         }));

@@ -1,0 +1,457 @@
+// The operators' dashboard: sign in with the admin token, watch the rush (refreshed every few
+// seconds), steer each cohort's waiting room, and add cohorts, centers and slots.
+//
+// The token stays in sessionStorage: it survives a reload but not closing the tab, and it is
+// sent only to this server's admin API.
+import { t, applyStatic, initLangSwitch, fmtNum, fmtDuration, fmtWhen } from './i18n.js';
+import { h, $, call, stored, isoDay, fieldError } from './common.js';
+import { lineChart, barChart, legend } from './charts.js';
+
+const KEY_TOKEN = 'rsv.admin';
+const REFRESH_MS = 3000;
+const HISTORY = 60; // samples kept for the time charts: three minutes at one every 3 s
+const SLOTS_PER_REQUEST = 5000; // well under the server's 20,000 and its 4 MB body limit
+
+const S = {
+  token: stored('session', KEY_TOKEN),
+  paused: false,
+  timer: null,
+  last: null, // {stats, cohorts, centers, metrics, at}
+  history: [], // [{at, waiting: Map(id -> n), bookingsPerS, inFlight, maxInFlight}]
+  rows: new Map(), // cohort id -> the row's live elements, kept so an input being typed in survives
+  failed: false,
+};
+
+// ---------------------------------------------------------------- sign in and out
+
+function showSignin(messageKey) {
+  clearTimeout(S.timer);
+  $('#dash').hidden = true;
+  $('#signout').hidden = true;
+  $('#signin').hidden = false;
+  if (messageKey) fieldError($('#token'), t(messageKey));
+  $('#token').focus();
+}
+
+function showDash() {
+  $('#signin').hidden = true;
+  $('#dash').hidden = false;
+  $('#signout').hidden = false;
+  defaults();
+  $('#h-dash').focus();
+  refresh();
+}
+
+$('#signin-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const input = $('#token');
+  const token = input.value.trim();
+  if (!fieldError(input, token ? '' : t('err_token_empty'))) return;
+  const btn = $('#signin-submit');
+  btn.disabled = true;
+  const r = await call('GET', '/api/v1/admin/stats', { token });
+  btn.disabled = false;
+  if (r.status === 401) return fieldError(input, t('err_token_wrong'));
+  if (!r.ok) return fieldError(input, t('err_generic', { message: r.message || r.status }));
+  fieldError(input, '');
+  input.value = '';
+  S.token = token;
+  stored('session', KEY_TOKEN, token);
+  showDash();
+});
+
+$('#signout').addEventListener('click', () => {
+  S.token = null;
+  stored('session', KEY_TOKEN, null);
+  showSignin();
+});
+
+const admin = (method, path, body) => call(method, `/api/v1/admin${path}`, { token: S.token, body });
+
+// ---------------------------------------------------------------- the live figures
+
+/** Prometheus text to a map of `name{labels}` -> value; enough for the few figures shown. */
+function parseMetrics(text) {
+  const out = new Map();
+  for (const line of String(text ?? '').split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    const cut = line.lastIndexOf(' ');
+    out.set(line.slice(0, cut), Number(line.slice(cut + 1)));
+  }
+  return out;
+}
+
+async function refresh() {
+  clearTimeout(S.timer);
+  if (!S.token) return;
+  const [stats, cohorts, centers, metrics] = await Promise.all([
+    admin('GET', '/stats'),
+    admin('GET', '/cohorts'),
+    call('GET', '/api/v1/centers'),
+    call('GET', '/metrics'),
+  ]);
+  if (stats.status === 401 || cohorts.status === 401) {
+    S.token = null;
+    stored('session', KEY_TOKEN, null);
+    return showSignin('err_token_wrong');
+  }
+  S.failed = ![stats, cohorts, centers, metrics].every((r) => r.ok);
+  if (!S.failed) {
+    const now = { at: Date.now(), stats: stats.data, cohorts: cohorts.data, centers: centers.data, metrics: parseMetrics(metrics.data) };
+    sample(now, S.last);
+    S.last = now;
+  }
+  render();
+  // Forms call refresh() too; clearing here keeps a single chain of timers.
+  clearTimeout(S.timer);
+  if (!S.paused && !document.hidden) S.timer = setTimeout(refresh, REFRESH_MS);
+}
+
+/** One point of each time chart. Bookings per second is the counter's rise since the last refresh. */
+function sample(now, prev) {
+  const created = now.metrics.get('bookings_created_total') ?? 0;
+  let perS = null;
+  if (prev) {
+    const rise = created - (prev.metrics.get('bookings_created_total') ?? 0);
+    // A fall means the server restarted and its counters began again.
+    perS = rise >= 0 ? rise / ((now.at - prev.at) / 1000) : 0;
+  }
+  S.history.push({
+    at: now.at,
+    waiting: new Map(now.stats.cohorts.map((c) => [c.id, c.waiting])),
+    bookingsPerS: perS,
+    inFlight: now.metrics.get('identity_in_flight') ?? 0,
+    maxInFlight: now.metrics.get('identity_max_in_flight') ?? 0,
+  });
+  if (S.history.length > HISTORY) S.history.shift();
+}
+
+// Pausing saves the server the requests while nobody looks; the figures resume on return.
+document.addEventListener('visibilitychange', () => {
+  if (document.hidden) clearTimeout(S.timer);
+  else if (S.token && !S.paused && !$('#dash').hidden) refresh();
+});
+
+$('#toggle-refresh').addEventListener('click', (e) => {
+  S.paused = !S.paused;
+  e.currentTarget.setAttribute('aria-pressed', String(S.paused));
+  e.currentTarget.textContent = t(S.paused ? 'dash_resume' : 'dash_pause');
+  if (S.paused) clearTimeout(S.timer);
+  else refresh();
+});
+
+// ---------------------------------------------------------------- drawing
+
+function render() {
+  const L = S.last;
+  $('#updated').textContent = S.failed
+    ? t('dash_failed')
+    : L ? t('dash_updated', { time: new Date(L.at).toLocaleTimeString(t('locale')) }) : t('loading');
+  $('#updated').classList.toggle('error-text', S.failed);
+  if (!L) return;
+  renderTiles(L);
+  renderCohorts(L);
+  renderCenters(L);
+  renderCharts(L);
+}
+
+function renderTiles(L) {
+  const m = L.metrics;
+  const last = S.history.at(-1);
+  const waiting = L.stats.cohorts.reduce((n, c) => n + c.waiting, 0);
+  const outcome = (o) => fmtNum(m.get(`identity_outcomes_total{outcome="${o}"}`) ?? 0);
+  const tile = (key, value, sub, id) => h('div', { class: 'tile', id },
+    h('p', { class: 'tile-label' }, t(key)), h('p', { class: 'tile-value' }, value), sub ? h('p', { class: 'tile-sub' }, sub) : null);
+  $('#tiles').replaceChildren(
+    tile('tile_waiting', fmtNum(waiting), null, 'tile-waiting'),
+    tile('tile_confirmed', fmtNum(L.stats.bookings_confirmed), t('tile_cancelled', { n: fmtNum(L.stats.bookings_cancelled) }), 'tile-confirmed'),
+    tile('tile_rate', last?.bookingsPerS == null ? '–' : fmtNum(last.bookingsPerS, 1), t('tile_rate_sub'), 'tile-rate'),
+    tile('tile_identity', `${fmtNum(m.get('identity_in_flight') ?? 0)} / ${fmtNum(m.get('identity_max_in_flight') ?? 0)}`,
+      t('tile_identity_sub', { waiting: fmtNum(m.get('identity_waiting') ?? 0) }), 'tile-identity'),
+    tile('tile_outcomes', outcome('vouched'),
+      t('tile_outcomes_sub', { rejected: outcome('rejected'), failed: outcome('failed'), busy: outcome('busy') }), 'tile-outcomes'),
+  );
+}
+
+/** The time a newcomer at the back would wait at the measured rate. */
+function etaBack(stat) {
+  if (!stat.waiting) return t('eta_none');
+  if (!(stat.admission_rate_per_s > 0)) return '–';
+  return fmtDuration(stat.waiting / stat.admission_rate_per_s);
+}
+
+function renderCohorts(L) {
+  const body = $('#cohort-table tbody');
+  const stats = new Map(L.stats.cohorts.map((c) => [c.id, c]));
+  $('#cohorts-empty').hidden = L.cohorts.length > 0;
+  for (const c of L.cohorts) {
+    let row = S.rows.get(c.id);
+    if (!row) {
+      row = cohortRow(c);
+      S.rows.set(c.id, row);
+      body.append(row.tr);
+    }
+    const s = stats.get(c.id) ?? { waiting: 0, admitted: 0, verified: 0, booked: 0, admission_rate_per_s: 0 };
+    row.cells.name.textContent = c.name;
+    row.cells.name.title = `${c.birth_year_from}–${c.birth_year_to} · ${c.vaccine} · ${fmtWhen(c.opens_at)} → ${fmtWhen(c.closes_at)}`;
+    const badge = h('span', { class: `badge state-${c.state}` }, t(`state_${c.state}`));
+    row.cells.state.replaceChildren(badge, c.paused ? h('span', { class: 'badge state-paused' }, t('paused')) : '');
+    row.cells.waiting.textContent = fmtNum(s.waiting);
+    row.cells.admitted.textContent = fmtNum(s.admitted);
+    row.cells.verified.textContent = fmtNum(s.verified);
+    row.cells.booked.textContent = fmtNum(s.booked);
+    row.cells.rate.textContent = `${fmtNum(s.admission_rate_per_s, 1)} / ${fmtNum(c.admission_rate_per_s, 2)}`;
+    row.cells.eta.textContent = etaBack(s);
+    row.pause.textContent = t(c.paused ? 'resume' : 'pause');
+    row.pause.dataset.paused = String(c.paused);
+    row.rateInput.placeholder = String(c.admission_rate_per_s);
+    row.rateInput.setAttribute('aria-label', t('rate_label', { name: c.name }));
+    row.pause.setAttribute('aria-label', t(c.paused ? 'resume_named' : 'pause_named', { name: c.name }));
+  }
+}
+
+/** A cohort's row, built once: its controls keep focus and half-typed values across refreshes. */
+function cohortRow(c) {
+  const cells = {};
+  const td = (name, cls) => (cells[name] = h('td', { class: cls }));
+  const rateInput = h('input', {
+    type: 'number', min: '0.01', step: 'any', inputmode: 'decimal', class: 'rate-input',
+    'aria-label': t('rate_label', { name: c.name }),
+  });
+  const pause = h('button', {
+    type: 'button', class: 'secondary small-button',
+    onclick: () => patchCohort(c.id, { paused: pause.dataset.paused !== 'true' }),
+  });
+  const setRate = h('button', {
+    type: 'button', class: 'secondary small-button',
+    onclick: () => {
+      const rate = Number(rateInput.value);
+      if (!(rate > 0)) return notice('err_rate', {}, 'error');
+      patchCohort(c.id, { admission_rate_per_s: rate }).then((ok) => ok && (rateInput.value = ''));
+    },
+  }, t('rate_set'));
+  const tr = h('tr', { 'data-id': c.id },
+    h('td', {}, String(c.id)), td('name'), td('state'), td('waiting', 'num'), td('admitted', 'num'),
+    td('verified', 'num'), td('booked', 'num'), td('rate', 'num'), td('eta', 'num'),
+    h('td', { class: 'controls' }, pause, h('span', { class: 'rate-control' }, rateInput, setRate)));
+  return { tr, cells, pause, rateInput, setRate };
+}
+
+async function patchCohort(id, patch) {
+  const r = await admin('PATCH', `/cohorts/${id}`, patch);
+  if (r.ok) {
+    notice('patched', { name: r.data.name }, 'ok');
+    refresh();
+  } else {
+    notice('err_generic', { message: r.message || r.status }, 'error');
+  }
+  return r.ok;
+}
+
+function renderCenters(L) {
+  const body = $('#center-table tbody');
+  $('#centers-empty').hidden = L.centers.length > 0;
+  body.replaceChildren(...L.centers.map((c) => h('tr', { 'data-id': c.id },
+    h('td', {}, String(c.id)), h('td', {}, c.name), h('td', {}, c.region), h('td', {}, c.address),
+    h('td', { class: 'num' }, fmtNum(c.remaining)))));
+  // The slot form's list of centers and the region suggestions follow what exists.
+  const select = $('#sf-center');
+  const ids = L.centers.map((c) => String(c.id)).join(',');
+  if (select.dataset.ids !== ids) {
+    const keep = select.value;
+    select.replaceChildren(...L.centers.map((c) => h('option', { value: c.id }, `${c.name} (${c.region})`)));
+    if (keep && L.centers.some((c) => String(c.id) === keep)) select.value = keep;
+    select.dataset.ids = ids;
+    $('#region-options').replaceChildren(...[...new Set(L.centers.map((c) => c.region))].map((r) => h('option', { value: r })));
+    preview();
+  }
+}
+
+function renderCharts(L) {
+  const names = new Map(L.cohorts.map((c) => [c.id, c.name]));
+  const ids = [...names.keys()];
+  const series = ids.map((id) => ({ name: names.get(id), values: S.history.map((p) => p.waiting.get(id) ?? null) }));
+  lineChart($('#chart-waiting'), { series, slots: HISTORY, label: t('chart_waiting') });
+  legend($('#legend-waiting'), series.map((s) => s.name));
+
+  lineChart($('#chart-bookings'), {
+    series: [{ name: t('tile_rate'), values: S.history.map((p) => p.bookingsPerS) }],
+    slots: HISTORY, label: t('chart_bookings'), digits: 1,
+  });
+
+  const maxInFlight = S.history.at(-1)?.maxInFlight ?? 0;
+  lineChart($('#chart-identity'), {
+    series: [
+      { name: t('in_flight'), values: S.history.map((p) => p.inFlight) },
+      { name: t('max_in_flight'), values: S.history.map((p) => p.maxInFlight), dashed: true },
+    ],
+    slots: HISTORY, label: t('chart_identity'), max: Math.max(1, maxInFlight),
+  });
+  legend($('#legend-identity'), [t('in_flight'), t('max_in_flight')]);
+
+  const stats = new Map(L.stats.cohorts.map((c) => [c.id, c]));
+  barChart($('#chart-cohorts'), {
+    rows: ids.map((id) => ({ label: names.get(id), values: [stats.get(id)?.waiting ?? 0, stats.get(id)?.admitted ?? 0] })),
+    label: t('chart_cohorts'),
+  });
+  legend($('#legend-cohorts'), [t('col_waiting'), t('col_admitted')]);
+
+  const regions = new Map();
+  for (const c of L.centers) regions.set(c.region, (regions.get(c.region) ?? 0) + c.remaining);
+  barChart($('#chart-regions'), {
+    rows: [...regions].sort(([a], [b]) => a.localeCompare(b, 'ko')).map(([label, n]) => ({ label, values: [n] })),
+    label: t('chart_regions'),
+  });
+}
+
+// The charts are drawn at their on-screen width (see charts.js), so redraw when it changes.
+let resizing = 0;
+window.addEventListener('resize', () => {
+  cancelAnimationFrame(resizing);
+  resizing = requestAnimationFrame(() => S.last && renderCharts(S.last));
+});
+
+// ---------------------------------------------------------------- creating things
+
+function notice(key, vars = {}, kind = 'info') {
+  const box = $('#notice');
+  box.hidden = !key;
+  box.className = `msg ${kind}`;
+  box.textContent = key ? t(key, vars) : '';
+}
+
+function formStatus(id, key, vars, kind) {
+  const box = document.getElementById(id);
+  box.hidden = !key;
+  box.className = `msg ${kind}`;
+  box.textContent = key ? t(key, vars) : '';
+}
+
+/** `YYYY-MM-DDTHH:MM` on the wall clock of a zone `offset` (`+09:00`) away from UTC. */
+function wallClock(ms, offset) {
+  const m = /^([+-])(\d{2}):(\d{2})$/.exec(offset) ?? ['', '+', '09', '00'];
+  const minutes = (m[1] === '-' ? -1 : 1) * (Number(m[2]) * 60 + Number(m[3]));
+  return new Date(ms + minutes * 60000).toISOString().slice(0, 16);
+}
+
+/** Sensible starting values: a cohort open from now for 30 days, slots from tomorrow for four weeks. */
+function defaults() {
+  const offset = $('#cf-offset').value;
+  if (!$('#cf-opens').value) $('#cf-opens').value = wallClock(Date.now(), offset);
+  if (!$('#cf-closes').value) $('#cf-closes').value = wallClock(Date.now() + 30 * 86400000, offset);
+  if (!$('#sf-from').value) $('#sf-from').value = isoDay(1);
+  if (!$('#sf-to').value) $('#sf-to').value = isoDay(28);
+  preview();
+}
+
+$('#cohort-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const v = (id) => $(`#${id}`).value.trim();
+  const offset = v('cf-offset');
+  if (!/^[+-]\d{2}:\d{2}$/.test(offset)) return formStatus('cf-status', 'err_offset', {}, 'error');
+  const body = {
+    name: v('cf-name'),
+    birth_year_from: Number(v('cf-from')),
+    birth_year_to: Number(v('cf-to')),
+    opens_at: `${v('cf-opens')}:00${offset}`,
+    closes_at: `${v('cf-closes')}:00${offset}`,
+    vaccine: v('cf-vaccine'),
+    dose_interval_days: Number(v('cf-interval')),
+  };
+  if (v('cf-rate')) body.admission_rate_per_s = Number(v('cf-rate'));
+  const r = await admin('POST', '/cohorts', body);
+  if (r.ok) {
+    formStatus('cf-status', 'cf_done', { name: r.data.name, id: r.data.id }, 'ok');
+    $('#sf-vaccine').value = r.data.vaccine; // the slots for it come next
+    $('#cf-name').value = '';
+    preview();
+    refresh();
+  } else {
+    formStatus('cf-status', 'err_generic', { message: r.message || r.status }, 'error');
+  }
+});
+
+$('#center-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const body = { name: $('#ce-name').value.trim(), region: $('#ce-region').value.trim(), address: $('#ce-address').value.trim() };
+  const r = await admin('POST', '/centers', body);
+  if (r.ok) {
+    formStatus('ce-status', 'ce_done', { name: r.data.name, id: r.data.id }, 'ok');
+    for (const id of ['ce-name', 'ce-address']) $(`#${id}`).value = '';
+    await refresh();
+    $('#sf-center').value = String(r.data.id); // its slots come next
+    preview();
+  } else {
+    formStatus('ce-status', 'err_generic', { message: r.message || r.status }, 'error');
+  }
+});
+
+/** Every slot the generator form describes: each day of the range × each time of the day. */
+function planSlots() {
+  const v = (id) => $(`#${id}`).value;
+  const [from, to, start, end] = [v('sf-from'), v('sf-to'), v('sf-start'), v('sf-end')];
+  const every = Number(v('sf-every'));
+  const capacity = Number(v('sf-capacity'));
+  const vaccine = v('sf-vaccine').trim();
+  if (!from || !to || !start || !end || !(every >= 5) || !(capacity >= 1) || !vaccine || from > to) return null;
+  const minutes = (s) => Number(s.slice(0, 2)) * 60 + Number(s.slice(3, 5));
+  const clock = (m) => `${String(Math.floor(m / 60)).padStart(2, '0')}:${String(m % 60).padStart(2, '0')}`;
+  const times = [];
+  for (let m = minutes(start); m + every <= minutes(end); m += every) times.push([clock(m), clock(m + every)]);
+  const days = [];
+  for (let d = new Date(`${from}T00:00:00Z`); d <= new Date(`${to}T00:00:00Z`); d.setUTCDate(d.getUTCDate() + 1)) {
+    const weekend = d.getUTCDay() === 0 || d.getUTCDay() === 6;
+    if (!weekend || $('#sf-weekends').checked) days.push(d.toISOString().slice(0, 10));
+    if (days.length > 3660) return null;
+  }
+  const slots = days.flatMap((date) => times.map(([s, e]) => ({ date, start_time: s, end_time: e, capacity, vaccine })));
+  return { days: days.length, times: times.length, slots };
+}
+
+function preview() {
+  const plan = planSlots();
+  $('#sf-preview').textContent = plan && plan.slots.length
+    ? t('sf_preview', { days: fmtNum(plan.days), times: fmtNum(plan.times), slots: fmtNum(plan.slots.length),
+      places: fmtNum(plan.slots.length * plan.slots[0].capacity) })
+    : t('sf_preview_none');
+  $('#sf-submit').disabled = !plan || !plan.slots.length || !$('#sf-center').value;
+}
+
+$('#slots-form').addEventListener('input', preview);
+$('#slots-form').addEventListener('change', preview);
+
+$('#slots-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const plan = planSlots();
+  const center = $('#sf-center').value;
+  if (!plan || !center) return;
+  $('#sf-submit').disabled = true;
+  let added = 0;
+  for (let i = 0; i < plan.slots.length; i += SLOTS_PER_REQUEST) {
+    formStatus('sf-status', 'sf_sending', { done: fmtNum(added), total: fmtNum(plan.slots.length) }, 'info');
+    const r = await admin('POST', `/centers/${center}/slots`, { slots: plan.slots.slice(i, i + SLOTS_PER_REQUEST) });
+    if (!r.ok) {
+      formStatus('sf-status', 'sf_failed', { done: fmtNum(added), message: r.message || r.status }, 'error');
+      $('#sf-submit').disabled = false;
+      refresh();
+      return;
+    }
+    added += r.data.slots.length;
+  }
+  formStatus('sf-status', 'sf_done', { n: fmtNum(added) }, 'ok');
+  $('#sf-submit').disabled = false;
+  refresh();
+});
+
+// ---------------------------------------------------------------- start
+
+initLangSwitch($('#lang-switch'), () => {
+  applyStatic();
+  $('#toggle-refresh').textContent = t(S.paused ? 'dash_resume' : 'dash_pause');
+  for (const row of S.rows.values()) row.setRate.textContent = t('rate_set');
+  preview();
+  render();
+});
+applyStatic();
+if (S.token) showDash();
+else showSignin();
