@@ -140,6 +140,8 @@ impl AppState {
             admitted_upto: 0,
             created_at: row.created_at,
             birth_day_schedule: row.birth_day_schedule,
+            tickets_issued: 0,
+            ticket_gaps: "[]".into(),
         };
         let state = QueueState {
             pre_queue_count: row.pre_queue_count.map(|c| c as u64),
@@ -247,11 +249,32 @@ fn queue_state(pool: &DbPool, row: &CohortRow, pass_ttl_s: i64) -> Result<QueueS
         .into_iter()
         .map(|(seq, key)| (seq, (key, now)))
         .collect();
+    // Numbers reserved but never recorded as handed out are nobody: keep every such range the
+    // front has not passed, this restart's included, on disk before anything is served, so a
+    // later restart still skips them and no position ever grows.
+    let mut gaps: Vec<(u64, u64)> = serde_json::from_str::<Vec<(u64, u64)>>(&row.ticket_gaps)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, to)| *to > row.admitted_upto as u64)
+        .collect();
+    let (issued, reserved) = (row.tickets_issued as u64, row.tickets_reserved as u64);
+    if row.pre_queue_count.is_some() && issued < reserved {
+        let from = issued.max(row.admitted_upto as u64);
+        match gaps.last_mut() {
+            Some(last) if last.1 >= from => last.1 = last.1.max(reserved),
+            _ if from < reserved => gaps.push((from, reserved)),
+            _ => {}
+        }
+    }
+    let text = serde_json::to_string(&gaps).map_err(|e| e.to_string())?;
+    queries::record_gaps(&mut conn, row.id, &text, row.tickets_reserved)
+        .map_err(|e| e.to_string())?;
     let verified = queries::count_pass_claims(&mut conn, row.id).map_err(|e| e.to_string())?;
     Ok(QueueState {
         tickets_reserved: row.tickets_reserved as u64,
         pre_queue_count: row.pre_queue_count.map(|c| c as u64),
         admitted_upto: row.admitted_upto as u64,
+        gaps,
         batches,
         claims,
         verified: verified as u64,

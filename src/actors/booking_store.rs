@@ -39,6 +39,10 @@ pub enum Write {
         cohort_id: i32,
         upto: u64,
     },
+    RecordIssued {
+        cohort_id: i32,
+        issued: u64,
+    },
     RecordOpening {
         cohort_id: i32,
         count: u64,
@@ -255,6 +259,10 @@ fn apply(conn: &mut diesel::SqliteConnection, w: &Write) -> Result<Written, dies
         Write::CreateSlots(rows) => Written::Ids(queries::insert_slots(conn, rows)?),
         Write::ReserveTickets { cohort_id, upto } => {
             queries::reserve_tickets(conn, *cohort_id, *upto as i64)?;
+            Written::Done
+        }
+        Write::RecordIssued { cohort_id, issued } => {
+            queries::record_issued(conn, *cohort_id, *issued as i64)?;
             Written::Done
         }
         Write::RecordOpening { cohort_id, count } => {

@@ -44,6 +44,8 @@ pub struct CohortShared {
     batches: RwLock<Vec<Batch>>,
     verified: AtomicU64,
     pass_ttl_s: i64,
+    /// See `QueueState::gaps`; emptied as the front passes them.
+    gaps: RwLock<Vec<(u64, u64)>>,
 }
 
 /// How a queue starts: fresh from the admin API, or rebuilt from the database.
@@ -55,6 +57,8 @@ pub struct QueueState {
     pub batches: Vec<Batch>,
     pub claims: HashMap<u64, (String, i64)>,
     pub verified: u64,
+    /// Ranges of ticket numbers reserved before a restart but never handed out.
+    pub gaps: Vec<(u64, u64)>,
 }
 
 impl CohortShared {
@@ -73,6 +77,7 @@ impl CohortShared {
             batches: RwLock::new(state.batches.clone()),
             verified: AtomicU64::new(state.verified),
             pass_ttl_s,
+            gaps: RwLock::new(state.gaps.clone()),
         };
         if let Some(count) = state.pre_queue_count {
             let _ = shared.pre_queue.set(PreQueue::new(count, seed));
@@ -122,6 +127,14 @@ impl CohortShared {
         self.rate_milli.load(Ordering::Relaxed) as f64 / 1000.0
     }
 
+    /// The first range of never-issued numbers the front has not passed.
+    fn next_gap(&self) -> Option<(u64, u64)> {
+        let admitted = self.admitted();
+        let mut gaps = self.gaps.write().unwrap_or_else(|e| e.into_inner());
+        gaps.retain(|(_, to)| *to > admitted);
+        gaps.first().copied()
+    }
+
     /// What the holder of ticket `seq` is told at `now_ms`.
     pub fn status(&self, seq: u64, now_ms: i64) -> TicketStatus {
         let (opens_at, closes_at, paused) = {
@@ -129,6 +142,7 @@ impl CohortShared {
             (c.opens_at, c.closes_at, c.paused)
         };
         let batches = self.batches.read().unwrap_or_else(|e| e.into_inner());
+        let gaps = self.gaps.read().unwrap_or_else(|e| e.into_inner());
         QueueSnapshot {
             now_ms,
             opens_at,
@@ -141,6 +155,7 @@ impl CohortShared {
             batches: &batches,
             pass_ttl_s: self.pass_ttl_s,
             rate: self.measured_rate(),
+            gaps: &gaps,
         }
         .status(seq)
     }
@@ -248,6 +263,9 @@ pub struct CohortQueue {
     /// Bookings made by admitted tickets, per admission step (keyed by its `upto`).
     booked: HashMap<u64, u64>,
     claims: HashMap<u64, (String, i64)>,
+    /// Ticket numbers recorded on disk as handed out, and whether a record is on its way.
+    recorded_issued: u64,
+    recording_issued: bool,
 }
 
 impl CohortQueue {
@@ -277,6 +295,8 @@ impl CohortQueue {
             history: VecDeque::new(),
             booked: HashMap::new(),
             claims,
+            recorded_issued: 0,
+            recording_issued: false,
         }
     }
 
@@ -402,8 +422,17 @@ impl CohortQueue {
         self.shared.sold_out.store(headroom <= 0, Ordering::Relaxed);
 
         let admitted = self.shared.admitted();
-        let backlog = self.shared.issued().saturating_sub(admitted);
-        if now >= cohort.closes_at || cohort.paused || headroom <= 0 || backlog == 0 {
+        let open = now < cohort.closes_at && !cohort.paused;
+        let mut up_to = self.shared.issued();
+        if let Some((from, to)) = self.shared.next_gap() {
+            if admitted >= from && open {
+                return Some(self.skip_gap(admitted, to, now_ms));
+            }
+            // Admit people up to the gap; the tick that reaches it jumps it.
+            up_to = up_to.min(from);
+        }
+        let backlog = up_to.saturating_sub(admitted);
+        if !open || headroom <= 0 || backlog == 0 {
             self.tokens = 0.0;
             self.publish_rate();
             return None;
@@ -462,6 +491,66 @@ impl CohortQueue {
         })
     }
 
+    /// Passes over numbers reserved before a restart but never handed out, without spending
+    /// the admission rate on them. The few real tickets among them (handed out in the last
+    /// tick before the restart) are admitted with the jump: they were ahead of everyone after.
+    fn skip_gap(&mut self, from: u64, to: u64, at_ms: i64) -> ResponseActFuture<Self, ()> {
+        let write = Write::RecordAdmission {
+            cohort_id: self.shared.id,
+            upto: to,
+            at_ms,
+        };
+        self.persist_step(write, move |act, ok| {
+            if ok {
+                act.shared
+                    .batches
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(Batch {
+                        from,
+                        upto: to,
+                        at_ms,
+                    });
+                // Counted as booked, so that nobody holds places in reserve for them.
+                act.booked.insert(to, to - from);
+                act.shared.admitted_upto.store(to, Ordering::Release);
+                log::info!(
+                    "cohort {}: skipped {} ticket numbers never handed out",
+                    act.shared.id,
+                    to - from
+                );
+            }
+        })
+    }
+
+    /// Records how many ticket numbers were handed out, once a tick at most, so that a restart
+    /// knows which reserved numbers are nobody.
+    fn record_issued(&mut self, ctx: &mut Context<Self>) {
+        let issued = self
+            .shared
+            .issued()
+            .min(self.shared.reserved.load(Ordering::Acquire));
+        if self.recording_issued || issued <= self.recorded_issued {
+            return;
+        }
+        self.recording_issued = true;
+        let write = Write::RecordIssued {
+            cohort_id: self.shared.id,
+            issued,
+        };
+        ctx.spawn(
+            self.store
+                .send(Persist(write))
+                .into_actor(self)
+                .map(move |res, act, _| {
+                    act.recording_issued = false;
+                    if matches!(res, Ok(Ok(_))) {
+                        act.recorded_issued = issued;
+                    }
+                }),
+        );
+    }
+
     fn admit(&mut self, from: u64, upto: u64, at_ms: i64) -> ResponseActFuture<Self, ()> {
         let write = Write::RecordAdmission {
             cohort_id: self.shared.id,
@@ -492,6 +581,7 @@ impl Actor for CohortQueue {
         ctx.set_mailbox_capacity(4096);
         if let Some(period) = self.settings.tick {
             ctx.run_interval(period, |act, ctx| {
+                act.record_issued(ctx);
                 if let Some(write) = act.step(crate::now_ms()) {
                     ctx.spawn(write);
                 }
@@ -503,7 +593,8 @@ impl Actor for CohortQueue {
 impl Handler<Tick> for CohortQueue {
     type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, msg: Tick, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Tick, ctx: &mut Context<Self>) -> Self::Result {
+        self.record_issued(ctx);
         self.step(msg.now_ms)
             .unwrap_or_else(|| Box::pin(fut::ready(())))
     }

@@ -22,6 +22,8 @@ pub struct CohortRow {
     pub admitted_upto: i64,
     pub created_at: i64,
     pub birth_day_schedule: Option<String>,
+    pub tickets_issued: i64,
+    pub ticket_gaps: String,
 }
 
 #[derive(Debug, Clone, Insertable)]

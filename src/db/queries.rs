@@ -207,6 +207,25 @@ pub fn reserve_tickets(conn: &mut Conn, cohort_id: i32, upto: i64) -> Result<(),
         .map(drop)
 }
 
+pub fn record_issued(conn: &mut Conn, cohort_id: i32, issued: i64) -> Result<(), Error> {
+    diesel::update(cohorts::table.find(cohort_id))
+        .filter(cohorts::tickets_issued.lt(issued))
+        .set(cohorts::tickets_issued.eq(issued))
+        .execute(conn)
+        .map(drop)
+}
+
+/// At start, before anything is served: the ranges to skip, and the numbers counted issued.
+pub fn record_gaps(conn: &mut Conn, cohort_id: i32, gaps: &str, issued: i64) -> Result<(), Error> {
+    diesel::update(cohorts::table.find(cohort_id))
+        .set((
+            cohorts::ticket_gaps.eq(gaps),
+            cohorts::tickets_issued.eq(issued),
+        ))
+        .execute(conn)
+        .map(drop)
+}
+
 pub fn record_opening(conn: &mut Conn, cohort_id: i32, count: i64) -> Result<(), Error> {
     diesel::update(cohorts::table.find(cohort_id))
         .filter(cohorts::pre_queue_count.is_null())

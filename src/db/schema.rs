@@ -67,6 +67,8 @@ diesel::table! {
         admitted_upto -> BigInt,
         created_at -> BigInt,
         birth_day_schedule -> Nullable<Text>,
+        tickets_issued -> BigInt,
+        ticket_gaps -> Text,
     }
 }
 

@@ -71,6 +71,9 @@ pub struct QueueSnapshot<'a> {
     pub pass_ttl_s: i64,
     /// Admissions per second measured over the recent past.
     pub rate: f64,
+    /// Ranges of queue indices reserved before a restart but never handed out: not people,
+    /// skipped by admission, so not counted in anyone's position. Sorted, disjoint.
+    pub gaps: &'a [(u64, u64)],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -127,7 +130,15 @@ impl QueueSnapshot<'_> {
                 pass_expires_at: expires.filter(|at| now < *at),
             };
         }
-        let position = qidx - self.admitted_upto + 1;
+        let front = self.admitted_upto;
+        let overlap = |lo: u64, hi: u64| -> u64 {
+            self.gaps
+                .iter()
+                .map(|(f, t)| (*t).min(hi).saturating_sub((*f).max(lo)))
+                .sum()
+        };
+        let position = qidx - front + 1 - overlap(front, qidx);
+        let behind = behind.map(|b| b.saturating_sub(overlap(qidx + 1, u64::MAX)));
         let (state, eta) = if closed {
             (TicketState::Closed, None)
         } else if self.sold_out {
@@ -223,7 +234,25 @@ mod tests {
             batches,
             pass_ttl_s: 600,
             rate: 5.0,
+            gaps: &[],
         }
+    }
+
+    #[test]
+    fn numbers_never_handed_out_are_not_counted_as_people_ahead() {
+        let pre = PreQueue::new(0, 1);
+        let mut s = snapshot(Some(&pre), &[]);
+        s.gaps = &[(20, 50), (60, 70)]; // admitted_upto is 10, issued 100
+        assert_eq!(s.status(80).position, Some(80 - 10 + 1 - 30 - 10));
+        assert_eq!(s.status(15).position, Some(6), "before the gaps: unchanged");
+        assert_eq!(s.status(15).behind, Some(100 - 16 - 40));
+        assert_eq!(s.status(30).position, Some(11), "inside one: at its start");
+        s.admitted_upto = 50;
+        assert_eq!(
+            s.status(80).position,
+            Some(80 - 50 + 1 - 10),
+            "a passed gap no longer counts"
+        );
     }
 
     #[test]
