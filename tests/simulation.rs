@@ -1,0 +1,2647 @@
+//! A seeded simulation of the core ("Prove it"): the waiting rooms, the center inventories, the
+//! identity path and the store, driven by a random schedule drawn from one seed — joins,
+//! admission ticks on a simulated clock, verifications and pass claims (shared passes too),
+//! bookings alone and racing, repeats with an idempotency key, cancellations (and repeated
+//! ones), pass expiries (the clock jumps past the pass TTL), new slots, new cohorts, pauses,
+//! identity-provider failures and outages, failed commits, and restarts of the whole application
+//! on the same database, some right after a write reached the store but before its answer was
+//! used — with these guarantees checked after every step:
+//!
+//! - **G1 no overbooking**: for every slot, live bookings on disk <= capacity, and what its
+//!   center publishes (the listing, the center's total, its supply per day) is exactly capacity
+//!   minus those bookings: no place lost, none counted twice.
+//! - **G2 no line-jumping**: no ticket is admitted while a ticket ahead of it in queue order still
+//!   waits; only an admitted ticket holds a pass; a pass verifies one citizen; every booking on
+//!   disk was made with an admitted ticket by a citizen its pass verified.
+//! - **G3 no lost position**: a waiting ticket's position never grows, an admitted ticket never
+//!   goes back in line, a ticket with a place never falls back to the pre-queue — across
+//!   restarts too.
+//! - **G4 an acknowledged booking survives**: every booking answered `Ok` is on disk (checked
+//!   after every restart and at the end), and the live bookings on disk are exactly the
+//!   acknowledged ones not cancelled (checked after every step).
+//! - **G5 one live booking per citizen** (`citizens_with_several_live_bookings == 0`).
+//! - **G6 the queue tells the truth** (opt-in, `SIM_STRICT=1`, because it fails today: see
+//!   `the_queue_tells_the_truth_about_sold_out_and_positions`): a waiting ticket's
+//!   position counts exactly those ahead of it (no two share one), and right after an admission
+//!   tick a queue says sold out only when admitted citizens hold the places.
+//!
+//! Each check can fail: `every_check_catches_a_fault_planted_in_the_harness` plants a fault in
+//! this harness for each (`SIM_BREAK=<name>` plants one in a normal run) and requires its check
+//! to report it.
+//!
+//! Two layers. `fast`: many short schedules (30–60 steps); the seeds of a batch share one
+//! application and database (each seed its own cohorts, centers and vaccine name, so that the
+//! supply one seed's queue sees is its own) and each seed verifies through an identity pool of
+//! its own, so a seed replays alone exactly as it ran in its batch. `deep`: fewer long schedules
+//! (500–800 steps), one application per seed, verifying through the application's own pool (so
+//! the queue's backpressure is live), with a restart every hundred steps or so.
+//!
+//! The cohorts a schedule starts with are in the database before the application that runs them
+//! starts (as if operators made them in an earlier run), so that their pre-queue shuffle seeds
+//! come from the simulation seed. With that, and the provider failing in call order, a replay is
+//! exact (`a_seed_replays_alone_exactly_as_it_ran_in_its_batch`).
+//!
+//! Environment: `SIM_SEEDS` (fast seeds: 10,000 in a release build; 2,000 in a debug one, which
+//! runs about a fifth as fast), `SIM_DEEP_SEEDS` (50), `SIM_FIRST_SEED` (0), `SIM_SEED` (that one
+//! seed only: below 1,000,000 a fast one, else a deep one), `SIM_THREADS` (cores), `SIM_BATCH`
+//! (fast seeds per application, 10), `SIM_BREAK`, `SIM_STRICT`. CI and benchmarks:
+//! `SIM_SEEDS=10000 cargo test --release --test simulation -- --nocapture`. A violation prints
+//! the seed, the last steps and the one-line command that replays it, such as
+//! `SIM_SEED=430 cargo test --release --test simulation -- --nocapture`.
+
+use actix::{Actor, Addr};
+use actix_web::web::Data;
+use chrono::{DateTime, Days, NaiveDate};
+use diesel::RunQueryDsl;
+use futures_util::future::{join_all, BoxFuture};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use reservation::actors::booking_store::{FailNextCommits, Persist, Write, Written};
+use reservation::actors::center_inventory::{
+    Book, BookError, Booked, BookingRequest, ListSlots, Release,
+};
+use reservation::actors::cohort_queue::{
+    Claim, ClaimPass, CohortHandle, PatchCohort, Tick, TicketBooked,
+};
+use reservation::actors::identity_pool::{
+    IdentityPool, IdentityProvider, ProviderError, Verify, VerifyError, Vouched,
+};
+use reservation::actors::CenterHandle;
+use reservation::config::{Config, IdentitySettings};
+use reservation::db::models::{NewCitizenRow, NewCohortRow};
+use reservation::db::{queries, DbConn};
+use reservation::domain::booking::{STATE_CANCELLED, STATE_CONFIRMED};
+use reservation::domain::cohort::{CohortPatch, NewCohort};
+use reservation::domain::identity::IdentityClaim;
+use reservation::domain::queue::{PreQueue, TicketState};
+use reservation::domain::slot::{bookable_pairs, NewCenter, NewSlot};
+use reservation::startup::{AppState, Application};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Seeds from here on are deep ones, so that a seed number alone says how to replay it.
+const DEEP_SEED_BASE: u64 = 1_000_000;
+/// Steps kept for the report of a violation.
+const TRACE_LEN: usize = 40;
+/// A step that takes longer than this is a hang: reported as a violation, not waited out.
+const STEP_LIMIT: Duration = Duration::from_secs(60);
+/// How far the simulated clock runs ahead of the wall clock. A restart reads the wall clock
+/// (to reload the admissions and pass claims that may still be valid), everything else reads
+/// the simulated one; with the simulated clock always this far ahead, what a restart reloads
+/// does not depend on how long the run took, and a replay is exact. The price: claims reloaded
+/// at a restart are stamped with the wall clock, so the queue drops them at its first tick
+/// after it (see `verify`).
+const CLOCK_LEAD_S: i64 = 86_400;
+
+// ---------------------------------------------------------------------------------------------
+// What to run
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layer {
+    Fast,
+    Deep,
+}
+
+impl Layer {
+    fn name(self) -> &'static str {
+        match self {
+            Layer::Fast => "fast",
+            Layer::Deep => "deep",
+        }
+    }
+
+    fn steps(self, rng: &mut ChaCha8Rng) -> usize {
+        match self {
+            Layer::Fast => rng.gen_range(30..=60),
+            Layer::Deep => rng.gen_range(500..=800),
+        }
+    }
+}
+
+/// A fault planted in this harness (never in the server) to show that a check can fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// A cancellation does not give its places back to the inventory.
+    SkipRelease,
+    /// A booking written straight to disk onto a slot that is already full.
+    ExtraBooking,
+    /// A second live booking of one citizen written straight to disk.
+    SecondBooking,
+    /// A restart loses an acknowledged booking from disk.
+    LostBooking,
+    /// A restart loses the admission front from disk.
+    LostAdmission,
+    /// A citizen verifies and books with a ticket that is still waiting.
+    UnadmittedBooking,
+}
+
+impl Fault {
+    const ALL: [Fault; 6] = [
+        Fault::SkipRelease,
+        Fault::ExtraBooking,
+        Fault::SecondBooking,
+        Fault::LostBooking,
+        Fault::LostAdmission,
+        Fault::UnadmittedBooking,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Fault::SkipRelease => "skip_release",
+            Fault::ExtraBooking => "extra_booking",
+            Fault::SecondBooking => "second_booking",
+            Fault::LostBooking => "lost_booking",
+            Fault::LostAdmission => "lost_admission",
+            Fault::UnadmittedBooking => "unadmitted_booking",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Fault> {
+        Fault::ALL.into_iter().find(|f| f.name() == s)
+    }
+
+    /// The check that must catch it.
+    fn caught_by(self) -> &'static str {
+        match self {
+            Fault::SkipRelease | Fault::ExtraBooking => "G1",
+            Fault::SecondBooking => "G5",
+            Fault::LostBooking => "G4",
+            Fault::LostAdmission => "G3",
+            Fault::UnadmittedBooking => "G2",
+        }
+    }
+
+    /// Faults that only a restart can show.
+    fn needs_restarts(self) -> bool {
+        matches!(self, Fault::LostBooking | Fault::LostAdmission)
+    }
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    let v = std::env::var(name).ok()?;
+    Some(
+        v.trim()
+            .replace('_', "")
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} must be a number, not {v:?}")),
+    )
+}
+
+fn env_fault() -> Option<Fault> {
+    let v = std::env::var("SIM_BREAK").ok()?;
+    Some(Fault::parse(v.trim()).unwrap_or_else(|| {
+        let names: Vec<_> = Fault::ALL.iter().map(|f| f.name()).collect();
+        panic!("SIM_BREAK must be one of {names:?}")
+    }))
+}
+
+fn threads() -> usize {
+    env_u64("SIM_THREADS").map_or_else(
+        || std::thread::available_parallelism().map_or(2, |n| n.get()),
+        |n| n.max(1) as usize,
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// The identity provider, failing as the seed says
+
+/// What the provider will do: fail a share of calls, or every call during an outage.
+struct Plan {
+    rng: ChaCha8Rng,
+    failure_rate: f64,
+    outage: u32,
+    calls: u64,
+    failures: u64,
+}
+
+impl Plan {
+    fn new(seed: u64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x1DE7_1D1E);
+        let failure_rate = [0.0, 0.0, 0.05, 0.2][rng.gen_range(0..4)];
+        Self {
+            rng,
+            failure_rate,
+            outage: 0,
+            calls: 0,
+            failures: 0,
+        }
+    }
+}
+
+/// Answers at once (no real waiting), deterministically in call order.
+struct SeededProvider(Arc<Mutex<Plan>>);
+
+impl IdentityProvider for SeededProvider {
+    fn verify(&self, claim: IdentityClaim) -> BoxFuture<'static, Result<Vouched, ProviderError>> {
+        let answer = {
+            let mut p = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            p.calls += 1;
+            let fail = if p.outage > 0 {
+                p.outage -= 1;
+                true
+            } else {
+                let rate = p.failure_rate;
+                p.rng.gen_bool(rate)
+            };
+            if fail {
+                p.failures += 1;
+                Err(ProviderError::Failed("simulated provider failure".into()))
+            } else if claim.phone.starts_with("0100000") {
+                Err(ProviderError::Rejected)
+            } else {
+                Ok(Vouched {
+                    person_id: format!("person:{}", claim.canonical()),
+                })
+            }
+        };
+        Box::pin(std::future::ready(answer))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Counters
+
+#[derive(Debug, Default, Clone)]
+struct Stats {
+    seeds: u64,
+    steps: u64,
+    tickets: u64,
+    join_failed: u64,
+    admitted: u64,
+    ghost_admissions: u64,
+    verified: u64,
+    identity_busy: u64,
+    identity_limited: u64,
+    identity_rejected: u64,
+    pass_taken: u64,
+    claim_failed: u64,
+    bookings: u64,
+    repeats: u64,
+    refused: u64,
+    already_booked: u64,
+    store_errors: u64,
+    cancelled: u64,
+    expiries: u64,
+    restarts: u64,
+    crashes: u64,
+    commit_faults: u64,
+    provider_calls: u64,
+    provider_failures: u64,
+    checks: u64,
+    /// Time spent stepping, checking, and starting applications (summed over threads).
+    step_time: Duration,
+    check_time: Duration,
+    start_time: Duration,
+}
+
+impl Stats {
+    fn add(&mut self, o: &Stats) {
+        macro_rules! sum {
+            ($($f:ident),*) => { $( self.$f += o.$f; )* };
+        }
+        sum!(
+            seeds,
+            steps,
+            tickets,
+            join_failed,
+            admitted,
+            ghost_admissions,
+            verified,
+            identity_busy,
+            identity_limited,
+            identity_rejected,
+            pass_taken,
+            claim_failed,
+            bookings,
+            repeats,
+            refused,
+            already_booked,
+            store_errors,
+            cancelled,
+            expiries,
+            restarts,
+            crashes,
+            commit_faults,
+            provider_calls,
+            provider_failures,
+            checks,
+            step_time,
+            check_time,
+            start_time
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A violation, and how to replay it
+
+#[derive(Debug, Clone)]
+struct Failure {
+    seed: u64,
+    layer: Layer,
+    fault: Option<Fault>,
+    strict: bool,
+    step: usize,
+    violations: Vec<String>,
+    trace: Vec<String>,
+}
+
+impl Failure {
+    fn replay(&self) -> String {
+        let planted = self
+            .fault
+            .map(|f| format!("SIM_BREAK={} ", f.name()))
+            .unwrap_or_default();
+        let g6 = if self.strict { "SIM_STRICT=1 " } else { "" };
+        format!(
+            "SIM_SEED={} {planted}{g6}cargo test --release --test simulation -- --nocapture",
+            self.seed
+        )
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "simulation ({} layer) seed {} broke a guarantee at step {}:",
+            self.layer.name(),
+            self.seed,
+            self.step
+        )?;
+        for v in &self.violations {
+            writeln!(f, "  - {v}")?;
+        }
+        if !self.trace.is_empty() {
+            writeln!(f, "last steps:")?;
+            for t in &self.trace {
+                writeln!(f, "    {t}")?;
+            }
+        }
+        write!(f, "replay: {}", self.replay())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One seed's world as the simulation knows it
+
+#[derive(Debug, Clone)]
+struct CohortSim {
+    id: i32,
+    opens_at: i64,
+    /// Queue order, known once the cohort opened (from the shuffle it recorded).
+    order: Option<PreQueue>,
+    paused: bool,
+}
+
+#[derive(Debug, Clone)]
+struct TicketSim {
+    cohort: usize,
+    seq: u64,
+    last_position: Option<u64>,
+    had_position: bool,
+    admitted_seen: bool,
+    /// The citizen its pass verified last.
+    claimed_by: Option<usize>,
+    /// Every citizen its pass verified.
+    claims: Vec<usize>,
+    /// The first citizen it verified: the claim on disk, which a restart reloads.
+    first_claim: Option<usize>,
+    /// What the queue holds in memory for its pass: the citizen, and whether the entry was
+    /// reloaded at the last restart (stamped with the wall clock) rather than made since.
+    entry: Option<(usize, bool)>,
+}
+
+#[derive(Debug, Clone)]
+struct SlotSim {
+    id: i32,
+    center: usize,
+    capacity: i64,
+    vaccine: String,
+    date: NaiveDate,
+}
+
+#[derive(Debug, Clone)]
+struct SessionSim {
+    ticket: usize,
+    citizen: usize,
+    key: String,
+    expires_s: i64,
+}
+
+#[derive(Debug, Clone)]
+struct BookingSim {
+    code: String,
+    citizen: usize,
+    cohort: usize,
+    ticket: usize,
+    live: bool,
+    /// Answered `Ok` (not merely found on disk after a crash).
+    acked: bool,
+    idem: Option<String>,
+}
+
+/// A write sent just before a crash: its outcome is read from disk after the restart.
+#[derive(Debug, Clone)]
+enum InFlight {
+    Book {
+        code: String,
+        session: usize,
+        idem: Option<String>,
+    },
+    Cancel {
+        booking: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Join,
+    Tick,
+    Open,
+    Verify,
+    Book,
+    Burst,
+    Cancel,
+    CancelAgain,
+    Expire,
+    AddSlots,
+    AddCohort,
+    Pause,
+    Provider,
+    FailCommit,
+    Restart,
+    Crash,
+}
+
+fn weights(layer: Layer, fault: Option<Fault>) -> Vec<(Kind, u32)> {
+    let restarts = match (layer, fault) {
+        (_, Some(f)) if f.needs_restarts() => (40, 0),
+        (Layer::Fast, _) => (2, 2),
+        (Layer::Deep, _) => (6, 4),
+    };
+    vec![
+        (Kind::Join, 180),
+        (Kind::Tick, 220),
+        (Kind::Open, 60),
+        (Kind::Verify, 160),
+        (Kind::Book, 160),
+        (Kind::Burst, 30),
+        (Kind::Cancel, 60),
+        (Kind::CancelAgain, 10),
+        (Kind::Expire, 30),
+        (Kind::AddSlots, 20),
+        // Long schedules sell their queues out, and numbers nobody holds can stall them for a
+        // pass lifetime (see `the_queue_tells_the_truth_about_sold_out_and_positions`): new
+        // cohorts keep admissions coming.
+        (Kind::AddCohort, if layer == Layer::Fast { 8 } else { 20 }),
+        (Kind::Pause, 10),
+        (Kind::Provider, if layer == Layer::Fast { 20 } else { 6 }),
+        (Kind::FailCommit, 20),
+        (Kind::Restart, restarts.0),
+        (Kind::Crash, restarts.1),
+    ]
+}
+
+/// How one of a seed's first cohorts is made (drawn before the application starts).
+#[derive(Debug, Clone)]
+struct CohortPlan {
+    pre_queue: bool,
+    delay_s: i64,
+    rate: f64,
+    shuffle_seed: i64,
+}
+
+fn interval_of(seed: u64) -> u32 {
+    [28, 21, 7, 3][(seed % 4) as usize]
+}
+
+fn cohort_plans(seed: u64, layer: Layer) -> Vec<CohortPlan> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xC0_4087);
+    let n = match layer {
+        Layer::Fast => [1, 1, 1, 2][rng.gen_range(0..4)],
+        Layer::Deep => rng.gen_range(1..=3),
+    };
+    (0..n)
+        .map(|_| CohortPlan {
+            pre_queue: rng.gen_bool(0.4),
+            delay_s: rng.gen_range(0..600),
+            rate: [1.0, 5.0, 20.0, 100.0][rng.gen_range(0..4)],
+            shuffle_seed: rng.gen(),
+        })
+        .collect()
+}
+
+fn citizen_name(seed: u64, c: usize) -> String {
+    format!("S{seed}C{c}")
+}
+
+/// Every seventh citizen has a number the provider does not know.
+fn citizen_phone(c: usize) -> String {
+    if c % 7 == 6 {
+        format!("010-0000-{:04}", c % 10_000)
+    } else {
+        format!("010-{:04}-{:04}", 1000 + c / 10_000, c % 10_000)
+    }
+}
+
+fn seoul_day(ms: i64) -> NaiveDate {
+    DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .with_timezone(&reservation::config::seoul())
+        .date_naive()
+}
+
+/// What a life of the application offers to a seed.
+struct Env {
+    state: Data<AppState>,
+    pool: Addr<IdentityPool>,
+    /// Wall-clock second just before this application was built.
+    started_s: i64,
+}
+
+enum StepEnd {
+    Continue,
+    Restart,
+}
+
+struct SeedSim {
+    seed: u64,
+    layer: Layer,
+    fault: Option<Fault>,
+    fault_done: bool,
+    rng: ChaCha8Rng,
+    plan: Arc<Mutex<Plan>>,
+    weights: Vec<(Kind, u32)>,
+    now_ms: i64,
+    pass_ttl_s: i64,
+    session_ttl_s: i64,
+    step: usize,
+    steps: usize,
+    vaccine: String,
+    other_vaccine: String,
+    interval: u32,
+    cohorts: Vec<CohortSim>,
+    centers: Vec<i32>,
+    slots: Vec<SlotSim>,
+    tickets: Vec<TicketSim>,
+    population: usize,
+    sessions: Vec<SessionSim>,
+    bookings: Vec<BookingSim>,
+    in_flight: Vec<InFlight>,
+    /// Bookings answered `Ok` in the current step, checked against disk after it.
+    fresh: Vec<usize>,
+    /// Violations seen while stepping (what an answer said), reported with the checks.
+    noticed: Vec<String>,
+    next_code: u64,
+    trace: VecDeque<String>,
+    stats: Stats,
+    /// Wall-clock second at which the running application started (restored its state).
+    started_s: i64,
+    /// Claims reloaded at the last restart may have been pruned (see `verify`).
+    claims_forgettable: bool,
+    /// The last thing the step did was an admission tick.
+    ticked_last: bool,
+    /// Also check G6: the queue tells the truth (exact positions, sold out only when admitted
+    /// citizens hold the places).
+    strict: bool,
+    over_admission: f64,
+    /// A digest of every step taken and what it met: equal digests, equal runs.
+    digest: u64,
+}
+
+fn mailbox<T>(r: Result<T, actix::MailboxError>, what: &str) -> Result<T, String> {
+    r.map_err(|e| format!("harness: {what} did not answer ({e})"))
+}
+
+impl SeedSim {
+    async fn new(
+        seed: u64,
+        layer: Layer,
+        fault: Option<Fault>,
+        cohorts: Vec<(i32, i64)>,
+        plan: Arc<Mutex<Plan>>,
+        state: &Data<AppState>,
+    ) -> Result<Self, String> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let steps = layer.steps(&mut rng);
+        let population = match layer {
+            Layer::Fast => rng.gen_range(3..=12),
+            Layer::Deep => rng.gen_range(20..=120),
+        };
+        let mut sim = SeedSim {
+            seed,
+            layer,
+            fault,
+            fault_done: false,
+            plan,
+            weights: weights(layer, fault),
+            // A day ahead of the wall clock (see `CLOCK_LEAD_S`), on a whole second (passes
+            // lapse on whole seconds: the same steps give the same run); it only moves forward.
+            now_ms: (reservation::now_s() + 1 + CLOCK_LEAD_S) * 1000,
+            pass_ttl_s: state.config.pass_ttl_s,
+            session_ttl_s: state.config.session_ttl_s,
+            step: 0,
+            steps,
+            vaccine: format!("V{seed}"),
+            other_vaccine: format!("W{seed}"),
+            interval: interval_of(seed),
+            cohorts: cohorts
+                .into_iter()
+                .map(|(id, opens_at)| CohortSim {
+                    id,
+                    opens_at,
+                    order: None,
+                    paused: false,
+                })
+                .collect(),
+            centers: Vec::new(),
+            slots: Vec::new(),
+            tickets: Vec::new(),
+            population,
+            sessions: Vec::new(),
+            bookings: Vec::new(),
+            in_flight: Vec::new(),
+            fresh: Vec::new(),
+            noticed: Vec::new(),
+            next_code: 0,
+            trace: VecDeque::new(),
+            stats: Stats::default(),
+            started_s: reservation::now_s(),
+            claims_forgettable: false,
+            ticked_last: false,
+            strict: false,
+            over_admission: state.config.over_admission,
+            digest: 0,
+            rng,
+        };
+        let n_centers = match layer {
+            Layer::Fast => sim.rng.gen_range(1..=2),
+            Layer::Deep => sim.rng.gen_range(1..=3),
+        };
+        for k in 0..n_centers {
+            let center = state
+                .create_center(NewCenter {
+                    name: format!("sim {seed} center {k}"),
+                    region: "sim".into(),
+                    address: "sim".into(),
+                })
+                .await
+                .map_err(|e| format!("setup: center: {e}"))?;
+            sim.centers.push(center.shared.id);
+            let first_slots = match layer {
+                Layer::Fast => sim.rng.gen_range(1..=3),
+                Layer::Deep => sim.rng.gen_range(2..=6),
+            };
+            let mut new = Vec::new();
+            for _ in 0..first_slots {
+                new.extend(sim.slot_pair());
+            }
+            if sim.rng.gen_bool(0.2) {
+                // A slot of another vaccine: a booking there is refused.
+                let date = seoul_day(sim.now_ms) + Days::new(sim.rng.gen_range(2..=5));
+                new.push(sim.new_slot(date, 600, 2, true));
+            }
+            sim.add_slots(state, &center, new)
+                .await
+                .map_err(|e| format!("setup: slots: {e}"))?;
+        }
+        Ok(sim)
+    }
+
+    fn new_slot(&mut self, date: NaiveDate, start: u16, capacity: i64, other: bool) -> NewSlot {
+        NewSlot {
+            date,
+            start,
+            end: start + 60,
+            capacity,
+            vaccine: if other {
+                self.other_vaccine.clone()
+            } else {
+                self.vaccine.clone()
+            },
+        }
+    }
+
+    /// A first-dose slot and, most of the time, a second-dose slot for it: on the target day
+    /// at the same time, or later in (or, now and then, just past) the seven-day window.
+    fn slot_pair(&mut self) -> Vec<NewSlot> {
+        let day = seoul_day(self.now_ms) + Days::new(self.rng.gen_range(2..=6));
+        let start = [540, 600, 660, 840][self.rng.gen_range(0..4)];
+        let capacity = match self.layer {
+            Layer::Fast => self.rng.gen_range(1..=4),
+            // Now and then a large slot, so that long schedules are not sold out for good.
+            Layer::Deep if self.rng.gen_bool(0.2) => self.rng.gen_range(20..=60),
+            Layer::Deep => self.rng.gen_range(1..=8),
+        };
+        let mut out = vec![self.new_slot(day, start, capacity, false)];
+        if self.rng.gen_bool(0.85) {
+            let late = if self.rng.gen_bool(0.6) {
+                0
+            } else {
+                self.rng.gen_range(1..=9)
+            };
+            let second = day + Days::new(u64::from(self.interval) + late);
+            let start2 = if self.rng.gen_bool(0.7) {
+                start
+            } else {
+                [540, 600, 660, 840][self.rng.gen_range(0..4)]
+            };
+            let cap2 = self.rng.gen_range(1..=capacity + 2);
+            out.push(self.new_slot(second, start2, cap2, false));
+        }
+        out
+    }
+
+    async fn add_slots(
+        &mut self,
+        state: &Data<AppState>,
+        center: &CenterHandle,
+        new: Vec<NewSlot>,
+    ) -> Result<usize, String> {
+        let index = self
+            .centers
+            .iter()
+            .position(|id| *id == center.shared.id)
+            .ok_or("harness: unknown center")?;
+        let views = state
+            .add_slots(center, new.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        for (view, slot) in views.iter().zip(new) {
+            self.slots.push(SlotSim {
+                id: view.id,
+                center: index,
+                capacity: slot.capacity,
+                vaccine: slot.vaccine,
+                date: slot.date,
+            });
+        }
+        Ok(views.len())
+    }
+
+    fn now_s(&self) -> i64 {
+        self.now_ms.div_euclid(1000)
+    }
+
+    fn note(&mut self, line: String) {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (self.digest, self.step, &line).hash(&mut h);
+        self.digest = h.finish();
+        if self.trace.len() == TRACE_LEN {
+            self.trace.pop_front();
+        }
+        self.trace.push_back(format!("#{} {line}", self.step));
+    }
+
+    fn failure(&self, violations: Vec<String>) -> Failure {
+        Failure {
+            seed: self.seed,
+            layer: self.layer,
+            fault: self.fault,
+            strict: self.strict,
+            step: self.step,
+            violations,
+            trace: self.trace.iter().cloned().collect(),
+        }
+    }
+
+    fn cohort(&self, env: &Env, i: usize) -> Result<CohortHandle, String> {
+        let id = self.cohorts[i].id;
+        env.state
+            .registry
+            .cohort(id)
+            .ok_or_else(|| format!("harness: cohort {id} is not running"))
+    }
+
+    fn center(&self, env: &Env, i: usize) -> Result<CenterHandle, String> {
+        let id = self.centers[i];
+        env.state
+            .registry
+            .center(id)
+            .ok_or_else(|| format!("harness: center {id} is not running"))
+    }
+
+    fn conn(env: &Env) -> Result<DbConn, String> {
+        env.state
+            .pool
+            .get()
+            .map_err(|e| format!("harness: no database connection: {e}"))
+    }
+
+    fn choose_kind(&mut self) -> Kind {
+        let total: u32 = self.weights.iter().map(|(_, w)| w).sum();
+        let mut r = self.rng.gen_range(0..total);
+        for (k, w) in &self.weights {
+            if r < *w {
+                return *k;
+            }
+            r -= w;
+        }
+        Kind::Tick
+    }
+
+    /// One step of the schedule.
+    async fn step(&mut self, env: &Env) -> Result<StepEnd, String> {
+        self.step += 1;
+        self.stats.steps += 1;
+        self.ticked_last = false;
+        let kind = self.choose_kind();
+        let done = match kind {
+            Kind::Join => self.join(env).await?,
+            Kind::Tick => false,
+            Kind::Open => self.open(env).await?,
+            Kind::Verify => self.verify(env).await?,
+            Kind::Book => self.book(env).await?,
+            Kind::Burst => self.burst(env).await?,
+            Kind::Cancel => self.cancel(env).await?,
+            Kind::CancelAgain => self.cancel_again(env).await?,
+            Kind::Expire => {
+                let by = self.pass_ttl_s + self.rng.gen_range(1..=120);
+                self.now_ms += by * 1000;
+                self.stats.expiries += 1;
+                self.note(format!("clock +{by} s (past the pass TTL)"));
+                self.tick_all(env).await?;
+                true
+            }
+            Kind::AddSlots => self.more_slots(env).await?,
+            Kind::AddCohort => self.add_cohort(env).await?,
+            Kind::Pause => self.pause(env).await?,
+            Kind::Provider => {
+                let mut p = self.plan.lock().unwrap_or_else(|e| e.into_inner());
+                let line = if self.rng.gen_bool(0.5) {
+                    p.outage = self.rng.gen_range(3..=15);
+                    format!("provider outage for the next {} calls", p.outage)
+                } else {
+                    p.failure_rate = [0.0, 0.1, 0.2, 0.4][self.rng.gen_range(0..4)];
+                    format!("provider failure rate {}", p.failure_rate)
+                };
+                drop(p);
+                self.note(line);
+                true
+            }
+            Kind::FailCommit => {
+                mailbox(env.state.store.send(FailNextCommits(1)).await, "the store")?;
+                self.stats.commit_faults += 1;
+                self.note("the next commit will fail".into());
+                true
+            }
+            Kind::Restart => {
+                self.note("restart".into());
+                return Ok(StepEnd::Restart);
+            }
+            Kind::Crash => {
+                self.crash(env).await?;
+                return Ok(StepEnd::Restart);
+            }
+        };
+        if !done {
+            // Nothing to do of that kind (nobody admitted, no session...): let time pass.
+            let n = self.rng.gen_range(1..=3);
+            let dt = [100, 100, 200, 500, 1000][self.rng.gen_range(0..5)];
+            for _ in 0..n {
+                self.now_ms += dt;
+                self.tick_all(env).await?;
+            }
+            self.note(format!("tick {n} x {dt} ms"));
+        }
+        Ok(StepEnd::Continue)
+    }
+
+    async fn tick_all(&mut self, env: &Env) -> Result<(), String> {
+        self.ticked_last = true;
+        if self.now_s() - self.pass_ttl_s - 60 > self.started_s {
+            self.claims_forgettable = true;
+        }
+        for i in 0..self.cohorts.len() {
+            let h = self.cohort(env, i)?;
+            mailbox(
+                h.addr
+                    .send(Tick {
+                        now_ms: self.now_ms,
+                    })
+                    .await,
+                "a queue",
+            )?;
+        }
+        Ok(())
+    }
+
+    async fn join(&mut self, env: &Env) -> Result<bool, String> {
+        let c = self.rng.gen_range(0..self.cohorts.len());
+        let n = self.rng.gen_range(1..=3);
+        let h = self.cohort(env, c)?;
+        let mut got = Vec::new();
+        for _ in 0..n {
+            match h.take_ticket().await {
+                Ok(seq) => {
+                    got.push(seq);
+                    self.stats.tickets += 1;
+                    self.tickets.push(TicketSim {
+                        cohort: c,
+                        seq,
+                        last_position: None,
+                        had_position: false,
+                        admitted_seen: false,
+                        claimed_by: None,
+                        claims: Vec::new(),
+                        first_claim: None,
+                        entry: None,
+                    });
+                }
+                Err(e) => {
+                    self.stats.join_failed += 1;
+                    self.note(format!("join cohort {c} failed: {e}"));
+                }
+            }
+        }
+        self.note(format!("join cohort {c}: tickets {got:?}"));
+        Ok(true)
+    }
+
+    async fn open(&mut self, env: &Env) -> Result<bool, String> {
+        let waiting: Vec<usize> = (0..self.cohorts.len())
+            .filter(|i| self.cohorts[*i].opens_at * 1000 > self.now_ms)
+            .collect();
+        if waiting.is_empty() {
+            return Ok(false);
+        }
+        let c = waiting[self.rng.gen_range(0..waiting.len())];
+        let to = self.cohorts[c].opens_at * 1000 - self.rng.gen_range(0..2000);
+        self.now_ms = self.now_ms.max(to);
+        self.note(format!("clock to the opening of cohort {c}"));
+        self.tick_all(env).await?;
+        Ok(true)
+    }
+
+    /// Tickets in a state, in queue order (so that choices do not depend on ticket numbers).
+    fn tickets_in(&self, env: &Env, want: &[TicketState]) -> Result<Vec<usize>, String> {
+        let mut out = Vec::new();
+        for (t, ticket) in self.tickets.iter().enumerate() {
+            let h = self.cohort(env, ticket.cohort)?;
+            if want.contains(&h.shared.status(ticket.seq, self.now_ms).state) {
+                let qidx = self.cohorts[ticket.cohort]
+                    .order
+                    .as_ref()
+                    .map_or(ticket.seq, |o| o.queue_index(ticket.seq));
+                out.push((ticket.cohort, qidx, t));
+            }
+        }
+        out.sort_unstable();
+        Ok(out.into_iter().map(|(_, _, t)| t).collect())
+    }
+
+    async fn verify(&mut self, env: &Env) -> Result<bool, String> {
+        let plant = self.fault == Some(Fault::UnadmittedBooking) && !self.fault_done;
+        let want: &[TicketState] = if plant {
+            &[TicketState::Waiting, TicketState::SoldOut]
+        } else {
+            &[TicketState::Admitted]
+        };
+        let candidates = self.tickets_in(env, want)?;
+        if candidates.is_empty() {
+            return Ok(false);
+        }
+        let t = candidates[self.rng.gen_range(0..candidates.len())];
+        let citizen = match self.tickets[t].claimed_by {
+            Some(c) if self.rng.gen_bool(0.7) => c,
+            _ => self.rng.gen_range(0..self.population),
+        };
+        let today = seoul_day(self.now_ms);
+        let claim = IdentityClaim::parse(
+            &citizen_name(self.seed, citizen),
+            "1965-03-01",
+            &citizen_phone(citizen),
+            today,
+        )
+        .map_err(|e| format!("harness: claim: {e}"))?;
+        let limit_key = format!("limit:{}:{citizen}", self.seed);
+        let answer = mailbox(
+            env.pool.send(Verify { claim, limit_key }).await,
+            "the identity pool",
+        )?;
+        let vouched = match answer {
+            Ok(v) => v,
+            Err(e) => {
+                match e {
+                    VerifyError::Busy { .. } => self.stats.identity_busy += 1,
+                    VerifyError::RateLimited { .. } => self.stats.identity_limited += 1,
+                    VerifyError::Rejected => self.stats.identity_rejected += 1,
+                }
+                let what = match e {
+                    VerifyError::Busy { .. } => "busy",
+                    VerifyError::RateLimited { .. } => "rate limited",
+                    VerifyError::Rejected => "rejected",
+                };
+                self.note(format!("verify ticket {t} as citizen {citizen}: {what}"));
+                return Ok(true);
+            }
+        };
+        let key = format!("citizen:{}", vouched.person_id);
+        let ticket = &self.tickets[t];
+        let h = self.cohort(env, ticket.cohort)?;
+        let claimed = mailbox(
+            h.addr
+                .send(ClaimPass {
+                    seq: ticket.seq,
+                    citizen_key: key.clone(),
+                    now: self.now_s(),
+                })
+                .await,
+            "a queue",
+        )?;
+        match claimed {
+            Ok(Claim::New | Claim::Same) => {
+                if plant {
+                    self.fault_done = true;
+                }
+                // A pass verifies one citizen: the queue must still hold the entry of another.
+                // It may have dropped an entry reloaded at a restart, though: those are stamped
+                // with the wall clock and pruned once the simulated clock is a pass lifetime
+                // past it, which it is at the first tick (`CLOCK_LEAD_S`); with one clock, the
+                // pass would have lapsed by then.
+                let forgettable = self.claims_forgettable;
+                let ticket = &mut self.tickets[t];
+                if let Some((c0, reloaded)) = ticket.entry {
+                    if c0 != citizen && (!reloaded || !forgettable) {
+                        self.noticed.push(format!(
+                            "G2 the pass of ticket {t}, which verified citizen {c0}, verified \
+                             citizen {citizen} too ({claimed:?})"
+                        ));
+                    }
+                }
+                if ticket.entry.map(|e| e.0) != Some(citizen) {
+                    ticket.entry = Some((citizen, false));
+                }
+                ticket.first_claim.get_or_insert(citizen);
+                ticket.claims.push(citizen);
+                ticket.claimed_by = Some(citizen);
+                self.stats.verified += 1;
+                self.sessions.push(SessionSim {
+                    ticket: t,
+                    citizen,
+                    key,
+                    expires_s: self.now_s() + self.session_ttl_s,
+                });
+                self.note(format!(
+                    "verify ticket {t} as citizen {citizen}: session {}",
+                    self.sessions.len() - 1
+                ));
+            }
+            Ok(Claim::Other) => {
+                self.stats.pass_taken += 1;
+                self.note(format!(
+                    "verify ticket {t} as citizen {citizen}: pass used by another"
+                ));
+            }
+            Err(e) => {
+                self.stats.claim_failed += 1;
+                self.note(format!("verify ticket {t}: claim failed: {e}"));
+            }
+        }
+        Ok(true)
+    }
+
+    fn live_sessions(&self) -> Vec<usize> {
+        let now = self.now_s();
+        (0..self.sessions.len())
+            .filter(|s| self.sessions[*s].expires_s > now)
+            .collect()
+    }
+
+    /// A slot to book: mostly a first-dose one of this vaccine, sometimes any.
+    fn pick_slot(&mut self) -> usize {
+        let firsts: Vec<usize> = (0..self.slots.len())
+            .filter(|i| {
+                let s = &self.slots[*i];
+                s.vaccine == self.vaccine && s.date < seoul_day(self.now_ms) + Days::new(7)
+            })
+            .collect();
+        if !firsts.is_empty() && self.rng.gen_bool(0.8) {
+            firsts[self.rng.gen_range(0..firsts.len())]
+        } else {
+            self.rng.gen_range(0..self.slots.len())
+        }
+    }
+
+    fn request(&mut self, session: usize, slot: usize, idem: Option<String>) -> BookingRequest {
+        let s = &self.sessions[session];
+        let ticket = &self.tickets[s.ticket];
+        let code = format!("S{}N{}", self.seed, self.next_code);
+        self.next_code += 1;
+        BookingRequest {
+            slot_id: self.slots[slot].id,
+            vaccine: self.vaccine.clone(),
+            dose_interval_days: self.interval,
+            today: seoul_day(self.now_ms),
+            citizen: NewCitizenRow {
+                key: s.key.clone(),
+                masked_name: "김*영".into(),
+                birth_date: "1965-03-01".into(),
+                created_at: self.now_s(),
+            },
+            code,
+            cohort_id: self.cohorts[ticket.cohort].id,
+            ticket_seq: ticket.seq,
+            idempotency_key: idem,
+            now: self.now_s(),
+        }
+    }
+
+    fn idem(&mut self) -> Option<String> {
+        self.rng
+            .gen_bool(0.3)
+            .then(|| format!("k{}", self.rng.gen_range(0..2)))
+    }
+
+    async fn book(&mut self, env: &Env) -> Result<bool, String> {
+        let live = self.live_sessions();
+        if live.is_empty() || self.slots.is_empty() {
+            return Ok(false);
+        }
+        let s = live[self.rng.gen_range(0..live.len())];
+        let slot = self.pick_slot();
+        let idem = self.idem();
+        if self.rng.gen_bool(0.5) {
+            // What the HTTP handler does first: a repeat or a second booking touches no place.
+            let key = self.sessions[s].key.clone();
+            let mut conn = Self::conn(env)?;
+            let existing = queries::find_for_citizen(&mut conn, &key, idem.as_deref())
+                .map_err(|e| format!("harness: find_for_citizen: {e}"))?;
+            if let Some(row) = existing {
+                let repeat = row.idempotency_key.is_some() && row.idempotency_key == idem;
+                self.note(format!(
+                    "book with session {s}: {} before any place is touched",
+                    if repeat { "repeat" } else { "already booked" }
+                ));
+                return Ok(true);
+            }
+        }
+        let center = self.center(env, self.slots[slot].center)?;
+        let req = self.request(s, slot, idem.clone());
+        let code = req.code.clone();
+        let answer = mailbox(center.addr.send(Book(req)).await, "a center")?;
+        let line = self.booked(env, s, &code, idem, answer)?;
+        self.note(format!("book slot {slot} with session {s}: {line}"));
+        Ok(true)
+    }
+
+    async fn burst(&mut self, env: &Env) -> Result<bool, String> {
+        let live = self.live_sessions();
+        if live.is_empty() || self.slots.is_empty() {
+            return Ok(false);
+        }
+        let slot = self.pick_slot();
+        let n = self.rng.gen_range(2..=6);
+        let mut plan = Vec::new();
+        for _ in 0..n {
+            let s = live[self.rng.gen_range(0..live.len())];
+            let idem = self.idem();
+            let req = self.request(s, slot, idem.clone());
+            plan.push((s, idem, req));
+        }
+        let center = self.center(env, self.slots[slot].center)?;
+        let answers = join_all(
+            plan.iter()
+                .map(|(_, _, req)| center.addr.send(Book(req.clone()))),
+        )
+        .await;
+        let mut lines = Vec::new();
+        for ((s, idem, req), answer) in plan.into_iter().zip(answers) {
+            let answer = mailbox(answer, "a center")?;
+            lines.push(format!(
+                "s{s}:{}",
+                self.booked(env, s, &req.code, idem, answer)?
+            ));
+        }
+        self.note(format!("burst of {n} on slot {slot}: {}", lines.join(", ")));
+        Ok(true)
+    }
+
+    /// Takes a booking's answer into the model; says what it was.
+    fn booked(
+        &mut self,
+        env: &Env,
+        session: usize,
+        code: &str,
+        idem: Option<String>,
+        answer: Result<Booked, BookError>,
+    ) -> Result<String, String> {
+        let s = self.sessions[session].clone();
+        match answer {
+            Ok(Booked { row, repeat: false }) => {
+                if row.code != code {
+                    self.noticed.push(format!(
+                        "G4 booking {code} was answered with the row of {}",
+                        row.code
+                    ));
+                }
+                self.stats.bookings += 1;
+                let ticket = &self.tickets[s.ticket];
+                let cohort = self.cohort(env, ticket.cohort)?;
+                cohort.addr.do_send(TicketBooked { seq: ticket.seq });
+                self.bookings.push(BookingSim {
+                    code: code.to_string(),
+                    citizen: s.citizen,
+                    cohort: ticket.cohort,
+                    ticket: s.ticket,
+                    live: true,
+                    acked: true,
+                    idem,
+                });
+                self.fresh.push(self.bookings.len() - 1);
+                self.plant_after_booking(env, code)?;
+                Ok(format!("booked {code}"))
+            }
+            Ok(Booked { row, repeat: true }) => {
+                self.stats.repeats += 1;
+                let known = self.bookings.iter().any(|b| {
+                    b.code == row.code
+                        && b.citizen == s.citizen
+                        && b.idem.is_some()
+                        && b.idem == idem
+                });
+                if !known {
+                    self.noticed.push(format!(
+                        "G4 a repeat of {code} was answered with booking {}, not one this \
+                         citizen made with that key",
+                        row.code
+                    ));
+                }
+                Ok(format!("repeat of {}", row.code))
+            }
+            Err(BookError::AlreadyBooked) => {
+                self.stats.already_booked += 1;
+                Ok("already booked".into())
+            }
+            Err(BookError::Refused(r)) => {
+                self.stats.refused += 1;
+                Ok(format!("{r:?}"))
+            }
+            Err(BookError::Store(e)) => {
+                self.stats.store_errors += 1;
+                Ok(format!("store: {e}"))
+            }
+        }
+    }
+
+    /// The planted faults that write past the server, straight to disk.
+    fn plant_after_booking(&mut self, env: &Env, code: &str) -> Result<(), String> {
+        let fault = match self.fault {
+            Some(f @ (Fault::ExtraBooking | Fault::SecondBooking)) if !self.fault_done => f,
+            _ => return Ok(()),
+        };
+        let mut conn = Self::conn(env)?;
+        let (row, _, _) = queries::find_booking(&mut conn, code)
+            .map_err(|e| format!("harness: find_booking: {e}"))?
+            .ok_or("harness: a booking just made is not on disk")?;
+        let sql = |q: &str, a: &str, b: &str, conn: &mut DbConn| {
+            diesel::sql_query(q)
+                .bind::<diesel::sql_types::Text, _>(a)
+                .bind::<diesel::sql_types::Text, _>(b)
+                .execute(&mut **conn)
+                .map_err(|e| format!("harness: planting: {e}"))
+        };
+        // A copy of this booking under another code, for `citizen`.
+        let copy = "INSERT INTO bookings (code, citizen_key, cohort_id, ticket_seq, vaccine, \
+                    center_id, first_slot_id, first_date, first_start, second_slot_id, \
+                    second_date, second_start, state, created_at) SELECT ?1 || 'X', ?2, \
+                    cohort_id, ticket_seq, vaccine, center_id, first_slot_id, first_date, \
+                    first_start, second_slot_id, second_date, second_start, state, created_at \
+                    FROM bookings WHERE code = ?1";
+        match fault {
+            Fault::ExtraBooking => {
+                let full = queries::load_slots(&mut conn)
+                    .map_err(|e| format!("harness: load_slots: {e}"))?
+                    .iter()
+                    .any(|(r, booked)| {
+                        r.id == row.first_slot_id && *booked >= i64::from(r.capacity)
+                    });
+                if full {
+                    let stranger = format!("stranger:{}", self.seed);
+                    sql(
+                        "INSERT OR IGNORE INTO citizens (key, masked_name, birth_date, created_at) \
+                         VALUES (?1, ?2, '1965-03-01', 0)",
+                        &stranger,
+                        "x",
+                        &mut conn,
+                    )?;
+                    sql(copy, code, &stranger, &mut conn)?;
+                    self.fault_done = true;
+                    self.note(format!("PLANTED: a booking past capacity beside {code}"));
+                }
+            }
+            Fault::SecondBooking => {
+                diesel::sql_query("DROP INDEX IF EXISTS bookings_one_live")
+                    .execute(&mut *conn)
+                    .map_err(|e| format!("harness: planting: {e}"))?;
+                sql(copy, code, &row.citizen_key, &mut conn)?;
+                self.fault_done = true;
+                self.note(format!("PLANTED: a second live booking beside {code}"));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn cancel(&mut self, env: &Env) -> Result<bool, String> {
+        let live: Vec<usize> = (0..self.bookings.len())
+            .filter(|b| self.bookings[*b].live)
+            .collect();
+        if live.is_empty() {
+            return Ok(false);
+        }
+        let b = live[self.rng.gen_range(0..live.len())];
+        let code = self.bookings[b].code.clone();
+        let write = Write::Cancel {
+            code: code.clone(),
+            now: self.now_s(),
+        };
+        let answer = mailbox(env.state.store.send(Persist(write)).await, "the store")?;
+        let line = match answer {
+            Ok(Written::Cancelled(Some(row))) => {
+                self.bookings[b].live = false;
+                self.stats.cancelled += 1;
+                if self.fault == Some(Fault::SkipRelease) {
+                    self.note("PLANTED: no release after this cancellation".into());
+                } else {
+                    let center = env
+                        .state
+                        .registry
+                        .center(row.center_id)
+                        .ok_or("harness: the booking's center is not running")?;
+                    mailbox(
+                        center
+                            .addr
+                            .send(Release {
+                                first_slot_id: row.first_slot_id,
+                                second_slot_id: row.second_slot_id,
+                            })
+                            .await,
+                        "a center",
+                    )?;
+                }
+                "cancelled".to_string()
+            }
+            Ok(Written::Cancelled(None)) => {
+                self.noticed.push(format!(
+                    "G4 live booking {code} (acknowledged: {}) was not live on disk when cancelled",
+                    self.bookings[b].acked
+                ));
+                "not live on disk".into()
+            }
+            Ok(other) => {
+                return Err(format!(
+                    "harness: the store answered a cancel with {other:?}"
+                ))
+            }
+            Err(e) => {
+                self.stats.store_errors += 1;
+                format!("store: {e}")
+            }
+        };
+        self.note(format!("cancel {code}: {line}"));
+        Ok(true)
+    }
+
+    async fn cancel_again(&mut self, env: &Env) -> Result<bool, String> {
+        let done: Vec<usize> = (0..self.bookings.len())
+            .filter(|b| !self.bookings[*b].live)
+            .collect();
+        if done.is_empty() {
+            return Ok(false);
+        }
+        let b = done[self.rng.gen_range(0..done.len())];
+        let code = self.bookings[b].code.clone();
+        let write = Write::Cancel {
+            code: code.clone(),
+            now: self.now_s(),
+        };
+        let answer = mailbox(env.state.store.send(Persist(write)).await, "the store")?;
+        if let Ok(Written::Cancelled(Some(_))) = answer {
+            self.noticed.push(format!(
+                "G1 booking {code}, already cancelled, was cancelled again: its places would \
+                 come back twice"
+            ));
+        }
+        self.note(format!("cancel {code} again"));
+        Ok(true)
+    }
+
+    async fn more_slots(&mut self, env: &Env) -> Result<bool, String> {
+        let c = self.rng.gen_range(0..self.centers.len());
+        let center = self.center(env, c)?;
+        let new = self.slot_pair();
+        let line = match self.add_slots(&env.state, &center, new).await {
+            Ok(n) => format!("{n} slots added to center {c}"),
+            Err(e) => {
+                self.stats.store_errors += 1;
+                format!("adding slots failed: {e}")
+            }
+        };
+        self.note(line);
+        Ok(true)
+    }
+
+    async fn add_cohort(&mut self, env: &Env) -> Result<bool, String> {
+        let most = match self.layer {
+            Layer::Fast => 3,
+            Layer::Deep => 12,
+        };
+        if self.cohorts.len() >= most {
+            return Ok(false);
+        }
+        // Created open (nobody can have joined it before), so it has no pre-queue to shuffle.
+        let opens_at = reservation::now_s() - 60;
+        let rate = [1.0, 5.0, 20.0, 100.0][self.rng.gen_range(0..4)];
+        let new = NewCohort {
+            name: format!("sim {} added", self.seed),
+            birth_year_from: 1960,
+            birth_year_to: 1970,
+            opens_at,
+            closes_at: opens_at + 86_400 * 10,
+            vaccine: self.vaccine.clone(),
+            dose_interval_days: self.interval as i32,
+            admission_rate_per_s: rate,
+            birth_day_schedule: Vec::new(),
+        };
+        let line = match env.state.create_cohort(new).await {
+            Ok(h) => {
+                self.cohorts.push(CohortSim {
+                    id: h.shared.id,
+                    opens_at,
+                    order: None,
+                    paused: false,
+                });
+                format!("cohort {} added at {rate}/s", self.cohorts.len() - 1)
+            }
+            Err(e) => {
+                self.stats.store_errors += 1;
+                format!("adding a cohort failed: {e}")
+            }
+        };
+        self.note(line);
+        Ok(true)
+    }
+
+    async fn pause(&mut self, env: &Env) -> Result<bool, String> {
+        let c = self.rng.gen_range(0..self.cohorts.len());
+        let paused = !self.cohorts[c].paused;
+        let rate = self
+            .rng
+            .gen_bool(0.3)
+            .then(|| [1.0, 5.0, 20.0, 100.0][self.rng.gen_range(0..4)]);
+        let patch = CohortPatch {
+            admission_rate_per_s: rate,
+            closes_at: None,
+            paused: Some(paused),
+        };
+        let h = self.cohort(env, c)?;
+        let line = match mailbox(h.addr.send(PatchCohort(patch)).await, "a queue")? {
+            Ok(_) => {
+                self.cohorts[c].paused = paused;
+                format!("cohort {c} paused: {paused}, rate {rate:?}")
+            }
+            Err(e) => {
+                self.stats.store_errors += 1;
+                format!("patching cohort {c} failed: {e}")
+            }
+        };
+        self.note(line);
+        Ok(true)
+    }
+
+    /// Crashes between a write and the use of its answer: the write reaches the store (so a
+    /// replay is exact), but nobody hears of it — no `TicketBooked` after a booking, no
+    /// `Release` after a cancellation — and the application restarts.
+    async fn crash(&mut self, env: &Env) -> Result<(), String> {
+        let live_sessions = self.live_sessions();
+        let live_bookings: Vec<usize> = (0..self.bookings.len())
+            .filter(|b| self.bookings[*b].live)
+            .collect();
+        let line = if !live_sessions.is_empty() && !self.slots.is_empty() && self.rng.gen_bool(0.6)
+        {
+            let s = live_sessions[self.rng.gen_range(0..live_sessions.len())];
+            let slot = self.pick_slot();
+            let idem = self.idem();
+            let req = self.request(s, slot, idem.clone());
+            let code = req.code.clone();
+            let center = self.center(env, self.slots[slot].center)?;
+            let _unheard = center.addr.send(Book(req)).await;
+            self.in_flight.push(InFlight::Book {
+                code: code.clone(),
+                session: s,
+                idem,
+            });
+            format!("crash once booking {code} reached the store, before its answer")
+        } else if !live_bookings.is_empty() {
+            let b = live_bookings[self.rng.gen_range(0..live_bookings.len())];
+            let code = self.bookings[b].code.clone();
+            let write = Write::Cancel {
+                code: code.clone(),
+                now: self.now_s(),
+            };
+            let _unheard = env.state.store.send(Persist(write)).await;
+            self.in_flight.push(InFlight::Cancel { booking: b });
+            format!("crash once the cancellation of {code} reached the store, before the release")
+        } else {
+            self.now_ms += 1000;
+            self.tick_all(env).await?;
+            "crash right after an admission tick".to_string()
+        };
+        self.stats.crashes += 1;
+        self.note(line);
+        Ok(())
+    }
+
+    /// After a restart: learn what became of the writes in flight, and check that every
+    /// acknowledged booking is on disk as it was left (G4).
+    fn after_restart(&mut self, env: &Env) -> Result<Vec<String>, String> {
+        self.stats.restarts += 1;
+        self.started_s = env.started_s;
+        self.claims_forgettable = false;
+        for t in &mut self.tickets {
+            t.entry = t.first_claim.map(|c| (c, true));
+        }
+        let mut conn = Self::conn(env)?;
+        for flight in std::mem::take(&mut self.in_flight) {
+            match flight {
+                InFlight::Book {
+                    code,
+                    session,
+                    idem,
+                } => {
+                    let found = queries::find_booking(&mut conn, &code)
+                        .map_err(|e| format!("harness: find_booking: {e}"))?;
+                    if let Some((row, _, _)) = found {
+                        let s = &self.sessions[session];
+                        self.bookings.push(BookingSim {
+                            code,
+                            citizen: s.citizen,
+                            cohort: self.tickets[s.ticket].cohort,
+                            ticket: s.ticket,
+                            live: row.state == STATE_CONFIRMED,
+                            acked: false,
+                            idem,
+                        });
+                        self.fresh.push(self.bookings.len() - 1);
+                    }
+                }
+                InFlight::Cancel { booking } => {
+                    let code = &self.bookings[booking].code;
+                    let found = queries::find_booking(&mut conn, code)
+                        .map_err(|e| format!("harness: find_booking: {e}"))?;
+                    if found.is_some_and(|(row, _, _)| row.state == STATE_CANCELLED) {
+                        self.bookings[booking].live = false;
+                    }
+                }
+            }
+        }
+        let mut v = Vec::new();
+        self.check_acknowledged(&mut conn, &mut v)?;
+        self.note("restarted".into());
+        Ok(v)
+    }
+
+    /// G4 in full: every acknowledged booking is on disk, live or cancelled as it was left.
+    fn check_acknowledged(&self, conn: &mut DbConn, v: &mut Vec<String>) -> Result<(), String> {
+        for b in self.bookings.iter().filter(|b| b.acked) {
+            let found = queries::find_booking(conn, &b.code)
+                .map_err(|e| format!("harness: find_booking: {e}"))?;
+            let want = if b.live {
+                STATE_CONFIRMED
+            } else {
+                STATE_CANCELLED
+            };
+            match found {
+                None => v.push(format!("G4 acknowledged booking {} is not on disk", b.code)),
+                Some((row, _, _)) if row.state != want => v.push(format!(
+                    "G4 booking {} is {} on disk, expected {want}",
+                    b.code, row.state
+                )),
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Every guarantee, after a step.
+    async fn check(&mut self, env: &Env) -> Result<Vec<String>, String> {
+        self.stats.checks += 1;
+        let mut v = std::mem::take(&mut self.noticed);
+        let mut conn = Self::conn(env)?;
+        self.check_inventory(env, &mut conn, &mut v).await?;
+        self.check_queues(env, &mut conn, &mut v)?;
+        self.check_fresh_bookings(env, &mut conn, &mut v)?;
+        let (per_cohort, _, _) = queries::booking_counts(&mut conn)
+            .map_err(|e| format!("harness: booking_counts: {e}"))?;
+        for (i, c) in self.cohorts.iter().enumerate() {
+            let on_disk = per_cohort.get(&c.id).copied().unwrap_or(0);
+            let known = self
+                .bookings
+                .iter()
+                .filter(|b| b.cohort == i && b.live)
+                .count() as i64;
+            if on_disk != known {
+                v.push(format!(
+                    "G4 cohort {i} has {on_disk} live bookings on disk, but {known} were \
+                     acknowledged and not cancelled"
+                ));
+            }
+        }
+        if self.strict && self.ticked_last {
+            self.check_sold_out(env, &mut v)?;
+        }
+        let several = queries::citizens_with_several_live_bookings(&mut conn)
+            .map_err(|e| format!("harness: citizens_with_several_live_bookings: {e}"))?;
+        if several != 0 {
+            v.push(format!(
+                "G5 {several} citizens hold more than one live booking"
+            ));
+        }
+        Ok(v)
+    }
+
+    /// G6 (opt-in): right after an admission tick, a queue that says sold out has its places
+    /// held by admitted citizens: the places left that have a feasible second dose, times the
+    /// over-admission factor, are no more than the admitted tickets whose passes are valid and
+    /// which have not booked.
+    fn check_sold_out(&self, env: &Env, v: &mut Vec<String>) -> Result<(), String> {
+        let today = seoul_day(self.now_ms);
+        let mut supply = 0;
+        for c in 0..self.centers.len() {
+            supply += self
+                .center(env, c)?
+                .shared
+                .with_supply(&self.vaccine, |by_day| {
+                    by_day.map_or(0, |d| bookable_pairs(d, self.interval, today))
+                });
+        }
+        let cap = (supply as f64 * self.over_admission).floor() as i64;
+        for ci in 0..self.cohorts.len() {
+            let h = self.cohort(env, ci)?;
+            if !h.shared.is_sold_out() || self.cohorts[ci].order.is_none() {
+                continue;
+            }
+            let held = (0..self.tickets.len())
+                .filter(|t| {
+                    let ticket = &self.tickets[*t];
+                    ticket.cohort == ci
+                        && h.shared.status(ticket.seq, self.now_ms).state == TicketState::Admitted
+                        && !self.bookings.iter().any(|b| b.ticket == *t && b.acked)
+                })
+                .count() as i64;
+            if held < cap {
+                let ghosts = h.shared.admitted()
+                    - self
+                        .tickets
+                        .iter()
+                        .filter(|t| {
+                            t.cohort == ci
+                                && self.cohorts[ci]
+                                    .order
+                                    .as_ref()
+                                    .is_some_and(|o| o.queue_index(t.seq) < h.shared.admitted())
+                        })
+                        .count() as u64;
+                v.push(format!(
+                    "G6 cohort {ci} says sold out, but only {held} admitted citizens hold a place \
+                     of the {cap} it may admit for ({supply} bookable pairs); {ghosts} of its {} \
+                     admissions went to ticket numbers nobody holds",
+                    h.shared.admitted()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// G1: on disk, live bookings <= capacity; published, capacity minus live bookings.
+    async fn check_inventory(
+        &self,
+        env: &Env,
+        conn: &mut DbConn,
+        v: &mut Vec<String>,
+    ) -> Result<(), String> {
+        let rows = queries::load_slots(conn).map_err(|e| format!("harness: load_slots: {e}"))?;
+        let mine: HashSet<i32> = self.slots.iter().map(|s| s.id).collect();
+        let disk: HashMap<i32, (i64, i64)> = rows
+            .into_iter()
+            .filter(|(r, _)| mine.contains(&r.id))
+            .map(|(r, booked)| (r.id, (i64::from(r.capacity), booked)))
+            .collect();
+        for s in &self.slots {
+            match disk.get(&s.id) {
+                None => v.push(format!("G1 slot {} is not on disk", s.id)),
+                Some((cap, booked)) if booked > cap => v.push(format!(
+                    "G1 slot {} is overbooked: {booked} live bookings for {cap} places",
+                    s.id
+                )),
+                Some(_) => {}
+            }
+        }
+        for (c, id) in self.centers.iter().enumerate() {
+            let h = self.center(env, c)?;
+            let listing = mailbox(
+                h.addr
+                    .send(ListSlots {
+                        today: NaiveDate::MIN,
+                    })
+                    .await,
+                "a center",
+            )?;
+            let listed: HashMap<i32, i64> = listing.iter().map(|s| (s.id, s.remaining)).collect();
+            let mut total = 0;
+            let mut supply: HashMap<&str, BTreeMap<NaiveDate, i64>> = HashMap::new();
+            for s in self.slots.iter().filter(|s| s.center == c) {
+                let (cap, booked) = disk.get(&s.id).copied().unwrap_or((s.capacity, 0));
+                let left = cap - booked;
+                total += left;
+                *supply
+                    .entry(s.vaccine.as_str())
+                    .or_default()
+                    .entry(s.date)
+                    .or_default() += left;
+                match listed.get(&s.id) {
+                    None => v.push(format!(
+                        "G1 slot {} is missing from its center's listing",
+                        s.id
+                    )),
+                    Some(r) if *r != left => v.push(format!(
+                        "G1 slot {} shows {r} places left; capacity {cap} minus {booked} live \
+                         bookings is {left}",
+                        s.id
+                    )),
+                    Some(_) => {}
+                }
+            }
+            if h.shared.remaining() != total {
+                v.push(format!(
+                    "G1 center {id} publishes {} places left; its slots hold {total}",
+                    h.shared.remaining()
+                ));
+            }
+            for vaccine in [&self.vaccine, &self.other_vaccine] {
+                let want: BTreeMap<NaiveDate, i64> = supply
+                    .get(vaccine.as_str())
+                    .map(|m| {
+                        m.iter()
+                            .filter(|(_, n)| **n != 0)
+                            .map(|(d, n)| (*d, *n))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let got: BTreeMap<NaiveDate, i64> = h.shared.with_supply(vaccine, |m| {
+                    m.map(|m| {
+                        m.iter()
+                            .filter(|(_, n)| **n != 0)
+                            .map(|(d, n)| (*d, *n))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+                });
+                if got != want {
+                    v.push(format!(
+                        "G1 center {id} publishes a supply of {vaccine} of {got:?}; its slots \
+                         hold {want:?}"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// G2 and G3 over every ticket taken, from what a poll would answer now.
+    fn check_queues(
+        &mut self,
+        env: &Env,
+        conn: &mut DbConn,
+        v: &mut Vec<String>,
+    ) -> Result<(), String> {
+        let now = self.now_ms;
+        let now_s = self.now_s();
+        for ci in 0..self.cohorts.len() {
+            let h = self.cohort(env, ci)?;
+            if self.cohorts[ci].order.is_none() && h.shared.is_open_shuffled() {
+                let id = self.cohorts[ci].id;
+                let row = queries::load_cohorts(conn)
+                    .map_err(|e| format!("harness: load_cohorts: {e}"))?
+                    .into_iter()
+                    .find(|r| r.id == id)
+                    .ok_or("harness: cohort row missing")?;
+                let count = row.pre_queue_count.ok_or_else(|| {
+                    format!("G2 cohort {ci} is open but its opening is not on disk")
+                })?;
+                self.cohorts[ci].order = Some(PreQueue::new(count as u64, row.shuffle_seed as u64));
+            }
+            let order = self.cohorts[ci].order.as_ref();
+            let mut last_admitted: Option<(u64, usize)> = None;
+            let mut waiting: Vec<(u64, u64, usize)> = Vec::new();
+            for t in 0..self.tickets.len() {
+                if self.tickets[t].cohort != ci {
+                    continue;
+                }
+                let ticket = &mut self.tickets[t];
+                let s = h.shared.status(ticket.seq, now);
+                let qidx = order.map(|o| o.queue_index(ticket.seq));
+                match s.state {
+                    TicketState::PreQueue => {
+                        if order.is_some() {
+                            v.push(format!(
+                                "G2 ticket {t} is in the pre-queue of an open cohort"
+                            ));
+                        }
+                        if ticket.had_position || ticket.admitted_seen {
+                            v.push(format!("G3 ticket {t} fell back into the pre-queue"));
+                        }
+                    }
+                    TicketState::Admitted | TicketState::Expired => {
+                        let Some(q) = qidx else {
+                            v.push(format!(
+                                "G2 ticket {t} is admitted before its cohort opened"
+                            ));
+                            continue;
+                        };
+                        match (s.state, s.pass_expires_at) {
+                            (TicketState::Admitted, Some(at))
+                                if at > now_s && at <= now_s + self.pass_ttl_s => {}
+                            (TicketState::Expired, None) => {}
+                            (state, at) => v.push(format!(
+                                "G2 ticket {t} is {state:?} with a pass until {at:?} (now {now_s})"
+                            )),
+                        }
+                        ticket.admitted_seen = true;
+                        if last_admitted.is_none_or(|(lq, _)| q > lq) {
+                            last_admitted = Some((q, t));
+                        }
+                    }
+                    TicketState::Waiting | TicketState::SoldOut | TicketState::Closed => {
+                        if s.pass_expires_at.is_some() {
+                            v.push(format!("G2 ticket {t} holds a pass while {:?}", s.state));
+                        }
+                        let Some(pos) = s.position else {
+                            v.push(format!("G3 ticket {t} is {:?} without a position", s.state));
+                            continue;
+                        };
+                        if s.ahead != Some(pos - 1) {
+                            v.push(format!(
+                                "G3 ticket {t} at position {pos} has {:?} ahead",
+                                s.ahead
+                            ));
+                        }
+                        if ticket.admitted_seen {
+                            v.push(format!(
+                                "G3 ticket {t}, admitted before, is back in line at {pos}"
+                            ));
+                        }
+                        if let Some(before) = ticket.last_position {
+                            if pos > before {
+                                v.push(format!(
+                                    "G3 ticket {t} moved back from position {before} to {pos}"
+                                ));
+                            }
+                        }
+                        ticket.last_position = Some(pos);
+                        ticket.had_position = true;
+                        match qidx {
+                            Some(q) => waiting.push((q, pos, t)),
+                            None => v.push(format!(
+                                "G2 ticket {t} has a position before its cohort opened"
+                            )),
+                        }
+                    }
+                }
+            }
+            waiting.sort_unstable();
+            if let (Some((aq, at)), Some((wq, _, wt))) = (last_admitted, waiting.first()) {
+                if aq > *wq {
+                    v.push(format!(
+                        "G2 ticket {at} (queue index {aq}) is admitted while ticket {wt} (queue \
+                         index {wq}) still waits"
+                    ));
+                }
+            }
+            for (i, w) in waiting.windows(2).enumerate() {
+                let ((_, p1, t1), (_, p2, t2)) = (w[0], w[1]);
+                if p2 < p1 {
+                    v.push(format!(
+                        "G2 ticket {t2} is behind ticket {t1} in the queue but told position \
+                         {p2} < {p1}"
+                    ));
+                }
+                if self.strict && p2 == p1 {
+                    v.push(format!(
+                        "G6 tickets {t1} and {t2}, one behind the other, are both told position \
+                         {p1}"
+                    ));
+                }
+                if self.strict && p2 < i as u64 + 2 {
+                    v.push(format!(
+                        "G6 ticket {t2} is told position {p2} with at least {} waiting ahead",
+                        i + 1
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// G2 for the bookings of this step: each was made with an admitted ticket whose pass
+    /// verified this citizen.
+    fn check_fresh_bookings(
+        &mut self,
+        env: &Env,
+        conn: &mut DbConn,
+        v: &mut Vec<String>,
+    ) -> Result<(), String> {
+        for b in std::mem::take(&mut self.fresh) {
+            let booking = &self.bookings[b];
+            let found = queries::find_booking(conn, &booking.code)
+                .map_err(|e| format!("harness: find_booking: {e}"))?;
+            let Some((row, _, _)) = found else {
+                v.push(format!(
+                    "G4 booking {} was acknowledged but is not on disk",
+                    booking.code
+                ));
+                continue;
+            };
+            let ticket = &self.tickets[booking.ticket];
+            let h = self.cohort(env, booking.cohort)?;
+            if row.cohort_id != h.shared.id || row.ticket_seq as u64 != ticket.seq {
+                v.push(format!("G2 booking {} names another ticket", booking.code));
+            }
+            let state = h.shared.status(ticket.seq, self.now_ms).state;
+            if !matches!(state, TicketState::Admitted | TicketState::Expired) {
+                v.push(format!(
+                    "G2 booking {} was made with ticket {} which is {state:?}, not admitted",
+                    booking.code, booking.ticket
+                ));
+            }
+            if !ticket.claims.contains(&booking.citizen) {
+                v.push(format!(
+                    "G2 booking {} was made by a citizen the ticket's pass did not verify",
+                    booking.code
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// At the end of a schedule: G4 in full, and what the queues did.
+    fn finish(&mut self, env: &Env) -> Result<Vec<String>, String> {
+        let mut conn = Self::conn(env)?;
+        let mut v = Vec::new();
+        self.check_acknowledged(&mut conn, &mut v)?;
+        for (ci, c) in self.cohorts.iter().enumerate() {
+            let h = self.cohort(env, ci)?;
+            let admitted = h.shared.admitted();
+            let ours = self
+                .tickets
+                .iter()
+                .filter(|t| {
+                    t.cohort == ci
+                        && c.order
+                            .as_ref()
+                            .is_some_and(|o| o.queue_index(t.seq) < admitted)
+                })
+                .count() as u64;
+            self.stats.admitted += ours;
+            self.stats.ghost_admissions += admitted.saturating_sub(ours);
+        }
+        let p = self.plan.lock().unwrap_or_else(|e| e.into_inner());
+        self.stats.provider_calls += p.calls;
+        self.stats.provider_failures += p.failures;
+        drop(p);
+        self.stats.seeds += 1;
+        Ok(v)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Worlds: one application (restarted as the schedule says) over one database
+
+enum LifeEnd {
+    Restart,
+    Finished,
+}
+
+struct World {
+    layer: Layer,
+    fault: Option<Fault>,
+    db_path: PathBuf,
+    seeds: VecDeque<u64>,
+    /// The cohorts each seed starts with.
+    cohorts: HashMap<u64, Vec<(i32, i64)>>,
+    strict: bool,
+    current: Option<SeedSim>,
+    resumed: bool,
+    /// Deep worlds hold one seed, whose provider the application itself calls.
+    deep_plan: Option<Arc<Mutex<Plan>>>,
+    stats: Stats,
+    digests: BTreeMap<u64, u64>,
+    running: Arc<AtomicU64>,
+}
+
+fn config(db_path: &Path) -> Config {
+    let mut config = Config::new(db_path);
+    config.admin_token = Some("sim".into());
+    config.secret_key = Some("sim".into());
+    config.workers = 1;
+    // A retry after a provider failure happens at once: no real time passes in a schedule.
+    config.identity.retry_backoff_ms = 0;
+    config
+}
+
+fn identity_settings() -> IdentitySettings {
+    config(Path::new("unused")).identity
+}
+
+impl World {
+    fn failure(&self, seed: u64, violations: Vec<String>) -> Failure {
+        match &self.current {
+            Some(sim) => sim.failure(violations),
+            None => Failure {
+                seed,
+                layer: self.layer,
+                fault: self.fault,
+                strict: self.strict,
+                step: 0,
+                violations,
+                trace: Vec::new(),
+            },
+        }
+    }
+
+    /// Writes every seed's first cohorts to the database before any application starts on
+    /// it, as operators of an earlier run would have: the application starts their queues
+    /// from the database, with the shuffle seeds drawn here from the simulation seeds.
+    fn write_cohorts(&mut self) -> Result<(), String> {
+        let pool = reservation::db::connect(&self.db_path)?;
+        let mut conn = pool.get().map_err(|e| e.to_string())?;
+        let base = reservation::now_s();
+        for seed in self.seeds.clone() {
+            let mut ids = Vec::new();
+            for (i, p) in cohort_plans(seed, self.layer).into_iter().enumerate() {
+                // A pre-queue opens an hour or more past the simulated clock's start, so that
+                // every seed of the batch starts before it; the schedule moves its clock there.
+                let opens_at = if p.pre_queue {
+                    base + CLOCK_LEAD_S + 3600 + p.delay_s
+                } else {
+                    base - 60
+                };
+                let row = NewCohortRow {
+                    name: format!("sim {seed}/{i}"),
+                    birth_year_from: 1960,
+                    birth_year_to: 1970,
+                    opens_at,
+                    closes_at: opens_at + 86_400 * 10,
+                    vaccine: format!("V{seed}"),
+                    dose_interval_days: interval_of(seed) as i32,
+                    admission_rate_per_s: p.rate,
+                    paused: false,
+                    shuffle_seed: p.shuffle_seed,
+                    pre_queue_count: (!p.pre_queue).then_some(0),
+                    created_at: base,
+                    birth_day_schedule: None,
+                };
+                let id = queries::insert_cohort(&mut conn, &row).map_err(|e| e.to_string())?;
+                ids.push((id, opens_at));
+            }
+            self.cohorts.insert(seed, ids);
+        }
+        Ok(())
+    }
+
+    async fn life(&mut self) -> Result<LifeEnd, Failure> {
+        let plan = self
+            .deep_plan
+            .clone()
+            .unwrap_or_else(|| Arc::new(Mutex::new(Plan::new(0))));
+        let seed = self
+            .current
+            .as_ref()
+            .map_or(self.seeds.front().copied().unwrap_or(0), |s| s.seed);
+        let started_s = reservation::now_s();
+        let t = Instant::now();
+        let app =
+            Application::build_with(config(&self.db_path), Arc::new(SeededProvider(plan)), false)
+                .await
+                .map_err(|e| {
+                    self.failure(
+                        seed,
+                        vec![format!("harness: the application did not start: {e}")],
+                    )
+                })?;
+        let state = app.state();
+        let handle = app.handle();
+        actix_web::rt::spawn(app.run_until_stopped());
+        self.stats.start_time += t.elapsed();
+        let end = self.drive(&state, started_s).await;
+        // Not graceful: like a crash, nothing in flight is waited for.
+        handle.stop(false).await;
+        end
+    }
+
+    async fn drive(&mut self, state: &Data<AppState>, started_s: i64) -> Result<LifeEnd, Failure> {
+        loop {
+            if self.current.is_none() {
+                let Some(seed) = self.seeds.pop_front() else {
+                    return Ok(LifeEnd::Finished);
+                };
+                self.running.store(seed, Ordering::Relaxed);
+                let cohorts = self.cohorts.remove(&seed).unwrap_or_default();
+                let plan = self
+                    .deep_plan
+                    .clone()
+                    .unwrap_or_else(|| Arc::new(Mutex::new(Plan::new(seed))));
+                let mut sim = SeedSim::new(seed, self.layer, self.fault, cohorts, plan, state)
+                    .await
+                    .map_err(|e| self.failure(seed, vec![format!("harness: {e}")]))?;
+                sim.strict = self.strict;
+                self.current = Some(sim);
+                self.resumed = false;
+            }
+            let layer = self.layer;
+            let resumed = std::mem::take(&mut self.resumed);
+            let sim = self.current.as_mut().expect("a seed is running");
+            let pool = match layer {
+                Layer::Deep => state.identity.clone(),
+                // Each fast seed verifies through a pool of its own (as a deep seed does through
+                // its application's), so no seed's provider failures reach another.
+                Layer::Fast => IdentityPool::new(
+                    Arc::new(SeededProvider(sim.plan.clone())),
+                    identity_settings(),
+                )
+                .start(),
+            };
+            let env = Env {
+                state: state.clone(),
+                pool,
+                started_s,
+            };
+            if resumed {
+                let mut v = sim.after_restart(&env).map_err(|e| sim.failure(vec![e]))?;
+                v.extend(sim.check(&env).await.map_err(|e| sim.failure(vec![e]))?);
+                if !v.is_empty() {
+                    return Err(sim.failure(v));
+                }
+            }
+            while sim.step < sim.steps {
+                let t = Instant::now();
+                let end = match tokio::time::timeout(STEP_LIMIT, sim.step(&env)).await {
+                    Ok(Ok(end)) => end,
+                    Ok(Err(e)) => return Err(sim.failure(vec![e])),
+                    Err(_) => {
+                        return Err(sim.failure(vec![format!(
+                            "liveness: step {} did not finish in {STEP_LIMIT:?}",
+                            sim.step
+                        )]))
+                    }
+                };
+                sim.stats.step_time += t.elapsed();
+                if let StepEnd::Restart = end {
+                    self.resumed = true;
+                    return Ok(LifeEnd::Restart);
+                }
+                let t = Instant::now();
+                let v = sim.check(&env).await.map_err(|e| sim.failure(vec![e]))?;
+                sim.stats.check_time += t.elapsed();
+                if !v.is_empty() {
+                    return Err(sim.failure(v));
+                }
+            }
+            let v = sim.finish(&env).map_err(|e| sim.failure(vec![e]))?;
+            if !v.is_empty() {
+                return Err(sim.failure(v));
+            }
+            // A planted commit failure the schedule did not use up must not reach the next seed.
+            let _ = state.store.send(FailNextCommits(0)).await;
+            let sim = self.current.take().expect("a seed is running");
+            self.stats.add(&sim.stats);
+            self.digests.insert(sim.seed, sim.digest);
+        }
+    }
+
+    /// Between two lives: the planted faults that lose data in a crash.
+    fn between_lives(&mut self) -> Result<(), String> {
+        let Some(sim) = self.current.as_mut() else {
+            return Ok(());
+        };
+        let fault = match sim.fault {
+            Some(f @ (Fault::LostBooking | Fault::LostAdmission)) if !sim.fault_done => f,
+            _ => return Ok(()),
+        };
+        let pool = reservation::db::connect(&self.db_path)?;
+        let mut conn = pool.get().map_err(|e| e.to_string())?;
+        match fault {
+            Fault::LostBooking => {
+                if let Some(b) = sim.bookings.iter().find(|b| b.acked && b.live) {
+                    let code = b.code.clone();
+                    diesel::sql_query("DELETE FROM bookings WHERE code = ?")
+                        .bind::<diesel::sql_types::Text, _>(&code)
+                        .execute(&mut *conn)
+                        .map_err(|e| e.to_string())?;
+                    sim.fault_done = true;
+                    sim.note(format!("PLANTED: the restart lost booking {code}"));
+                }
+            }
+            Fault::LostAdmission => {
+                let admitted = sim.tickets.iter().any(|t| t.admitted_seen);
+                if admitted {
+                    for c in &sim.cohorts {
+                        diesel::sql_query("UPDATE cohorts SET admitted_upto = 0 WHERE id = ?")
+                            .bind::<diesel::sql_types::Integer, _>(c.id)
+                            .execute(&mut *conn)
+                            .map_err(|e| e.to_string())?;
+                        diesel::sql_query("DELETE FROM admissions WHERE cohort_id = ?")
+                            .bind::<diesel::sql_types::Integer, _>(c.id)
+                            .execute(&mut *conn)
+                            .map_err(|e| e.to_string())?;
+                    }
+                    sim.fault_done = true;
+                    sim.note("PLANTED: the restart lost the admission front".into());
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// A place for the databases: memory-backed when the machine has it (the simulation checks
+/// logic, not the disk), else the usual temporary folder.
+fn temp_dir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(dir) = tempfile::tempdir_in(shm) {
+            return dir;
+        }
+    }
+    tempfile::tempdir().expect("a temporary folder")
+}
+
+/// Runs `seeds` in one world (one database); the first failure ends it.
+fn run_world(
+    layer: Layer,
+    fault: Option<Fault>,
+    seeds: Vec<u64>,
+    strict: bool,
+    running: Arc<AtomicU64>,
+) -> Result<(Stats, BTreeMap<u64, u64>), Failure> {
+    let dir = temp_dir();
+    let deep_plan = (layer == Layer::Deep).then(|| Arc::new(Mutex::new(Plan::new(seeds[0]))));
+    let mut world = World {
+        layer,
+        fault,
+        db_path: dir.path().join("sim.db"),
+        seeds: seeds.into(),
+        cohorts: HashMap::new(),
+        strict,
+        current: None,
+        resumed: false,
+        deep_plan,
+        stats: Stats::default(),
+        digests: BTreeMap::new(),
+        running,
+    };
+    let first = world.seeds.front().copied().unwrap_or(0);
+    world
+        .write_cohorts()
+        .map_err(|e| world.failure(first, vec![format!("harness: setup: {e}")]))?;
+    loop {
+        let end = actix::System::new().block_on(world.life())?;
+        match end {
+            LifeEnd::Finished => return Ok((world.stats, world.digests)),
+            LifeEnd::Restart => {
+                let seed = world.current.as_ref().map_or(0, |s| s.seed);
+                world
+                    .between_lives()
+                    .map_err(|e| world.failure(seed, vec![format!("harness: {e}")]))?;
+            }
+        }
+    }
+}
+
+struct Outcome {
+    stats: Stats,
+    digests: BTreeMap<u64, u64>,
+    failures: Vec<Failure>,
+    elapsed: Duration,
+}
+
+/// How to run a layer's seeds.
+#[derive(Debug, Clone, Copy)]
+struct Opts {
+    layer: Layer,
+    fault: Option<Fault>,
+    threads: usize,
+    /// Seeds per application and database.
+    batch: usize,
+    strict: bool,
+}
+
+impl Opts {
+    fn from_env(layer: Layer) -> Self {
+        Self {
+            layer,
+            fault: env_fault(),
+            threads: threads(),
+            batch: match layer {
+                Layer::Fast => env_u64("SIM_BATCH").unwrap_or(10).max(1) as usize,
+                Layer::Deep => 1,
+            },
+            strict: std::env::var("SIM_STRICT").is_ok_and(|v| v == "1"),
+        }
+    }
+}
+
+/// Runs seeds on `threads` threads, in worlds of `batch` seeds; stops at the first failure.
+fn run_layer(opts: Opts, seeds: Vec<u64>) -> Outcome {
+    let Opts {
+        layer,
+        fault,
+        threads,
+        batch,
+        strict,
+    } = opts;
+    let start = Instant::now();
+    let work: VecDeque<Vec<u64>> = seeds.chunks(batch.max(1)).map(<[u64]>::to_vec).collect();
+    let work = Arc::new(Mutex::new(work));
+    let stop = Arc::new(AtomicBool::new(false));
+    let results = Arc::new(Mutex::new((
+        Stats::default(),
+        Vec::<Failure>::new(),
+        BTreeMap::new(),
+    )));
+    let handles: Vec<_> = (0..threads.max(1))
+        .map(|_| {
+            let (work, stop, results) = (work.clone(), stop.clone(), results.clone());
+            std::thread::spawn(move || loop {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Some(chunk) = work.lock().unwrap_or_else(|e| e.into_inner()).pop_front() else {
+                    return;
+                };
+                let running = Arc::new(AtomicU64::new(chunk[0]));
+                let r = running.clone();
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run_world(layer, fault, chunk, strict, r)
+                }));
+                let mut res = results.lock().unwrap_or_else(|e| e.into_inner());
+                match outcome {
+                    Ok(Ok((stats, digests))) => {
+                        res.0.add(&stats);
+                        res.2.extend(digests);
+                    }
+                    Ok(Err(failure)) => {
+                        res.1.push(failure);
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    Err(panic) => {
+                        let msg = panic
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default();
+                        res.1.push(Failure {
+                            seed: running.load(Ordering::Relaxed),
+                            layer,
+                            fault,
+                            strict,
+                            step: 0,
+                            violations: vec![format!("harness panicked: {msg}")],
+                            trace: Vec::new(),
+                        });
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        let _ = h.join();
+    }
+    let (stats, failures, digests) =
+        std::mem::take(&mut *results.lock().unwrap_or_else(|e| e.into_inner()));
+    Outcome {
+        stats,
+        digests,
+        failures,
+        elapsed: start.elapsed(),
+    }
+}
+
+fn summary(layer: Layer, o: &Outcome) -> String {
+    let s = &o.stats;
+    format!(
+        "simulation {}: {} seeds, {} steps, {} checks; {} tickets ({} admitted; {} numbers \
+         nobody holds passed by admission), {} verified ({} busy, {} rate-limited, {} rejected, \
+         {} passes already used, {} claims failed; provider {} calls, {} failed); {} bookings \
+         ({} repeats, {} refused, {} already booked, {} store errors), {} cancelled; {} pass \
+         expiries, {} restarts ({} right after a write, before its answer), {} failed commits \
+         planted; violations {} — {:.1} s (summed over threads: steps {:.1} s, checks {:.1} s, \
+         starts {:.1} s)",
+        layer.name(),
+        s.seeds,
+        s.steps,
+        s.checks,
+        s.tickets,
+        s.admitted,
+        s.ghost_admissions,
+        s.verified,
+        s.identity_busy,
+        s.identity_limited,
+        s.identity_rejected,
+        s.pass_taken,
+        s.claim_failed,
+        s.provider_calls,
+        s.provider_failures,
+        s.bookings,
+        s.repeats,
+        s.refused,
+        s.already_booked,
+        s.store_errors,
+        s.cancelled,
+        s.expiries,
+        s.restarts,
+        s.crashes,
+        s.commit_faults,
+        o.failures.len(),
+        o.elapsed.as_secs_f64(),
+        s.step_time.as_secs_f64(),
+        s.check_time.as_secs_f64(),
+        s.start_time.as_secs_f64()
+    )
+}
+
+/// The seeds a layer runs: `SIM_SEED` alone if it is one of this layer's, else a range.
+fn seeds_for(layer: Layer) -> Vec<u64> {
+    let mine = |s: u64| (s >= DEEP_SEED_BASE) == (layer == Layer::Deep);
+    if let Some(seed) = env_u64("SIM_SEED") {
+        return if mine(seed) { vec![seed] } else { Vec::new() };
+    }
+    let first = env_u64("SIM_FIRST_SEED").unwrap_or(0);
+    match layer {
+        Layer::Fast => {
+            // A debug build runs about a fifth as fast: the default keeps `cargo test` short;
+            // CI and benchmarks run the release build with 10,000.
+            let default = if cfg!(debug_assertions) {
+                2_000
+            } else {
+                10_000
+            };
+            let n = env_u64("SIM_SEEDS").unwrap_or(default);
+            (first..first + n).collect()
+        }
+        Layer::Deep => {
+            let n = env_u64("SIM_DEEP_SEEDS").unwrap_or(50);
+            (DEEP_SEED_BASE + first..DEEP_SEED_BASE + first + n).collect()
+        }
+    }
+}
+
+fn run_and_report(layer: Layer) {
+    let seeds = seeds_for(layer);
+    if seeds.is_empty() {
+        println!(
+            "simulation {}: SIM_SEED is not one of this layer's seeds",
+            layer.name()
+        );
+        return;
+    }
+    let outcome = run_layer(Opts::from_env(layer), seeds);
+    println!("{}", summary(layer, &outcome));
+    if let Some(f) = outcome.failures.first() {
+        panic!("{f}");
+    }
+}
+
+#[test]
+fn fast_schedules_keep_every_guarantee_after_every_step() {
+    run_and_report(Layer::Fast);
+}
+
+#[test]
+fn deep_schedules_with_restarts_keep_every_guarantee_after_every_step() {
+    run_and_report(Layer::Deep);
+}
+
+/// A check that cannot fail proves nothing: each planted fault must be caught by its check.
+#[test]
+fn every_check_catches_a_fault_planted_in_the_harness() {
+    if std::env::var("SIM_SEED").is_ok() || std::env::var("SIM_BREAK").is_ok() {
+        println!("planted faults: skipped while SIM_SEED or SIM_BREAK is set");
+        return;
+    }
+    for fault in Fault::ALL {
+        let opts = Opts {
+            layer: Layer::Fast,
+            fault: Some(fault),
+            threads: 1,
+            batch: 10,
+            strict: false,
+        };
+        let outcome = run_layer(opts, (0..400).collect());
+        let failure = outcome
+            .failures
+            .first()
+            .unwrap_or_else(|| panic!("{} was never caught in 400 seeds", fault.name()));
+        let caught = failure
+            .violations
+            .iter()
+            .find(|v| v.starts_with(fault.caught_by()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} should be caught by {}, got:\n{failure}",
+                    fault.name(),
+                    fault.caught_by()
+                )
+            });
+        println!(
+            "planted {} caught at seed {} step {}: {caught}",
+            fault.name(),
+            failure.seed,
+            failure.step
+        );
+    }
+}
+
+/// A seed runs the same alone (as `SIM_SEED` replays it) as in its batch, on any thread.
+#[test]
+fn a_seed_replays_alone_exactly_as_it_ran_in_its_batch() {
+    if std::env::var("SIM_SEED").is_ok() || std::env::var("SIM_BREAK").is_ok() {
+        return;
+    }
+    let opts = |batch, threads| Opts {
+        layer: Layer::Fast,
+        fault: None,
+        threads,
+        batch,
+        strict: false,
+    };
+    let seeds: Vec<u64> = (500..530).collect();
+    let batched = run_layer(opts(10, 2), seeds.clone());
+    assert!(batched.failures.is_empty(), "{}", batched.failures[0]);
+    for seed in seeds.iter().copied().step_by(3) {
+        let alone = run_layer(opts(1, 1), vec![seed]);
+        assert!(alone.failures.is_empty(), "{}", alone.failures[0]);
+        assert_eq!(
+            alone.digests.get(&seed),
+            batched.digests.get(&seed),
+            "seed {seed} ran differently alone"
+        );
+    }
+    let deep = |s| {
+        let opts = Opts {
+            layer: Layer::Deep,
+            ..opts(1, 1)
+        };
+        run_layer(opts, vec![s]).digests.get(&s).copied()
+    };
+    assert_eq!(deep(DEEP_SEED_BASE + 7), deep(DEEP_SEED_BASE + 7));
+}
+
+/// G6, the queue tells the truth. API.md: "A cohort is `sold_out` while no place with a
+/// feasible second dose is left for its vaccine beyond those already booked or held by admitted
+/// citizens", and "`position` counts from the front of those still waiting". Since 28c7e12 a
+/// restart skips the reserved numbers nobody was given; three cases remain:
+/// - fast seed 15: the number of a join whose reservation failed to commit (the citizen got an
+///   error) is admitted like a person and holds one of the five places for the pass lifetime,
+///   while everyone behind reads `sold_out`;
+/// - deep seed 1000001: a restart before a pre-queue opens; the opening freezes the count with
+///   the skipped numbers in it and shuffles them among the people, so they are admitted as
+///   people: 108 of 108 admissions, the queue `sold_out` with 99 bookable pairs free;
+/// - fast seed 12: tickets handed out after the last tick before a restart fall inside the
+///   skipped range and are all told its first position (three tickets at position 1).
+#[test]
+#[ignore = "bug: numbers nobody holds are still admitted as people (a failed join's number; \
+            the skipped range of a restart before a pre-queue opens), so the queue says \
+            sold_out while places are free; tickets in a restart's skipped range share a \
+            position"]
+fn the_queue_tells_the_truth_about_sold_out_and_positions() {
+    let seeds = [
+        (Layer::Fast, 15),
+        (Layer::Deep, DEEP_SEED_BASE + 1),
+        (Layer::Fast, 12),
+    ];
+    let failures: Vec<String> = seeds
+        .into_iter()
+        .filter_map(|(layer, seed)| {
+            let opts = Opts {
+                layer,
+                fault: None,
+                threads: 1,
+                batch: 1,
+                strict: true,
+            };
+            let outcome = run_layer(opts, vec![seed]);
+            outcome.failures.first().map(ToString::to_string)
+        })
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
