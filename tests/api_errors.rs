@@ -100,28 +100,7 @@ async fn add_slots(
     vaccine: &str,
     slots: &[(u64, &str, i64)],
 ) -> Vec<i64> {
-    let body: Vec<Value> = slots
-        .iter()
-        .map(|(d, t, cap)| {
-            let (h, m) = t.split_once(':').unwrap();
-            let end = format!("{:02}:{m}", h.parse::<u32>().unwrap() + 1);
-            json!({"date": day(*d), "start_time": t, "end_time": end, "capacity": cap, "vaccine": vaccine})
-        })
-        .collect();
-    let res = app
-        .admin_post(
-            &format!("/api/v1/admin/centers/{center}/slots"),
-            json!({"slots": body}),
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let v: Value = res.json().await.expect("json");
-    v["slots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_i64().unwrap())
-        .collect()
+    app.slots_of(center, vaccine, slots).await
 }
 
 async fn slot_listing(app: &TestApp, center: i64) -> Vec<Value> {

@@ -285,6 +285,18 @@ async fn metrics(state: State) -> HttpResponse {
     );
     let h = &state.http_metrics;
     gauge(
+        "queue_joins_total",
+        "Tickets handed out over HTTP.",
+        "counter",
+        vec![(String::new(), load(&h.joins))],
+    );
+    gauge(
+        "queue_polls_total",
+        "Queue polls answered.",
+        "counter",
+        vec![(String::new(), load(&h.polls))],
+    );
+    gauge(
         "bookings_created_total",
         "Bookings answered 201 (repeats excluded).",
         "counter",

@@ -158,8 +158,18 @@ impl TestApp {
             .expect("id")
     }
 
-    /// Adds slots (day offset from tomorrow, "HH:MM", capacity) and returns their ids.
+    /// Adds Moderna slots (day offset from tomorrow, "HH:MM", capacity); returns their ids.
     pub async fn slots(&self, center: i64, slots: &[(u64, &str, i64)]) -> Vec<i64> {
+        self.slots_of(center, "Moderna", slots).await
+    }
+
+    /// Adds slots of any vaccine (day offset from tomorrow, "HH:MM", capacity).
+    pub async fn slots_of(
+        &self,
+        center: i64,
+        vaccine: &str,
+        slots: &[(u64, &str, i64)],
+    ) -> Vec<i64> {
         let tomorrow =
             (chrono::Utc::now() + chrono::Duration::hours(9)).date_naive() + chrono::Days::new(1);
         let body: Vec<Value> = slots
@@ -167,7 +177,7 @@ impl TestApp {
             .map(|(d, t, cap)| {
                 let (h, m) = t.split_once(':').unwrap();
                 let end = format!("{:02}:{m}", h.parse::<u32>().unwrap() + 1);
-                json!({"date": (tomorrow + chrono::Days::new(*d)).to_string(), "start_time": t, "end_time": end, "capacity": cap, "vaccine": "Moderna"})
+                json!({"date": (tomorrow + chrono::Days::new(*d)).to_string(), "start_time": t, "end_time": end, "capacity": cap, "vaccine": vaccine})
             })
             .collect();
         let res = self
