@@ -27,10 +27,13 @@ impl std::fmt::Display for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: &'a str,
-    message: &'a str,
+/// Every 4xx and 5xx answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
+    /// A stable machine code, e.g. `slot_full`.
+    pub error: &'a str,
+    /// A human sentence.
+    pub message: &'a str,
 }
 
 impl ResponseError for ApiError {
@@ -43,7 +46,7 @@ impl ResponseError for ApiError {
         if let Some(secs) = self.retry_after {
             res.insert_header((header::RETRY_AFTER, secs.max(1).to_string()));
         }
-        res.json(Body {
+        res.json(ErrorBody {
             error: self.code,
             message: &self.message,
         })

@@ -463,10 +463,9 @@ async fn the_identity_pool_never_exceeds_its_cap_and_answers_busy_when_full() {
     };
     let pool: Addr<IdentityPool> =
         IdentityPool::new(Arc::new(CountingProvider(provider.clone())), settings).start();
-    let today = today();
     let answers = join_all((0..200).map(|n| {
         let claim =
-            IdentityClaim::parse("김민영", "1965-03-01", &format!("010-1234-{n:04}"), today)
+            IdentityClaim::parse("김민영", "1965-03-01", &format!("010-1234-{n:04}"))
                 .unwrap();
         pool.send(Verify {
             claim,
@@ -493,7 +492,7 @@ async fn one_identity_is_checked_at_most_five_times_in_ten_minutes() {
         failure_rate: 0.0,
     });
     let pool = IdentityPool::new(provider, IdentitySettings::default()).start();
-    let claim = IdentityClaim::parse("김민영", "1965-03-01", "010-0000-1111", today()).unwrap();
+    let claim = IdentityClaim::parse("김민영", "1965-03-01", "010-0000-1111").unwrap();
     for _ in 0..5 {
         let a = pool
             .send(Verify {

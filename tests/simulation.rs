@@ -1012,12 +1012,10 @@ impl SeedSim {
             Some(c) if self.rng.gen_bool(0.7) => c,
             _ => self.rng.gen_range(0..self.population),
         };
-        let today = seoul_day(self.now_ms);
         let claim = IdentityClaim::parse(
             &citizen_name(self.seed, citizen),
             "1965-03-01",
             &citizen_phone(citizen),
-            today,
         )
         .map_err(|e| format!("harness: claim: {e}"))?;
         let limit_key = format!("limit:{}:{citizen}", self.seed);

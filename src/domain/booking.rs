@@ -29,18 +29,20 @@ pub fn parse_code(input: &str) -> Option<String> {
 pub const STATE_CONFIRMED: &str = "confirmed";
 pub const STATE_CANCELLED: &str = "cancelled";
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Dose {
     pub center_id: i32,
     pub slot_id: i32,
+    #[schema(format = Date)]
     pub date: String,
     pub start_time: String,
 }
 
 /// A booking as answered over HTTP.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct BookingView {
     pub code: String,
+    #[schema(pattern = "^(confirmed|cancelled)$")]
     pub state: String,
     pub cohort_id: i32,
     pub vaccine: String,

@@ -4,31 +4,47 @@
 use super::{invalid, text, vaccine, Invalid};
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 pub const DEFAULT_ADMISSION_RATE: f64 = 100.0;
 pub const MAX_ADMISSION_RATE: f64 = 100_000.0;
 
 /// The body of `POST /api/v1/admin/cohorts`, as sent.
-#[derive(Debug, Deserialize)]
+///
+/// Rules the schema cannot state: `birth_year_from` <= `birth_year_to`, `closes_at` after
+/// `opens_at`, no day twice in `birth_day_schedule` (else 422 `validation`).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CohortRequest {
+    #[schema(schema_with = super::schemas::text_100)]
     pub name: String,
+    #[schema(minimum = 1900, maximum = 2100)]
     pub birth_year_from: i32,
+    #[schema(minimum = 1900, maximum = 2100)]
     pub birth_year_to: i32,
+    #[schema(schema_with = super::schemas::instant)]
     pub opens_at: String,
+    #[schema(schema_with = super::schemas::instant)]
     pub closes_at: String,
+    #[schema(schema_with = super::schemas::vaccine)]
     pub vaccine: String,
+    #[schema(minimum = 1, maximum = 365)]
     pub dose_interval_days: i32,
+    /// Admissions per second out of the waiting room; 100 if absent.
+    #[schema(exclusive_minimum = 0, maximum = 100000)]
     pub admission_rate_per_s: Option<f64>,
     /// Optional: days on which only birth days ending in given digits may verify.
+    #[schema(max_items = 366)]
     pub birth_day_schedule: Option<Vec<BirthDayRule>>,
 }
 
 /// On `date`, only citizens whose day of birth ends in one of `digits` may verify.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BirthDayRule {
+    #[schema(schema_with = super::schemas::date)]
     pub date: chrono::NaiveDate,
+    #[schema(schema_with = super::schemas::digits)]
     pub digits: Vec<u8>,
 }
 
@@ -104,10 +120,14 @@ impl TryFrom<CohortRequest> for NewCohort {
 }
 
 /// The body of `PATCH /api/v1/admin/cohorts/{id}`.
-#[derive(Debug, Deserialize)]
+///
+/// `closes_at` must stay after the cohort's `opens_at` (else 422 `validation`).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CohortPatchRequest {
+    #[schema(exclusive_minimum = 0, maximum = 100000)]
     pub admission_rate_per_s: Option<f64>,
+    #[schema(format = DateTime)]
     pub closes_at: Option<String>,
     pub paused: Option<bool>,
 }
@@ -220,7 +240,7 @@ impl Cohort {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CohortState {
     Scheduled,
@@ -230,13 +250,15 @@ pub enum CohortState {
 }
 
 /// A cohort as answered over HTTP.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CohortView {
     pub id: i32,
     pub name: String,
     pub birth_year_from: i32,
     pub birth_year_to: i32,
+    #[schema(format = DateTime)]
     pub opens_at: String,
+    #[schema(format = DateTime)]
     pub closes_at: String,
     pub vaccine: String,
     pub dose_interval_days: i32,

@@ -76,7 +76,7 @@ pub struct QueueSnapshot<'a> {
     pub gaps: &'a [(u64, u64)],
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TicketState {
     PreQueue,

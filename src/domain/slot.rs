@@ -6,6 +6,7 @@ use super::identity::parse_date;
 use super::{invalid, text, vaccine, Invalid};
 use chrono::{Days, NaiveDate};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// How far past the target day the second dose may fall, inclusive.
@@ -13,11 +14,14 @@ pub const SECOND_DOSE_WINDOW_DAYS: u64 = 7;
 pub const MAX_SLOTS_PER_REQUEST: usize = 20_000;
 pub const MAX_CAPACITY: i64 = 100_000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CenterRequest {
+    #[schema(schema_with = super::schemas::text_100)]
     pub name: String,
+    #[schema(schema_with = super::schemas::text_50)]
     pub region: String,
+    #[schema(schema_with = super::schemas::text_200)]
     pub address: String,
 }
 
@@ -39,7 +43,7 @@ impl TryFrom<CenterRequest> for NewCenter {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
 pub struct CenterView {
     pub id: i32,
     pub name: String,
@@ -48,19 +52,26 @@ pub struct CenterView {
     pub remaining: i64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SlotsRequest {
+    #[schema(min_items = 1, max_items = 20000)]
     pub slots: Vec<SlotRequest>,
 }
 
-#[derive(Debug, Deserialize)]
+/// `end_time` must be after `start_time` (else 422 `validation`).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SlotRequest {
+    #[schema(schema_with = super::schemas::date)]
     pub date: String,
+    #[schema(schema_with = super::schemas::time)]
     pub start_time: String,
+    #[schema(schema_with = super::schemas::time)]
     pub end_time: String,
+    #[schema(minimum = 1, maximum = 100000)]
     pub capacity: i64,
+    #[schema(schema_with = super::schemas::vaccine)]
     pub vaccine: String,
 }
 
@@ -146,9 +157,10 @@ impl Slot {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
 pub struct SlotView {
     pub id: i32,
+    #[schema(format = Date)]
     pub date: String,
     pub start_time: String,
     pub end_time: String,

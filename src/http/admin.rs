@@ -2,30 +2,40 @@
 //! time): cohorts, centers, slots, the help desk's booking view, and the figures of the rush.
 
 use super::citizen::{booking_view, read, store_error};
-use super::{bearer, Body, State};
+use super::{bearer, resource, Body, State};
 use crate::actors::cohort_queue::PatchCohort;
 use crate::db::queries;
 use crate::domain::booking::parse_code;
 use crate::domain::cohort::{
     CohortPatch, CohortPatchRequest, CohortRequest, CohortView, NewCohort,
 };
-use crate::domain::slot::{parse_slots, CenterRequest, NewCenter, SlotsRequest};
+use crate::domain::slot::{
+    parse_slots, CenterRequest, CenterView, NewCenter, SlotView, SlotsRequest,
+};
+use crate::domain::booking::BookingView;
 use crate::error::ApiError;
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use serde::Serialize;
 use std::future::{ready, Ready};
 use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/cohorts", web::post().to(create_cohort))
-        .route("/cohorts", web::get().to(list_cohorts))
-        .route("/cohorts/{id}", web::patch().to(patch_cohort))
-        .route("/centers", web::post().to(create_center))
-        .route("/centers", web::get().to(list_centers))
-        .route("/centers/{id}/slots", web::post().to(add_slots))
-        .route("/bookings/{code}", web::get().to(get_booking))
-        .route("/stats", web::get().to(stats));
+    cfg.service(
+        resource("/cohorts", "GET, POST")
+            .route(web::post().to(create_cohort))
+            .route(web::get().to(list_cohorts)),
+    )
+    .service(resource("/cohorts/{id}", "PATCH").route(web::patch().to(patch_cohort)))
+    .service(
+        resource("/centers", "GET, POST")
+            .route(web::post().to(create_center))
+            .route(web::get().to(list_centers)),
+    )
+    .service(resource("/centers/{id}/slots", "POST").route(web::post().to(add_slots)))
+    .service(resource("/bookings/{code}", "GET").route(web::get().to(get_booking)))
+    .service(resource("/stats", "GET").route(web::get().to(stats)));
 }
 
 /// Proof that the request carries the admin token. Listed first in every admin handler, so
@@ -61,6 +71,10 @@ fn cohort_view(state: &State, shared: &crate::actors::cohort_queue::CohortShared
     )
 }
 
+/// Creates a cohort.
+#[utoipa::path(post, path = "/api/v1/admin/cohorts", operation_id = "admin_create_cohort",
+    tag = "admin", security(("admin" = [])), request_body = CohortRequest,
+    responses((status = 201, description = "The cohort, with `id`", body = CohortView)))]
 async fn create_cohort(
     _: Admin,
     state: State,
@@ -72,6 +86,10 @@ async fn create_cohort(
     Ok(HttpResponse::Created().json(cohort_view(&state, &handle.shared)))
 }
 
+/// Every cohort.
+#[utoipa::path(get, path = "/api/v1/admin/cohorts", operation_id = "admin_list_cohorts",
+    tag = "admin", security(("admin" = [])),
+    responses((status = 200, description = "The cohorts", body = Vec<CohortView>)))]
 async fn list_cohorts(_: Admin, state: State) -> HttpResponse {
     let list: Vec<CohortView> = state
         .registry
@@ -82,6 +100,11 @@ async fn list_cohorts(_: Admin, state: State) -> HttpResponse {
     HttpResponse::Ok().json(list)
 }
 
+/// Changes a cohort's rate, closing time or pause.
+#[utoipa::path(patch, path = "/api/v1/admin/cohorts/{id}", operation_id = "admin_patch_cohort",
+    tag = "admin", security(("admin" = [])), request_body = CohortPatchRequest,
+    params(("id" = i32, Path, description = "The cohort")),
+    responses((status = 200, description = "The cohort as changed", body = CohortView)))]
 async fn patch_cohort(
     _: Admin,
     state: State,
@@ -106,6 +129,10 @@ async fn patch_cohort(
     Ok(HttpResponse::Ok().json(cohort_view(&state, &cohort.shared)))
 }
 
+/// Creates a vaccination center.
+#[utoipa::path(post, path = "/api/v1/admin/centers", operation_id = "admin_create_center",
+    tag = "admin", security(("admin" = [])), request_body = CenterRequest,
+    responses((status = 201, description = "The center, with `id`", body = CenterView)))]
 async fn create_center(
     _: Admin,
     state: State,
@@ -117,6 +144,10 @@ async fn create_center(
     Ok(HttpResponse::Created().json(handle.shared.view()))
 }
 
+/// Every center.
+#[utoipa::path(get, path = "/api/v1/admin/centers", operation_id = "admin_list_centers",
+    tag = "admin", security(("admin" = [])),
+    responses((status = 200, description = "The centers", body = Vec<CenterView>)))]
 async fn list_centers(_: Admin, state: State) -> HttpResponse {
     let list: Vec<_> = state
         .registry
@@ -127,11 +158,16 @@ async fn list_centers(_: Admin, state: State) -> HttpResponse {
     HttpResponse::Ok().json(list)
 }
 
-#[derive(Serialize)]
-struct SlotsAnswer {
-    slots: Vec<crate::domain::slot::SlotView>,
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SlotsAnswer {
+    slots: Vec<SlotView>,
 }
 
+/// Adds slots to a center.
+#[utoipa::path(post, path = "/api/v1/admin/centers/{id}/slots", operation_id = "admin_add_slots",
+    tag = "admin", security(("admin" = [])), request_body = SlotsRequest,
+    params(("id" = i32, Path, description = "The center")),
+    responses((status = 201, description = "The slots added, with their `id`", body = SlotsAnswer)))]
 async fn add_slots(
     _: Admin,
     state: State,
@@ -148,6 +184,11 @@ async fn add_slots(
     Ok(HttpResponse::Created().json(SlotsAnswer { slots: added }))
 }
 
+/// A booking by code, for the help desk (not rate-limited).
+#[utoipa::path(get, path = "/api/v1/admin/bookings/{code}", operation_id = "admin_get_booking",
+    tag = "admin", security(("admin" = [])),
+    params(("code" = String, Path, description = "The booking code")),
+    responses((status = 200, description = "The booking, with its state", body = BookingView)))]
 async fn get_booking(
     _: Admin,
     state: State,
@@ -160,8 +201,8 @@ async fn get_booking(
     Ok(HttpResponse::Ok().json(booking_view(&row, masked)))
 }
 
-#[derive(Serialize)]
-struct CohortStats {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct CohortStats {
     id: i32,
     waiting: u64,
     admitted: u64,
@@ -171,13 +212,17 @@ struct CohortStats {
     sold_out: bool,
 }
 
-#[derive(Serialize)]
-struct Stats {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Stats {
     cohorts: Vec<CohortStats>,
     bookings_confirmed: i64,
     bookings_cancelled: i64,
 }
 
+/// The figures of the rush.
+#[utoipa::path(get, path = "/api/v1/admin/stats", operation_id = "admin_stats",
+    tag = "admin", security(("admin" = [])),
+    responses((status = 200, description = "Per cohort and overall", body = Stats)))]
 async fn stats(_: Admin, state: State) -> Result<HttpResponse, ApiError> {
     let (per_cohort, confirmed, cancelled) = read(&state, queries::booking_counts).await?;
     let cohorts = state

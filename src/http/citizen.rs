@@ -13,24 +13,26 @@ use crate::domain::booking::{parse_code, BookingView, Dose, STATE_CANCELLED};
 use crate::domain::cohort::{format_instant, CohortView};
 use crate::domain::identity::{mask_name, parse_birth_date, IdentityClaim};
 use crate::domain::queue::TicketState;
-use crate::domain::slot::Refusal;
+use crate::domain::slot::{CenterView, Refusal, SlotView};
 use crate::domain::tokens::{Pass, Session, Ticket};
 use crate::error::ApiError;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
+use super::resource;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering;
+use utoipa::{IntoParams, ToSchema};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/cohorts", web::get().to(list_cohorts))
-        .route("/cohorts/{id}/queue", web::post().to(join))
-        .route("/queue", web::get().to(poll))
-        .route("/verifications", web::post().to(verify))
-        .route("/centers", web::get().to(list_centers))
-        .route("/centers/{id}/slots", web::get().to(list_slots))
-        .route("/bookings", web::post().to(book))
-        .route("/bookings/lookup", web::post().to(lookup))
-        .route("/bookings/{code}/cancel", web::post().to(cancel));
+    cfg.service(resource("/cohorts", "GET").route(web::get().to(list_cohorts)))
+        .service(resource("/cohorts/{id}/queue", "POST").route(web::post().to(join)))
+        .service(resource("/queue", "GET").route(web::get().to(poll)))
+        .service(resource("/verifications", "POST").route(web::post().to(verify)))
+        .service(resource("/centers", "GET").route(web::get().to(list_centers)))
+        .service(resource("/centers/{id}/slots", "GET").route(web::get().to(list_slots)))
+        .service(resource("/bookings", "POST").route(web::post().to(book)))
+        .service(resource("/bookings/lookup", "POST").route(web::post().to(lookup)))
+        .service(resource("/bookings/{code}/cancel", "POST").route(web::post().to(cancel)));
 }
 
 pub(crate) fn store_error(e: StoreError) -> ApiError {
@@ -44,6 +46,9 @@ pub(crate) fn store_error(e: StoreError) -> ApiError {
     }
 }
 
+/// The cohorts and their state.
+#[utoipa::path(get, path = "/api/v1/cohorts", operation_id = "list_cohorts", tag = "citizen",
+    responses((status = 200, description = "Every cohort", body = Vec<CohortView>)))]
 async fn list_cohorts(state: State) -> HttpResponse {
     let now = crate::now_s();
     let zone = state.config.zone;
@@ -57,20 +62,27 @@ async fn list_cohorts(state: State) -> HttpResponse {
 }
 
 /// What a poll (or a join) answers.
-#[derive(Serialize)]
-struct QueueAnswer {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct QueueAnswer {
+    /// The ticket, on joining only: a bearer token for polling.
     #[serde(skip_serializing_if = "Option::is_none")]
     ticket: Option<String>,
     state: TicketState,
+    /// From the front of those still waiting (the next to be admitted is 1); null in the
+    /// pre-queue; 0 once admitted.
     position: Option<u64>,
     ahead: Option<u64>,
     behind: Option<u64>,
+    /// Null while the cohort is paused or its rate not yet measured.
     eta_seconds: Option<u64>,
+    /// When to poll again.
     poll_after_seconds: u64,
     cohort_id: i32,
+    /// While admitted: the bearer token for verification.
     #[serde(skip_serializing_if = "Option::is_none")]
     pass: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pass_expires_at: Option<String>,
 }
 
@@ -109,6 +121,10 @@ fn queue_answer(
     })
 }
 
+/// Takes a place in the cohort's waiting room.
+#[utoipa::path(post, path = "/api/v1/cohorts/{id}/queue", operation_id = "join", tag = "citizen",
+    params(("id" = i32, Path, description = "The cohort")),
+    responses((status = 201, description = "A ticket and its place (state `sold_out` if no place is left, kept in case places come back)", body = QueueAnswer)))]
 async fn join(state: State, path: web::Path<i32>) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
     let cohort = state
@@ -129,6 +145,10 @@ async fn join(state: State, path: web::Path<i32>) -> Result<HttpResponse, ApiErr
     Ok(HttpResponse::Created().json(answer))
 }
 
+/// Where the ticket stands; the pass once admitted.
+#[utoipa::path(get, path = "/api/v1/queue", operation_id = "poll", tag = "citizen",
+    security(("ticket" = [])),
+    responses((status = 200, description = "The ticket's state and place", body = QueueAnswer)))]
 async fn poll(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let ticket = bearer(&req)
         .and_then(|t| state.signer.check_ticket(t).ok())
@@ -137,21 +157,30 @@ async fn poll(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> 
     Ok(HttpResponse::Ok().json(queue_answer(&state, ticket, None)?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
+    #[schema(schema_with = crate::domain::schemas::name)]
     name: String,
+    #[schema(schema_with = crate::domain::schemas::date)]
     birth_date: String,
+    #[schema(schema_with = crate::domain::schemas::phone)]
     phone: String,
 }
 
-#[derive(Serialize)]
-struct SessionAnswer {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SessionAnswer {
+    /// The bearer token for booking.
     session: String,
+    #[schema(format = DateTime)]
     expires_at: String,
     cohort_id: i32,
 }
 
+/// Verifies the citizen with the identity provider, using up the pass.
+#[utoipa::path(post, path = "/api/v1/verifications", operation_id = "verify", tag = "citizen",
+    security(("pass" = [])), request_body = VerifyRequest,
+    responses((status = 201, description = "A session for booking", body = SessionAnswer)))]
 async fn verify(
     state: State,
     req: HttpRequest,
@@ -166,12 +195,19 @@ async fn verify(
     let today = chrono::Utc::now()
         .with_timezone(&state.config.zone)
         .date_naive();
-    let claim = IdentityClaim::parse(&body.name, &body.birth_date, &body.phone, today)?;
+    let claim = IdentityClaim::parse(&body.name, &body.birth_date, &body.phone)?;
     let cohort = state
         .registry
         .cohort(pass.cohort_id)
         .ok_or_else(|| ApiError::unauthorized("invalid_pass", "this pass belongs to no cohort"))?;
     let info = cohort.shared.cohort();
+    if claim.birth_date > today {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_eligible",
+            "a birth date in the future",
+        ));
+    }
     if !info.admits_birth_year(claim.birth_year()) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -248,11 +284,17 @@ async fn verify(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RegionQuery {
+    /// Only the centers of this region.
     region: Option<String>,
 }
 
+/// The centers and how many places each has left.
+#[utoipa::path(get, path = "/api/v1/centers", operation_id = "list_centers", tag = "citizen",
+    params(RegionQuery),
+    responses((status = 200, description = "The centers", body = Vec<CenterView>)))]
 async fn list_centers(state: State, q: web::Query<RegionQuery>) -> HttpResponse {
     let region = q.region.as_deref().map(str::trim).filter(|r| !r.is_empty());
     let list: Vec<_> = state
@@ -265,6 +307,10 @@ async fn list_centers(state: State, q: web::Query<RegionQuery>) -> HttpResponse 
     HttpResponse::Ok().json(list)
 }
 
+/// A center's slots from today on, with places left.
+#[utoipa::path(get, path = "/api/v1/centers/{id}/slots", operation_id = "list_slots", tag = "citizen",
+    params(("id" = i32, Path, description = "The center")),
+    responses((status = 200, description = "The slots", body = Vec<SlotView>)))]
 async fn list_slots(state: State, path: web::Path<i32>) -> Result<HttpResponse, ApiError> {
     let center = state
         .registry
@@ -277,9 +323,10 @@ async fn list_slots(state: State, path: web::Path<i32>) -> Result<HttpResponse, 
     Ok(HttpResponse::Ok().json(slots))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BookRequest {
+    /// The first dose's slot; the second is chosen by the rule of the contract.
     slot_id: i64,
 }
 
@@ -338,6 +385,13 @@ pub(crate) async fn read<T: Send + 'static>(
     })
 }
 
+/// Books both doses, durably.
+#[utoipa::path(post, path = "/api/v1/bookings", operation_id = "book", tag = "citizen",
+    security(("session" = [])), request_body = BookRequest,
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 128,
+        pattern = "^[!-~]([ -~]*[!-~])?$",
+        description = "A repeat with the same key returns the first 201 again and books nothing")),
+    responses((status = 201, description = "Booked: on disk before this answer", body = BookingView)))]
 async fn book(
     state: State,
     req: HttpRequest,
@@ -446,10 +500,12 @@ fn check_lookup_limit(state: &State, req: &HttpRequest) -> Result<(), ApiError> 
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LookupRequest {
+    /// The booking code (case, dashes and spaces do not matter).
     code: String,
+    #[schema(schema_with = crate::domain::schemas::date)]
     birth_date: String,
 }
 
@@ -459,10 +515,7 @@ async fn find_matching(
     code: &str,
     birth_date: &str,
 ) -> Result<Option<(BookingRow, String)>, ApiError> {
-    let today = chrono::Utc::now()
-        .with_timezone(&state.config.zone)
-        .date_naive();
-    let birth = parse_birth_date(birth_date, today)?.to_string();
+    let birth = parse_birth_date(birth_date)?.to_string();
     let Some(code) = parse_code(code) else {
         return Ok(None);
     };
@@ -470,6 +523,10 @@ async fn find_matching(
     Ok(found.and_then(|(row, masked, born)| (born == birth).then_some((row, masked))))
 }
 
+/// A booking by its code and the citizen's birth date.
+#[utoipa::path(post, path = "/api/v1/bookings/lookup", operation_id = "lookup", tag = "citizen",
+    request_body = LookupRequest,
+    responses((status = 200, description = "The booking", body = BookingView)))]
 async fn lookup(
     state: State,
     req: HttpRequest,
@@ -482,12 +539,25 @@ async fn lookup(
     Ok(HttpResponse::Ok().json(booking_view(&row, masked)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelRequest {
+    #[schema(schema_with = crate::domain::schemas::date)]
     birth_date: String,
 }
 
+#[derive(Serialize, ToSchema)]
+pub(crate) struct CancelAnswer {
+    code: String,
+    #[schema(pattern = "^cancelled$")]
+    state: &'static str,
+}
+
+/// Cancels a booking; both doses' places return to their slots.
+#[utoipa::path(post, path = "/api/v1/bookings/{code}/cancel", operation_id = "cancel", tag = "citizen",
+    params(("code" = String, Path, description = "The booking code")),
+    request_body = CancelRequest,
+    responses((status = 200, description = "Cancelled (also if it already was)", body = CancelAnswer)))]
 async fn cancel(
     state: State,
     req: HttpRequest,
@@ -498,9 +568,12 @@ async fn cancel(
     let (row, _) = find_matching(&state, &path, &body.birth_date)
         .await?
         .ok_or_else(|| ApiError::not_found("booking with this code and birth date"))?;
+    let answer = CancelAnswer {
+        code: row.code.clone(),
+        state: STATE_CANCELLED,
+    };
     if row.state == STATE_CANCELLED {
-        return Ok(HttpResponse::Ok()
-            .json(serde_json::json!({"code": row.code, "state": STATE_CANCELLED})));
+        return Ok(HttpResponse::Ok().json(answer));
     }
     let write = Write::Cancel {
         code: row.code.clone(),
@@ -523,5 +596,5 @@ async fn cancel(
                 .await?;
         }
     }
-    Ok(HttpResponse::Ok().json(serde_json::json!({"code": row.code, "state": STATE_CANCELLED})))
+    Ok(HttpResponse::Ok().json(answer))
 }

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod citizen;
+pub mod openapi;
 pub mod pages;
 
 use crate::error::ApiError;
@@ -28,8 +29,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::QueryConfig::default()
                 .error_handler(|e, _| ApiError::bad_request(e.to_string()).into()),
         )
-        .route("/healthz", web::get().to(healthz))
-        .route("/metrics", web::get().to(metrics))
+        .service(resource("/healthz", "GET").route(web::get().to(healthz)))
+        .service(resource("/metrics", "GET").route(web::get().to(metrics)))
+        .service(resource("/api-docs/openapi.json", "GET").route(web::get().to(openapi::document)))
         .service(
             web::scope("/api/v1/admin")
                 .app_data(json_config(ADMIN_BODY_LIMIT))
@@ -40,6 +42,24 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .default_service(web::to(|| async {
             Err::<HttpResponse, _>(ApiError::not_found("resource"))
         }));
+}
+
+/// A path answering the methods in `allow` (given as its routes); any other method gets 405
+/// `method_not_allowed` with the `Allow` header.
+pub(crate) fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        let e = ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("this path answers {allow} only"),
+        );
+        let mut res = actix_web::ResponseError::error_response(&e);
+        res.headers_mut().insert(
+            actix_web::http::header::ALLOW,
+            actix_web::http::header::HeaderValue::from_static(allow),
+        );
+        Ok::<_, actix_web::Error>(res)
+    }))
 }
 
 fn json_config(limit: usize) -> web::JsonConfig {
@@ -136,10 +156,23 @@ impl HttpMetrics {
     }
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct Health {
+    #[schema(pattern = "^ok$")]
+    status: &'static str,
 }
 
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "operations",
+    responses((status = 200, description = "The server is up", body = Health)))]
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Health { status: "ok" })
+}
+
+/// Queue, admission, identity pool, booking and HTTP figures.
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", body = String,
+        content_type = "text/plain; version=0.0.4; charset=utf-8")))]
 async fn metrics(state: State) -> HttpResponse {
     let mut out = String::new();
     let now = crate::now_s();
