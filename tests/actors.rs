@@ -465,8 +465,7 @@ async fn the_identity_pool_never_exceeds_its_cap_and_answers_busy_when_full() {
         IdentityPool::new(Arc::new(CountingProvider(provider.clone())), settings).start();
     let answers = join_all((0..200).map(|n| {
         let claim =
-            IdentityClaim::parse("김민영", "1965-03-01", &format!("010-1234-{n:04}"))
-                .unwrap();
+            IdentityClaim::parse("김민영", "1965-03-01", &format!("010-1234-{n:04}")).unwrap();
         pool.send(Verify {
             claim,
             limit_key: format!("k{n}"),

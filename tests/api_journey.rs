@@ -378,3 +378,63 @@ async fn metrics_show_queue_pool_and_store_figures_with_latency_histograms() {
     );
     assert_eq!(value("identity_breaker_state"), 0.0);
 }
+
+#[tokio::test]
+async fn the_openapi_document_is_served_and_names_every_path_of_the_contract() {
+    let app = spawn_app().await;
+    let res = app
+        .client
+        .get(app.url("/api-docs/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let doc: Value = res.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/healthz", "get"),
+        ("/metrics", "get"),
+        ("/api-docs/openapi.json", "get"),
+        ("/api/v1/admin/cohorts", "post"),
+        ("/api/v1/admin/cohorts", "get"),
+        ("/api/v1/admin/cohorts/{id}", "patch"),
+        ("/api/v1/admin/centers", "post"),
+        ("/api/v1/admin/centers", "get"),
+        ("/api/v1/admin/centers/{id}/slots", "post"),
+        ("/api/v1/admin/bookings/{code}", "get"),
+        ("/api/v1/admin/stats", "get"),
+        ("/api/v1/cohorts", "get"),
+        ("/api/v1/cohorts/{id}/queue", "post"),
+        ("/api/v1/queue", "get"),
+        ("/api/v1/verifications", "post"),
+        ("/api/v1/centers", "get"),
+        ("/api/v1/centers/{id}/slots", "get"),
+        ("/api/v1/bookings", "post"),
+        ("/api/v1/bookings/lookup", "post"),
+        ("/api/v1/bookings/{code}/cancel", "post"),
+    ] {
+        assert!(paths[path][method].is_object(), "{method} {path} missing");
+    }
+    // The chain a citizen follows is linked: join -> poll -> verify -> book.
+    let link = |path: &str, method: &str, status: &str, name: &str| {
+        paths[path][method]["responses"][status]["links"][name]["operationId"].clone()
+    };
+    assert_eq!(
+        link("/api/v1/cohorts/{id}/queue", "post", "201", "poll"),
+        "poll"
+    );
+    assert_eq!(link("/api/v1/queue", "get", "200", "verify"), "verify");
+    assert_eq!(link("/api/v1/verifications", "post", "201", "book"), "book");
+    let book_errors = &paths["/api/v1/bookings"]["post"]["responses"]["409"]["content"]
+        ["application/json"]["schema"]["properties"]["error"]["enum"];
+    assert_eq!(
+        book_errors,
+        &json!([
+            "slot_full",
+            "already_booked",
+            "no_second_dose_slot",
+            "wrong_vaccine"
+        ])
+    );
+}

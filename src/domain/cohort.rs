@@ -19,8 +19,10 @@ pub struct CohortRequest {
     #[schema(schema_with = super::schemas::text_100)]
     pub name: String,
     #[schema(minimum = 1900, maximum = 2100)]
+    #[serde(with = "super::whole")]
     pub birth_year_from: i32,
     #[schema(minimum = 1900, maximum = 2100)]
+    #[serde(with = "super::whole")]
     pub birth_year_to: i32,
     #[schema(schema_with = super::schemas::instant)]
     pub opens_at: String,
@@ -29,6 +31,7 @@ pub struct CohortRequest {
     #[schema(schema_with = super::schemas::vaccine)]
     pub vaccine: String,
     #[schema(minimum = 1, maximum = 365)]
+    #[serde(with = "super::whole")]
     pub dose_interval_days: i32,
     /// Admissions per second out of the waiting room; 100 if absent.
     #[schema(exclusive_minimum = 0, maximum = 100000)]
@@ -45,6 +48,7 @@ pub struct BirthDayRule {
     #[schema(schema_with = super::schemas::date)]
     pub date: chrono::NaiveDate,
     #[schema(schema_with = super::schemas::digits)]
+    #[serde(deserialize_with = "super::whole::list::deserialize")]
     pub digits: Vec<u8>,
 }
 

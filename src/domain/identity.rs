@@ -20,11 +20,7 @@ impl std::fmt::Debug for IdentityClaim {
 }
 
 impl IdentityClaim {
-    pub fn parse(
-        name: &str,
-        birth_date: &str,
-        phone: &str,
-    ) -> Result<Self, Invalid> {
+    pub fn parse(name: &str, birth_date: &str, phone: &str) -> Result<Self, Invalid> {
         let name = text("name", name, 50)?;
         if name.contains('|') {
             return invalid("name must not contain '|'");
@@ -118,7 +114,10 @@ mod tests {
         assert!(parse_birth_date("1965-02-28").is_ok());
         assert!(parse_birth_date("1965-02-30").is_err());
         assert!(parse_birth_date("65-02-28").is_err());
-        assert!(parse_birth_date("0005-01-01").is_ok(), "eligibility is not syntax");
+        assert!(
+            parse_birth_date("0005-01-01").is_ok(),
+            "eligibility is not syntax"
+        );
     }
 
     #[test]

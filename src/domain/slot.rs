@@ -6,8 +6,8 @@ use super::identity::parse_date;
 use super::{invalid, text, vaccine, Invalid};
 use chrono::{Days, NaiveDate};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use utoipa::ToSchema;
 
 /// How far past the target day the second dose may fall, inclusive.
 pub const SECOND_DOSE_WINDOW_DAYS: u64 = 7;
@@ -70,6 +70,7 @@ pub struct SlotRequest {
     #[schema(schema_with = super::schemas::time)]
     pub end_time: String,
     #[schema(minimum = 1, maximum = 100000)]
+    #[serde(with = "super::whole")]
     pub capacity: i64,
     #[schema(schema_with = super::schemas::vaccine)]
     pub vaccine: String,

@@ -6,13 +6,13 @@ use super::{bearer, resource, Body, State};
 use crate::actors::cohort_queue::PatchCohort;
 use crate::db::queries;
 use crate::domain::booking::parse_code;
+use crate::domain::booking::BookingView;
 use crate::domain::cohort::{
     CohortPatch, CohortPatchRequest, CohortRequest, CohortView, NewCohort,
 };
 use crate::domain::slot::{
     parse_slots, CenterRequest, CenterView, NewCenter, SlotView, SlotsRequest,
 };
-use crate::domain::booking::BookingView;
 use crate::error::ApiError;
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};

@@ -1,6 +1,7 @@
 //! Citizens' endpoints: cohorts, the waiting room, verification, centers and slots,
 //! booking, lookup and cancellation.
 
+use super::resource;
 use super::{bearer, Body, State};
 use crate::actors::booking_store::{Persist, StoreError, Write, Written};
 use crate::actors::center_inventory::Release;
@@ -18,7 +19,6 @@ use crate::domain::tokens::{Pass, Session, Ticket};
 use crate::error::ApiError;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use super::resource;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering;
 use utoipa::{IntoParams, ToSchema};
@@ -327,6 +327,7 @@ async fn list_slots(state: State, path: web::Path<i32>) -> Result<HttpResponse, 
 #[serde(deny_unknown_fields)]
 pub struct BookRequest {
     /// The first dose's slot; the second is chosen by the rule of the contract.
+    #[serde(with = "crate::domain::whole")]
     slot_id: i64,
 }
 

@@ -91,7 +91,9 @@ fn add_links(doc: &mut serde_json::Value) {
                     link["requestBody"] = serde_json::Value::from(*body);
                 }
                 if let Some(response) = op["responses"][*status].as_object_mut() {
-                    let links = response.entry("links").or_insert_with(|| serde_json::json!({}));
+                    let links = response
+                        .entry("links")
+                        .or_insert_with(|| serde_json::json!({}));
                     links[*name] = link;
                 }
             }
@@ -112,7 +114,10 @@ pub async fn document() -> HttpResponse {
 /// Which error answers each operation may give: status and the codes it may carry. A 503
 /// (`unavailable`: the server shed the request, or a commit failed) is possible on every API
 /// call and is added to all of them.
-const ERRORS: &[(&str, &[(u16, &[&str])])] = &[
+/// A status and the error codes it may carry.
+type Answer = (u16, &'static [&'static str]);
+
+const ERRORS: &[(&str, &[Answer])] = &[
     ("join", &[(404, &["not_found"]), (409, &["cohort_closed"])]),
     ("poll", &[(401, &["invalid_ticket"])]),
     (
@@ -197,18 +202,15 @@ const ERRORS: &[(&str, &[(u16, &[&str])])] = &[
             (404, &["not_found"]),
         ],
     ),
-    (
-        "admin_get_booking",
-        &[UNAUTHORIZED, (404, &["not_found"])],
-    ),
+    ("admin_get_booking", &[UNAUTHORIZED, (404, &["not_found"])]),
     ("admin_stats", &[UNAUTHORIZED]),
 ];
 
-const BAD_BODY: (u16, &[&str]) = (400, &["validation"]);
-const TOO_LARGE: (u16, &[&str]) = (413, &["validation"]);
-const INVALID_BODY: (u16, &[&str]) = (422, &["validation"]);
-const UNAUTHORIZED: (u16, &[&str]) = (401, &["unauthorized"]);
-const RATE_LIMITED: (u16, &[&str]) = (429, &["rate_limited"]);
+const BAD_BODY: Answer = (400, &["validation"]);
+const TOO_LARGE: Answer = (413, &["validation"]);
+const INVALID_BODY: Answer = (422, &["validation"]);
+const UNAUTHORIZED: Answer = (401, &["unauthorized"]);
+const RATE_LIMITED: Answer = (429, &["rate_limited"]);
 /// Only the verification has a code of its own for 503.
 const UNAVAILABLE: &[&str] = &["unavailable"];
 const IDENTITY_UNAVAILABLE: &[&str] = &["identity_busy", "unavailable"];
@@ -330,13 +332,9 @@ impl Modify for Contract {
         }
 
         for item in doc.paths.paths.values_mut() {
-            for op in [
-                item.get.as_mut(),
-                item.post.as_mut(),
-                item.patch.as_mut(),
-            ]
-            .into_iter()
-            .flatten()
+            for op in [item.get.as_mut(), item.post.as_mut(), item.patch.as_mut()]
+                .into_iter()
+                .flatten()
             {
                 let id = op.operation_id.clone().unwrap_or_default();
                 let errors = ERRORS
@@ -374,15 +372,15 @@ fn error_response(status: u16, codes: &[&str]) -> RefOr<utoipa::openapi::Respons
                 .schema_type(Type::String)
                 .enum_values(Some(codes.iter().copied())),
         )
-        .property(
-            "message",
-            ObjectBuilder::new().schema_type(Type::String),
-        )
+        .property("message", ObjectBuilder::new().schema_type(Type::String))
         .required("error")
         .required("message");
     let mut response = ResponseBuilder::new()
         .description(format!("`{}`", codes.join("`, `")))
-        .content("application/json", ContentBuilder::new().schema(Some(body)).build());
+        .content(
+            "application/json",
+            ContentBuilder::new().schema(Some(body)).build(),
+        );
     if matches!(status, 429 | 503) {
         let seconds = ObjectBuilder::new()
             .schema_type(Type::Integer)
