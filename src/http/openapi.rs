@@ -88,7 +88,8 @@ fn add_links(doc: &mut serde_json::Value) {
                     link["parameters"] = parameters.into();
                 }
                 if let Some(body) = body {
-                    link["requestBody"] = serde_json::Value::from(*body);
+                    link["requestBody"] =
+                        serde_json::from_str(body).expect("a link's body is JSON");
                 }
                 if let Some(response) = op["responses"][*status].as_object_mut() {
                     let links = response
@@ -215,7 +216,10 @@ const RATE_LIMITED: Answer = (429, &["rate_limited"]);
 const UNAVAILABLE: &[&str] = &["unavailable"];
 const IDENTITY_UNAVAILABLE: &[&str] = &["identity_busy", "unavailable"];
 
-/// Links: (from operation, status, name, to operation, parameters, request body).
+/// Links: (from operation, status, name, to operation, parameters, request body as JSON).
+/// The verification's body is an example identity (any name, a birth date in the example
+/// cohorts' years, a phone the simulated provider vouches for), so that a tool following the
+/// links gets through to booking.
 type LinkSpec = (
     &'static str,
     &'static str,
@@ -239,7 +243,7 @@ const LINKS: &[LinkSpec] = &[
         "verify",
         "verify",
         &[("header.Authorization", "Bearer {$response.body#/pass}")],
-        None,
+        Some(r#"{"name": "김민영", "birth_date": "1968-03-01", "phone": "010-1234-5678"}"#),
     ),
     (
         "verify",
