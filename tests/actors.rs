@@ -584,3 +584,33 @@ async fn a_pass_verifies_one_identity_only() {
     );
     assert_eq!(cohort.shared.verified(), 1);
 }
+
+#[actix::test]
+async fn a_join_whose_reservation_fails_takes_no_number_and_no_place_in_line() {
+    let w = world().await;
+    let center = w.center().await;
+    w.slots(&center, &[(0, 600, 100), (28, 600, 100)]).await;
+    let now = reservation::now_ms();
+    let cohort = w.cohort(now / 1000 - 60, 10.0).await;
+    // The first join must reserve the first block of numbers on disk, and that commit fails.
+    w.state.store.send(FailNextCommits(1)).await.unwrap();
+    assert!(
+        cohort.take_ticket().await.is_err(),
+        "the join fails with it"
+    );
+    let seqs = w.tickets(&cohort, 3).await;
+    assert_eq!(
+        seqs,
+        vec![0, 1, 2],
+        "no number was spent on the failed join"
+    );
+    for (i, seq) in seqs.iter().enumerate() {
+        let s = cohort.shared.status(*seq, now);
+        assert_eq!(s.position, Some(i as u64 + 1), "ticket {seq}");
+    }
+    // 10/s: the first step admits one, the first citizen, not a number nobody holds.
+    let end = run_clock(&cohort, now + 100, 2).await;
+    assert_eq!(cohort.shared.admitted(), 1);
+    assert_eq!(cohort.shared.status(0, end).state, TicketState::Admitted);
+    assert_eq!(cohort.shared.status(1, end).position, Some(1));
+}

@@ -169,21 +169,37 @@ pub struct CohortHandle {
 }
 
 impl CohortHandle {
-    /// Takes the next ticket number. Answers once the number is reserved on disk, so that a
-    /// ticket handed out is never handed out again after a crash.
+    /// Takes the next ticket number, only ever one already reserved on disk, so that a ticket
+    /// handed out is never handed out again after a crash. When every reserved number is taken,
+    /// waits for the next block first; if that reservation fails, the join fails without having
+    /// taken a number: a number is taken only to be handed out, so none is ever counted as a
+    /// person without being one.
     pub async fn take_ticket(&self) -> Result<u64, StoreError> {
-        let seq = self.shared.next_seq.fetch_add(1, Ordering::AcqRel);
-        let reserved = self.shared.reserved.load(Ordering::Acquire);
-        if seq >= reserved {
-            self.addr
-                .send(EnsureTickets { seq })
-                .await
-                .map_err(|_| StoreError::Busy)??;
-        } else if seq + TICKET_BLOCK / 2 == reserved {
-            // Half a block left: reserve the next one before anyone has to wait for it.
-            self.addr.do_send(EnsureTickets { seq: reserved });
+        let shared = &self.shared;
+        loop {
+            let taken = shared
+                .next_seq
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |seq| {
+                    (seq < shared.reserved.load(Ordering::Acquire)).then_some(seq + 1)
+                });
+            match taken {
+                Ok(seq) => {
+                    if seq + TICKET_BLOCK / 2 == shared.reserved.load(Ordering::Acquire) {
+                        // Half a block left: reserve the next before anyone has to wait for it.
+                        self.addr.do_send(EnsureTickets {
+                            seq: seq + TICKET_BLOCK / 2,
+                        });
+                    }
+                    return Ok(seq);
+                }
+                Err(seq) => {
+                    self.addr
+                        .send(EnsureTickets { seq })
+                        .await
+                        .map_err(|_| StoreError::Busy)??;
+                }
+            }
         }
-        Ok(seq)
     }
 }
 
