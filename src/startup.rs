@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::db::models::{CohortRow, NewCenterRow, NewCohortRow};
 use crate::db::{queries, DbPool};
 use crate::domain::cohort::{Cohort, NewCohort};
-use crate::domain::queue::Batch;
+use crate::domain::queue::{merge_gaps, Batch};
 use crate::domain::slot::{parse_time, NewCenter, NewSlot, Slot, SlotView};
 use crate::domain::tokens::Signer;
 use crate::http::{self, HttpMetrics};
@@ -69,7 +69,7 @@ impl AppState {
         let actor = CohortQueue::new(
             shared.clone(),
             seed,
-            state.claims,
+            state,
             self.store.clone(),
             Arc::downgrade(&self.registry),
             self.identity_load.clone(),
@@ -142,6 +142,7 @@ impl AppState {
             birth_day_schedule: row.birth_day_schedule,
             tickets_issued: 0,
             ticket_gaps: "[]".into(),
+            pre_queue_gaps: "[]".into(),
         };
         let state = QueueState {
             pre_queue_count: row.pre_queue_count.map(|c| c as u64),
@@ -232,7 +233,7 @@ fn queue_state(pool: &DbPool, row: &CohortRow, pass_ttl_s: i64) -> Result<QueueS
     let since_ms = (now - pass_ttl_s) * 1000;
     let (mut from, rows) =
         queries::load_admissions(&mut conn, row.id, since_ms).map_err(|e| e.to_string())?;
-    let batches = rows
+    let batches: Vec<Batch> = rows
         .into_iter()
         .map(|r| {
             let b = Batch {
@@ -249,33 +250,45 @@ fn queue_state(pool: &DbPool, row: &CohortRow, pass_ttl_s: i64) -> Result<QueueS
         .into_iter()
         .map(|(seq, key)| (seq, (key, now)))
         .collect();
-    // Numbers reserved but never recorded as handed out are nobody: keep every such range the
-    // front has not passed, this restart's included, on disk before anything is served, so a
-    // later restart still skips them and no position ever grows.
-    let mut gaps: Vec<(u64, u64)> = serde_json::from_str::<Vec<(u64, u64)>>(&row.ticket_gaps)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|(_, to)| *to > row.admitted_upto as u64)
-        .collect();
+    // Numbers reserved but never recorded as handed out are nobody (but for those handed out
+    // in the last tick before the restart: see `QueueSnapshot::gaps`). Before opening, keep
+    // every such range for the opening's shuffle; after, those the front has not passed or
+    // that the admission steps reloaded passed (they hold no place in reserve). This restart's
+    // range included, on disk before anything is served, so that a later restart still skips
+    // them and no position ever grows.
+    let parse = |text: &str| serde_json::from_str::<Vec<(u64, u64)>>(text).unwrap_or_default();
+    let mut gaps = parse(&row.ticket_gaps);
     let (issued, reserved) = (row.tickets_issued as u64, row.tickets_reserved as u64);
-    if row.pre_queue_count.is_some() && issued < reserved {
-        let from = issued.max(row.admitted_upto as u64);
-        match gaps.last_mut() {
-            Some(last) if last.1 >= from => last.1 = last.1.max(reserved),
-            _ if from < reserved => gaps.push((from, reserved)),
-            _ => {}
+    let admitted = row.admitted_upto as u64;
+    let from = match row.pre_queue_count {
+        None => issued,
+        Some(count) => {
+            let kept_from = batches.first().map_or(admitted, |b: &Batch| b.from);
+            gaps.retain(|(_, to)| *to > kept_from);
+            // Every number below the count was handed out before the opening.
+            issued.max(count as u64).max(admitted)
         }
-    }
+    };
+    gaps.push((from, reserved.max(from)));
+    let gaps = merge_gaps(gaps);
     let text = serde_json::to_string(&gaps).map_err(|e| e.to_string())?;
     queries::record_gaps(&mut conn, row.id, &text, row.tickets_reserved)
         .map_err(|e| e.to_string())?;
     let verified = queries::count_pass_claims(&mut conn, row.id).map_err(|e| e.to_string())?;
+    // Tickets that booked since the oldest admission step reloaded: no place in reserve.
+    let booked_tickets = match batches.first() {
+        Some(b) => queries::tickets_that_booked(&mut conn, row.id, b.at_ms.div_euclid(1000))
+            .map_err(|e| e.to_string())?,
+        None => Vec::new(),
+    };
     Ok(QueueState {
         tickets_reserved: row.tickets_reserved as u64,
         pre_queue_count: row.pre_queue_count.map(|c| c as u64),
         admitted_upto: row.admitted_upto as u64,
         gaps,
+        pre_queue_gaps: parse(&row.pre_queue_gaps),
         batches,
+        booked_tickets,
         claims,
         verified: verified as u64,
     })

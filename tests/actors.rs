@@ -26,11 +26,14 @@ use std::time::Duration;
 struct World {
     state: actix_web::web::Data<AppState>,
     _app: Application,
-    _dir: tempfile::TempDir,
+    dir: Arc<tempfile::TempDir>,
 }
 
 async fn world() -> World {
-    let dir = tempfile::tempdir().unwrap();
+    on(Arc::new(tempfile::tempdir().unwrap())).await
+}
+
+async fn on(dir: Arc<tempfile::TempDir>) -> World {
     let mut config = Config::new(dir.path().join("w.db"));
     config.admin_token = Some("t".into());
     config.workers = 1;
@@ -44,7 +47,7 @@ async fn world() -> World {
     World {
         state: app.state(),
         _app: app,
-        _dir: dir,
+        dir,
     }
 }
 
@@ -55,6 +58,28 @@ fn today() -> NaiveDate {
 }
 
 impl World {
+    /// A crash: a new server rebuilt from the same database, as the old one left it (the old
+    /// one is left idle: its clock is driven by hand, so it writes nothing more).
+    async fn restart(&self) -> World {
+        on(self.dir.clone()).await
+    }
+
+    /// Waits until the queue's record of the numbers it handed out (written each tick, in the
+    /// background) reaches `n` on disk.
+    async fn recorded(&self, cohort_id: i32, n: i64) {
+        for _ in 0..500 {
+            let rows = queries::load_cohorts(&mut self.state.pool.get().unwrap()).unwrap();
+            if rows
+                .iter()
+                .any(|r| r.id == cohort_id && r.tickets_issued >= n)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the numbers handed out were never recorded");
+    }
+
     async fn cohort(&self, opens_at: i64, rate: f64) -> CohortHandle {
         let c = NewCohort {
             name: "c".into(),
@@ -581,4 +606,132 @@ async fn a_pass_verifies_one_identity_only() {
         Ok(Claim::Other)
     );
     assert_eq!(cohort.shared.verified(), 1);
+}
+
+#[actix::test]
+async fn a_join_whose_reservation_fails_takes_no_number_and_no_place_in_line() {
+    let w = world().await;
+    let center = w.center().await;
+    w.slots(&center, &[(0, 600, 100), (28, 600, 100)]).await;
+    let now = reservation::now_ms();
+    let cohort = w.cohort(now / 1000 - 60, 10.0).await;
+    // The first join must reserve the first block of numbers on disk, and that commit fails.
+    w.state.store.send(FailNextCommits(1)).await.unwrap();
+    assert!(
+        cohort.take_ticket().await.is_err(),
+        "the join fails with it"
+    );
+    let seqs = w.tickets(&cohort, 3).await;
+    assert_eq!(
+        seqs,
+        vec![0, 1, 2],
+        "no number was spent on the failed join"
+    );
+    for (i, seq) in seqs.iter().enumerate() {
+        let s = cohort.shared.status(*seq, now);
+        assert_eq!(s.position, Some(i as u64 + 1), "ticket {seq}");
+    }
+    // 10/s: the first step admits one, the first citizen, not a number nobody holds.
+    let end = run_clock(&cohort, now + 100, 2).await;
+    assert_eq!(cohort.shared.admitted(), 1);
+    assert_eq!(cohort.shared.status(0, end).state, TicketState::Admitted);
+    assert_eq!(cohort.shared.status(1, end).position, Some(1));
+}
+
+#[actix::test]
+async fn a_restart_before_opening_adds_no_phantom_to_the_pre_queue() {
+    let w = world().await;
+    let center = w.center().await;
+    w.slots(&center, &[(0, 600, 100), (28, 600, 100)]).await;
+    let now = reservation::now_ms();
+    let opens = now / 1000 + 3600;
+    let id = w.cohort(opens, 10.0).await.shared.id;
+    let cohort = w.state.registry.cohort(id).unwrap();
+    let early = w.tickets(&cohort, 5).await;
+    tick(&cohort, now).await; // records that 5 numbers of the 2,048 reserved were handed out
+    w.recorded(id, 5).await;
+    let last_tick = w.tickets(&cohort, 2).await;
+    assert_eq!(last_tick, vec![5, 6]);
+
+    let w = w.restart().await;
+    let cohort = w.state.registry.cohort(id).unwrap();
+    let after = w.tickets(&cohort, 3).await;
+    assert_eq!(after, vec![2048, 2049, 2050], "no number reused");
+    // Counted waiting: all but the two of the last tick, which the server cannot tell from
+    // the 2,041 numbers it reserved and never handed out.
+    assert_eq!(cohort.shared.waiting(), 8);
+    tick(&cohort, opens * 1000).await; // the opening: the shuffle
+    let at = opens * 1000;
+    assert!(cohort.shared.is_open_shuffled());
+    let pos = |seq: u64| cohort.shared.status(seq, at).position.unwrap();
+    // Ten people waited: no position counts the 2,041 numbers nobody was given. The two
+    // taken in the last tick before the crash share one place (drawn like anyone's), and are
+    // not counted for those behind them: the eight others hold places 1 to 8.
+    let mut places: Vec<u64> = early.iter().chain(&after).map(|s| pos(*s)).collect();
+    places.sort_unstable();
+    assert_eq!(places, (1..=8).collect::<Vec<_>>());
+    assert_eq!(pos(5), pos(6));
+    assert!(pos(5) <= 9);
+    let late = cohort.take_ticket().await.unwrap();
+    assert_eq!(
+        pos(late),
+        9,
+        "behind the pre-queue's people, not its phantoms"
+    );
+    assert_eq!(cohort.shared.waiting(), 9);
+
+    // Admission spends no time on phantoms: at 10/s, nine places take about a second.
+    let end = run_clock(&cohort, at + 100, 12).await;
+    for seq in early.iter().chain(&last_tick).chain(&after).chain([&late]) {
+        let s = cohort.shared.status(*seq, end);
+        assert_eq!(s.state, TicketState::Admitted, "ticket {seq}: {s:?}");
+    }
+}
+
+#[actix::test]
+async fn tickets_taken_in_the_last_tick_before_a_crash_share_one_place_and_are_admitted_together() {
+    let w = world().await;
+    let center = w.center().await;
+    w.slots(&center, &[(0, 600, 100), (28, 600, 100)]).await;
+    let now = reservation::now_ms();
+    let id = w.cohort(now / 1000 - 60, 10.0).await.shared.id;
+    let cohort = w.state.registry.cohort(id).unwrap();
+    let first = w.tickets(&cohort, 3).await;
+    tick(&cohort, now).await; // records 3 handed out
+    w.recorded(id, 3).await;
+    let last_tick = w.tickets(&cohort, 2).await;
+    assert_eq!(last_tick, vec![3, 4]);
+
+    let w = w.restart().await;
+    let cohort = w.state.registry.cohort(id).unwrap();
+    let after = w.tickets(&cohort, 2).await;
+    assert_eq!(after, vec![2048, 2049]);
+    let pos = |seq: u64, at: i64| cohort.shared.status(seq, at).position;
+    assert_eq!(
+        first.iter().map(|s| pos(*s, now)).collect::<Vec<_>>(),
+        vec![Some(1), Some(2), Some(3)]
+    );
+    // The server cannot tell 3 and 4 from the 2,043 numbers reserved and never handed out:
+    // they share the range's first place, and count for nobody behind them.
+    assert_eq!((pos(3, now), pos(4, now)), (Some(4), Some(4)));
+    assert_eq!((pos(2048, now), pos(2049, now)), (Some(4), Some(5)));
+
+    // Admitted together, after everyone who joined before them and before everyone after.
+    let mut t = now + 100;
+    let mut seen_first = false;
+    while cohort.shared.status(2049, t).state != TicketState::Admitted {
+        tick(&cohort, t).await;
+        let state = |seq: u64| cohort.shared.status(seq, t).state;
+        assert_eq!(state(3), state(4), "at {t}");
+        if state(3) == TicketState::Admitted {
+            assert!(first.iter().all(|s| state(*s) == TicketState::Admitted));
+            seen_first = true;
+        }
+        if state(2048) == TicketState::Admitted {
+            assert_eq!(state(3), TicketState::Admitted);
+        }
+        t += 100;
+        assert!(t < now + 10_000, "the queue stalled");
+    }
+    assert!(seen_first);
 }

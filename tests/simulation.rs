@@ -20,10 +20,14 @@
 //!   after every restart and at the end), and the live bookings on disk are exactly the
 //!   acknowledged ones not cancelled (checked after every step).
 //! - **G5 one live booking per citizen** (`citizens_with_several_live_bookings == 0`).
-//! - **G6 the queue tells the truth** (opt-in, `SIM_STRICT=1`, because it fails today: see
-//!   `the_queue_tells_the_truth_about_sold_out_and_positions`): a waiting ticket's
-//!   position counts exactly those ahead of it (no two share one), and right after an admission
-//!   tick a queue says sold out only when admitted citizens hold the places.
+//! - **G6 the queue tells the truth**: a waiting ticket's position counts exactly the tickets
+//!   waiting ahead of it, and never a number nobody holds (a failed join's; one a restart
+//!   reserved but nobody was given, before or after opening); right after an admission tick a
+//!   queue says sold out only when admitted citizens hold the places. Tolerated, by design (see
+//!   `TicketSim::uncertain` and the README on restarts): the tickets taken in the last tick
+//!   before a crash, which the queue cannot tell from the numbers it reserved and never handed
+//!   out, share one place, are admitted together, and are not counted in the positions of
+//!   those behind them.
 //!
 //! Each check can fail: `every_check_catches_a_fault_planted_in_the_harness` plants a fault in
 //! this harness for each (`SIM_BREAK=<name>` plants one in a normal run) and requires its check
@@ -44,7 +48,7 @@
 //! Environment: `SIM_SEEDS` (fast seeds: 10,000 in a release build; 2,000 in a debug one, which
 //! runs about a fifth as fast), `SIM_DEEP_SEEDS` (50), `SIM_FIRST_SEED` (0), `SIM_SEED` (that one
 //! seed only: below 1,000,000 a fast one, else a deep one), `SIM_THREADS` (cores), `SIM_BATCH`
-//! (fast seeds per application, 10), `SIM_BREAK`, `SIM_STRICT`. CI and benchmarks:
+//! (fast seeds per application, 10), `SIM_BREAK`. CI and benchmarks:
 //! `SIM_SEEDS=10000 cargo test --release --test simulation -- --nocapture`. A violation prints
 //! the seed, the last steps and the one-line command that replays it, such as
 //! `SIM_SEED=430 cargo test --release --test simulation -- --nocapture`.
@@ -137,16 +141,19 @@ enum Fault {
     LostAdmission,
     /// A citizen verifies and books with a ticket that is still waiting.
     UnadmittedBooking,
+    /// A join's ticket is taken and forgotten: a number nobody (the harness knows of) holds.
+    ForgottenTicket,
 }
 
 impl Fault {
-    const ALL: [Fault; 6] = [
+    const ALL: [Fault; 7] = [
         Fault::SkipRelease,
         Fault::ExtraBooking,
         Fault::SecondBooking,
         Fault::LostBooking,
         Fault::LostAdmission,
         Fault::UnadmittedBooking,
+        Fault::ForgottenTicket,
     ];
 
     fn name(self) -> &'static str {
@@ -157,6 +164,7 @@ impl Fault {
             Fault::LostBooking => "lost_booking",
             Fault::LostAdmission => "lost_admission",
             Fault::UnadmittedBooking => "unadmitted_booking",
+            Fault::ForgottenTicket => "forgotten_ticket",
         }
     }
 
@@ -172,6 +180,7 @@ impl Fault {
             Fault::LostBooking => "G4",
             Fault::LostAdmission => "G3",
             Fault::UnadmittedBooking => "G2",
+            Fault::ForgottenTicket => "G6",
         }
     }
 
@@ -270,6 +279,8 @@ struct Stats {
     seeds: u64,
     steps: u64,
     tickets: u64,
+    /// Tickets taken in the last tick before a restart (tolerated by G6: one shared place).
+    uncertain: u64,
     join_failed: u64,
     admitted: u64,
     ghost_admissions: u64,
@@ -307,6 +318,7 @@ impl Stats {
             seeds,
             steps,
             tickets,
+            uncertain,
             join_failed,
             admitted,
             ghost_admissions,
@@ -344,7 +356,6 @@ struct Failure {
     seed: u64,
     layer: Layer,
     fault: Option<Fault>,
-    strict: bool,
     step: usize,
     violations: Vec<String>,
     trace: Vec<String>,
@@ -356,9 +367,8 @@ impl Failure {
             .fault
             .map(|f| format!("SIM_BREAK={} ", f.name()))
             .unwrap_or_default();
-        let g6 = if self.strict { "SIM_STRICT=1 " } else { "" };
         format!(
-            "SIM_SEED={} {planted}{g6}cargo test --release --test simulation -- --nocapture",
+            "SIM_SEED={} {planted}cargo test --release --test simulation -- --nocapture",
             self.seed
         )
     }
@@ -414,6 +424,11 @@ struct TicketSim {
     /// What the queue holds in memory for its pass: the citizen, and whether the entry was
     /// reloaded at the last restart (stamped with the wall clock) rather than made since.
     entry: Option<(usize, bool)>,
+    /// Taken after the queue last recorded the numbers it handed out before a restart (read
+    /// from disk between the two lives; the restart's number): the queue cannot tell it from
+    /// the numbers reserved then and never handed out, so it shares one place with the others
+    /// of that restart and is not counted in the positions of those behind it (G6).
+    uncertain: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -495,9 +510,7 @@ fn weights(layer: Layer, fault: Option<Fault>) -> Vec<(Kind, u32)> {
         (Kind::CancelAgain, 10),
         (Kind::Expire, 30),
         (Kind::AddSlots, 20),
-        // Long schedules sell their queues out, and numbers nobody holds can stall them for a
-        // pass lifetime (see `the_queue_tells_the_truth_about_sold_out_and_positions`): new
-        // cohorts keep admissions coming.
+        // Long schedules sell their queues out: new cohorts keep admissions coming.
         (Kind::AddCohort, if layer == Layer::Fast { 8 } else { 20 }),
         (Kind::Pause, 10),
         (Kind::Provider, if layer == Layer::Fast { 20 } else { 6 }),
@@ -606,9 +619,6 @@ struct SeedSim {
     claims_forgettable: bool,
     /// The last thing the step did was an admission tick.
     ticked_last: bool,
-    /// Also check G6: the queue tells the truth (exact positions, sold out only when admitted
-    /// citizens hold the places).
-    strict: bool,
     over_admission: f64,
     /// A digest of every step taken and what it met: equal digests, equal runs.
     digest: u64,
@@ -674,7 +684,6 @@ impl SeedSim {
             started_s: reservation::now_s(),
             claims_forgettable: false,
             ticked_last: false,
-            strict: false,
             over_admission: state.config.over_admission,
             digest: 0,
             rng,
@@ -804,7 +813,6 @@ impl SeedSim {
             seed: self.seed,
             layer: self.layer,
             fault: self.fault,
-            strict: self.strict,
             step: self.step,
             violations,
             trace: self.trace.iter().cloned().collect(),
@@ -936,6 +944,14 @@ impl SeedSim {
         let c = self.rng.gen_range(0..self.cohorts.len());
         let n = self.rng.gen_range(1..=3);
         let h = self.cohort(env, c)?;
+        if self.fault == Some(Fault::ForgottenTicket) && !self.fault_done {
+            if let Ok(seq) = h.take_ticket().await {
+                self.fault_done = true;
+                self.note(format!(
+                    "PLANTED: ticket {seq} of cohort {c} taken and forgotten"
+                ));
+            }
+        }
         let mut got = Vec::new();
         for _ in 0..n {
             match h.take_ticket().await {
@@ -952,6 +968,7 @@ impl SeedSim {
                         claims: Vec::new(),
                         first_claim: None,
                         entry: None,
+                        uncertain: None,
                     });
                 }
                 Err(e) => {
@@ -1559,6 +1576,33 @@ impl SeedSim {
 
     /// After a restart: learn what became of the writes in flight, and check that every
     /// acknowledged booking is on disk as it was left (G4).
+    /// Between two lives: the tickets taken since the queue last recorded how many numbers it
+    /// handed out (every tick) are, to the next life, among the numbers reserved and maybe
+    /// never handed out.
+    fn mark_uncertain(&mut self, conn: &mut DbConn) -> Result<(), String> {
+        let recorded: HashMap<i32, u64> = queries::load_cohorts(conn)
+            .map_err(|e| format!("load_cohorts: {e}"))?
+            .into_iter()
+            .map(|r| (r.id, r.tickets_issued as u64))
+            .collect();
+        let restart = self.stats.restarts;
+        let mut marked = Vec::new();
+        for (t, ticket) in self.tickets.iter_mut().enumerate() {
+            let id = self.cohorts[ticket.cohort].id;
+            if ticket.uncertain.is_none() && recorded.get(&id).is_some_and(|r| ticket.seq >= *r) {
+                ticket.uncertain = Some(restart);
+                marked.push(t);
+            }
+        }
+        self.stats.uncertain += marked.len() as u64;
+        if !marked.is_empty() {
+            self.note(format!(
+                "tickets {marked:?} were taken after the last record of the numbers handed out"
+            ));
+        }
+        Ok(())
+    }
+
     fn after_restart(&mut self, env: &Env) -> Result<Vec<String>, String> {
         self.stats.restarts += 1;
         self.started_s = env.started_s;
@@ -1652,7 +1696,7 @@ impl SeedSim {
                 ));
             }
         }
-        if self.strict && self.ticked_last {
+        if self.ticked_last {
             self.check_sold_out(env, &mut v)?;
         }
         let several = queries::citizens_with_several_live_bookings(&mut conn)
@@ -1665,7 +1709,7 @@ impl SeedSim {
         Ok(v)
     }
 
-    /// G6 (opt-in): right after an admission tick, a queue that says sold out has its places
+    /// G6: right after an admission tick, a queue that says sold out has its places
     /// held by admitted citizens: the places left that have a feasible second dose, times the
     /// over-admission factor, are no more than the admitted tickets whose passes are valid and
     /// which have not booked.
@@ -1834,7 +1878,13 @@ impl SeedSim {
                 let count = row.pre_queue_count.ok_or_else(|| {
                     format!("G2 cohort {ci} is open but its opening is not on disk")
                 })?;
-                self.cohorts[ci].order = Some(PreQueue::new(count as u64, row.shuffle_seed as u64));
+                let skipped: Vec<(u64, u64)> = serde_json::from_str(&row.pre_queue_gaps)
+                    .map_err(|e| format!("harness: pre_queue_gaps: {e}"))?;
+                self.cohorts[ci].order = Some(PreQueue::with_gaps(
+                    count as u64,
+                    row.shuffle_seed as u64,
+                    &skipped,
+                ));
             }
             let order = self.cohorts[ci].order.as_ref();
             let mut last_admitted: Option<(u64, usize)> = None;
@@ -1923,7 +1973,7 @@ impl SeedSim {
                     ));
                 }
             }
-            for (i, w) in waiting.windows(2).enumerate() {
+            for w in waiting.windows(2) {
                 let ((_, p1, t1), (_, p2, t2)) = (w[0], w[1]);
                 if p2 < p1 {
                     v.push(format!(
@@ -1931,16 +1981,45 @@ impl SeedSim {
                          {p2} < {p1}"
                     ));
                 }
-                if self.strict && p2 == p1 {
+            }
+            // G6: a position counts exactly the tickets waiting ahead, numbers nobody holds
+            // never (a failed join's, a restart's reserved ones, before or after opening). The
+            // one thing tolerated: tickets taken in the last tick before a restart share one
+            // place and are not counted for those behind (see `TicketSim::uncertain`).
+            let (mut counted, mut tied) = (0u64, 0u64);
+            for (_, pos, t) in &waiting {
+                if *pos != counted + 1 {
                     v.push(format!(
-                        "G6 tickets {t1} and {t2}, one behind the other, are both told position \
-                         {p1}"
+                        "G6 ticket {t} is told position {pos}, but {} tickets wait ahead of it \
+                         ({tied} of them taken in the last tick before a restart, which are not \
+                         counted): it should be {}",
+                        counted + tied,
+                        counted + 1
                     ));
                 }
-                if self.strict && p2 < i as u64 + 2 {
+                match self.tickets[*t].uncertain {
+                    None => counted += 1,
+                    Some(_) => tied += 1,
+                }
+            }
+            // Those that share a place are admitted together.
+            let mut groups: BTreeMap<u64, (Option<usize>, Option<usize>)> = BTreeMap::new();
+            for (t, ticket) in self.tickets.iter().enumerate() {
+                let Some(r) = ticket.uncertain.filter(|_| ticket.cohort == ci) else {
+                    continue;
+                };
+                let g = groups.entry(r).or_default();
+                match h.shared.status(ticket.seq, now).state {
+                    TicketState::Admitted | TicketState::Expired => g.0 = Some(t),
+                    TicketState::PreQueue => {}
+                    _ => g.1 = Some(t),
+                }
+            }
+            for (r, g) in groups {
+                if let (Some(a), Some(w)) = g {
                     v.push(format!(
-                        "G6 ticket {t2} is told position {p2} with at least {} waiting ahead",
-                        i + 1
+                        "G6 tickets {a} and {w}, taken in the last tick before restart {r}, share \
+                         a place but only ticket {a} is admitted"
                     ));
                 }
             }
@@ -2034,7 +2113,6 @@ struct World {
     seeds: VecDeque<u64>,
     /// The cohorts each seed starts with.
     cohorts: HashMap<u64, Vec<(i32, i64)>>,
-    strict: bool,
     current: Option<SeedSim>,
     resumed: bool,
     /// Deep worlds hold one seed, whose provider the application itself calls.
@@ -2066,7 +2144,6 @@ impl World {
                 seed,
                 layer: self.layer,
                 fault: self.fault,
-                strict: self.strict,
                 step: 0,
                 violations,
                 trace: Vec::new(),
@@ -2156,10 +2233,9 @@ impl World {
                     .deep_plan
                     .clone()
                     .unwrap_or_else(|| Arc::new(Mutex::new(Plan::new(seed))));
-                let mut sim = SeedSim::new(seed, self.layer, self.fault, cohorts, plan, state)
+                let sim = SeedSim::new(seed, self.layer, self.fault, cohorts, plan, state)
                     .await
                     .map_err(|e| self.failure(seed, vec![format!("harness: {e}")]))?;
-                sim.strict = self.strict;
                 self.current = Some(sim);
                 self.resumed = false;
             }
@@ -2229,12 +2305,13 @@ impl World {
         let Some(sim) = self.current.as_mut() else {
             return Ok(());
         };
+        let pool = reservation::db::connect(&self.db_path)?;
+        let mut conn = pool.get().map_err(|e| e.to_string())?;
+        sim.mark_uncertain(&mut conn)?;
         let fault = match sim.fault {
             Some(f @ (Fault::LostBooking | Fault::LostAdmission)) if !sim.fault_done => f,
             _ => return Ok(()),
         };
-        let pool = reservation::db::connect(&self.db_path)?;
-        let mut conn = pool.get().map_err(|e| e.to_string())?;
         match fault {
             Fault::LostBooking => {
                 if let Some(b) = sim.bookings.iter().find(|b| b.acked && b.live) {
@@ -2287,7 +2364,6 @@ fn run_world(
     layer: Layer,
     fault: Option<Fault>,
     seeds: Vec<u64>,
-    strict: bool,
     running: Arc<AtomicU64>,
 ) -> Result<(Stats, BTreeMap<u64, u64>), Failure> {
     let dir = temp_dir();
@@ -2298,7 +2374,6 @@ fn run_world(
         db_path: dir.path().join("sim.db"),
         seeds: seeds.into(),
         cohorts: HashMap::new(),
-        strict,
         current: None,
         resumed: false,
         deep_plan,
@@ -2339,7 +2414,6 @@ struct Opts {
     threads: usize,
     /// Seeds per application and database.
     batch: usize,
-    strict: bool,
 }
 
 impl Opts {
@@ -2352,7 +2426,6 @@ impl Opts {
                 Layer::Fast => env_u64("SIM_BATCH").unwrap_or(10).max(1) as usize,
                 Layer::Deep => 1,
             },
-            strict: std::env::var("SIM_STRICT").is_ok_and(|v| v == "1"),
         }
     }
 }
@@ -2364,7 +2437,6 @@ fn run_layer(opts: Opts, seeds: Vec<u64>) -> Outcome {
         fault,
         threads,
         batch,
-        strict,
     } = opts;
     let start = Instant::now();
     let work: VecDeque<Vec<u64>> = seeds.chunks(batch.max(1)).map(<[u64]>::to_vec).collect();
@@ -2388,7 +2460,7 @@ fn run_layer(opts: Opts, seeds: Vec<u64>) -> Outcome {
                 let running = Arc::new(AtomicU64::new(chunk[0]));
                 let r = running.clone();
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    run_world(layer, fault, chunk, strict, r)
+                    run_world(layer, fault, chunk, r)
                 }));
                 let mut res = results.lock().unwrap_or_else(|e| e.into_inner());
                 match outcome {
@@ -2410,7 +2482,6 @@ fn run_layer(opts: Opts, seeds: Vec<u64>) -> Outcome {
                             seed: running.load(Ordering::Relaxed),
                             layer,
                             fault,
-                            strict,
                             step: 0,
                             violations: vec![format!("harness panicked: {msg}")],
                             trace: Vec::new(),
@@ -2437,8 +2508,9 @@ fn run_layer(opts: Opts, seeds: Vec<u64>) -> Outcome {
 fn summary(layer: Layer, o: &Outcome) -> String {
     let s = &o.stats;
     format!(
-        "simulation {}: {} seeds, {} steps, {} checks; {} tickets ({} admitted; {} numbers \
-         nobody holds passed by admission), {} verified ({} busy, {} rate-limited, {} rejected, \
+        "simulation {}: {} seeds, {} steps, {} checks; {} tickets ({} admitted; {} taken in the \
+         last tick before a restart, sharing one place; {} numbers nobody holds passed by \
+         admission), {} verified ({} busy, {} rate-limited, {} rejected, \
          {} passes already used, {} claims failed; provider {} calls, {} failed); {} bookings \
          ({} repeats, {} refused, {} already booked, {} store errors), {} cancelled; {} pass \
          expiries, {} restarts ({} right after a write, before its answer), {} failed commits \
@@ -2450,6 +2522,7 @@ fn summary(layer: Layer, o: &Outcome) -> String {
         s.checks,
         s.tickets,
         s.admitted,
+        s.uncertain,
         s.ghost_admissions,
         s.verified,
         s.identity_busy,
@@ -2542,7 +2615,6 @@ fn every_check_catches_a_fault_planted_in_the_harness() {
             fault: Some(fault),
             threads: 1,
             batch: 10,
-            strict: false,
         };
         let outcome = run_layer(opts, (0..400).collect());
         let failure = outcome
@@ -2580,7 +2652,6 @@ fn a_seed_replays_alone_exactly_as_it_ran_in_its_batch() {
         fault: None,
         threads,
         batch,
-        strict: false,
     };
     let seeds: Vec<u64> = (500..530).collect();
     let batched = run_layer(opts(10, 2), seeds.clone());
@@ -2604,24 +2675,26 @@ fn a_seed_replays_alone_exactly_as_it_ran_in_its_batch() {
     assert_eq!(deep(DEEP_SEED_BASE + 7), deep(DEEP_SEED_BASE + 7));
 }
 
-/// G6, the queue tells the truth. API.md: "A cohort is `sold_out` while no place with a
-/// feasible second dose is left for its vaccine beyond those already booked or held by admitted
-/// citizens", and "`position` counts from the front of those still waiting". Since 28c7e12 a
-/// restart skips the reserved numbers nobody was given; three cases remain:
+/// G6 on the seeds that found its three cases (each also in the runs above). API.md: "A cohort
+/// is `sold_out` while no place with a feasible second dose is left for its vaccine beyond those
+/// already booked or held by admitted citizens", and "`position` counts from the front of those
+/// still waiting".
 /// - fast seed 15: the number of a join whose reservation failed to commit (the citizen got an
-///   error) is admitted like a person and holds one of the five places for the pass lifetime,
-///   while everyone behind reads `sold_out`;
-/// - deep seed 1000001: a restart before a pre-queue opens; the opening freezes the count with
-///   the skipped numbers in it and shuffles them among the people, so they are admitted as
-///   people: 108 of 108 admissions, the queue `sold_out` with 99 bookable pairs free;
-/// - fast seed 12: tickets handed out after the last tick before a restart fall inside the
-///   skipped range and are all told its first position (three tickets at position 1).
+///   error) was admitted like a person and held one of the five places for the pass lifetime,
+///   while everyone behind read `sold_out`. Now a join takes a number only once it is reserved.
+/// - deep seed 1000001: a restart before a pre-queue opened; the opening shuffled the numbers
+///   reserved and never handed out among the people, and admitted them as people: 108 of 108
+///   admissions, the queue `sold_out` with 99 bookable pairs free. Now the shuffle takes the
+///   restart's range as one place, which admission jumps and positions do not count.
+/// - fast seed 12: tickets taken after the last tick before a restart fall in the range it
+///   skips, and are all told its first place. Kept, by design (README, "Restarts"): they share
+///   one place and are admitted together, after everyone who joined before them and before
+///   everyone after; G6 checks exactly that (`TicketSim::uncertain`).
 #[test]
-#[ignore = "bug: numbers nobody holds are still admitted as people (a failed join's number; \
-            the skipped range of a restart before a pre-queue opens), so the queue says \
-            sold_out while places are free; tickets in a restart's skipped range share a \
-            position"]
 fn the_queue_tells_the_truth_about_sold_out_and_positions() {
+    if std::env::var("SIM_SEED").is_ok() || std::env::var("SIM_BREAK").is_ok() {
+        return;
+    }
     let seeds = [
         (Layer::Fast, 15),
         (Layer::Deep, DEEP_SEED_BASE + 1),
@@ -2635,7 +2708,6 @@ fn the_queue_tells_the_truth_about_sold_out_and_positions() {
                 fault: None,
                 threads: 1,
                 batch: 1,
-                strict: true,
             };
             let outcome = run_layer(opts, vec![seed]);
             outcome.failures.first().map(ToString::to_string)

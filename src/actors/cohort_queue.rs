@@ -16,7 +16,9 @@ use super::identity_pool::PoolLoad;
 use super::Registry;
 use crate::db::models::NewPassClaim;
 use crate::domain::cohort::{Cohort, CohortPatch, CohortState};
-use crate::domain::queue::{Batch, PreQueue, QueueSnapshot, TicketStatus, TICKET_BLOCK};
+use crate::domain::queue::{
+    gap_overlap, merge_gaps, Batch, PreQueue, QueueSnapshot, TicketStatus, TICKET_BLOCK,
+};
 use crate::domain::slot::bookable_pairs;
 use actix::prelude::*;
 use chrono::{DateTime, FixedOffset, NaiveDate};
@@ -44,8 +46,12 @@ pub struct CohortShared {
     batches: RwLock<Vec<Batch>>,
     verified: AtomicU64,
     pass_ttl_s: i64,
-    /// See `QueueState::gaps`; emptied as the front passes them.
+    /// Queue-index ranges that are nobody (see `QueueSnapshot::gaps`), once open: the blocks
+    /// of the pre-queue shuffle and the restarts' ranges after opening; emptied as the front
+    /// passes them.
     gaps: RwLock<Vec<(u64, u64)>>,
+    /// Before opening, the ticket-number ranges the shuffle will take as one place each.
+    pending_gaps: Vec<(u64, u64)>,
 }
 
 /// How a queue starts: fresh from the admin API, or rebuilt from the database.
@@ -57,8 +63,14 @@ pub struct QueueState {
     pub batches: Vec<Batch>,
     pub claims: HashMap<u64, (String, i64)>,
     pub verified: u64,
-    /// Ranges of ticket numbers reserved before a restart but never handed out.
+    /// Ranges of ticket numbers reserved before a restart but not recorded as handed out, the
+    /// front has not passed (or that admission steps still on record passed). Before opening,
+    /// the shuffle takes each as one place; after, a number is its queue index.
     pub gaps: Vec<(u64, u64)>,
+    /// The ranges the opening's shuffle took as one place each (frozen at opening).
+    pub pre_queue_gaps: Vec<(u64, u64)>,
+    /// Tickets that booked since the oldest of `batches` (their places are no longer held).
+    pub booked_tickets: Vec<u64>,
 }
 
 impl CohortShared {
@@ -77,10 +89,18 @@ impl CohortShared {
             batches: RwLock::new(state.batches.clone()),
             verified: AtomicU64::new(state.verified),
             pass_ttl_s,
-            gaps: RwLock::new(state.gaps.clone()),
+            gaps: RwLock::new(Vec::new()),
+            pending_gaps: if state.pre_queue_count.is_none() {
+                merge_gaps(state.gaps.iter().copied())
+            } else {
+                Vec::new()
+            },
         };
         if let Some(count) = state.pre_queue_count {
-            let _ = shared.pre_queue.set(PreQueue::new(count, seed));
+            let pre = PreQueue::with_gaps(count, seed, &state.pre_queue_gaps);
+            *shared.gaps.write().unwrap_or_else(|e| e.into_inner()) =
+                merge_gaps(pre.gaps().iter().chain(&state.gaps).copied());
+            let _ = shared.pre_queue.set(pre);
         }
         shared
     }
@@ -105,7 +125,8 @@ impl CohortShared {
         self.sold_out.load(Ordering::Relaxed)
     }
 
-    /// Ticket numbers handed out (or reserved and skipped by a restart).
+    /// Ticket numbers handed out, or reserved before a restart and skipped (never more than
+    /// are reserved on disk).
     pub fn issued(&self) -> u64 {
         self.next_seq.load(Ordering::Acquire)
     }
@@ -127,12 +148,26 @@ impl CohortShared {
         self.rate_milli.load(Ordering::Relaxed) as f64 / 1000.0
     }
 
-    /// The first range of never-issued numbers the front has not passed.
-    fn next_gap(&self) -> Option<(u64, u64)> {
+    /// People waiting: the numbers handed out the front has not passed, less the gaps (numbers
+    /// a restart reserved and nobody was given, and the few handed out in the last tick before
+    /// it). `issued() - admitted()` counts the gaps too.
+    pub fn waiting(&self) -> u64 {
+        let (issued, admitted) = (self.issued(), self.admitted());
+        let skipped = if self.is_open_shuffled() {
+            let gaps = self.gaps.read().unwrap_or_else(|e| e.into_inner());
+            gap_overlap(&gaps, admitted, issued)
+        } else {
+            gap_overlap(&self.pending_gaps, admitted, issued)
+        };
+        issued.saturating_sub(admitted) - skipped
+    }
+
+    /// Forgets the gaps the front passed; returns those left.
+    fn gaps_ahead(&self) -> Vec<(u64, u64)> {
         let admitted = self.admitted();
         let mut gaps = self.gaps.write().unwrap_or_else(|e| e.into_inner());
         gaps.retain(|(_, to)| *to > admitted);
-        gaps.first().copied()
+        gaps.clone()
     }
 
     /// What the holder of ticket `seq` is told at `now_ms`.
@@ -169,21 +204,37 @@ pub struct CohortHandle {
 }
 
 impl CohortHandle {
-    /// Takes the next ticket number. Answers once the number is reserved on disk, so that a
-    /// ticket handed out is never handed out again after a crash.
+    /// Takes the next ticket number, only ever one already reserved on disk, so that a ticket
+    /// handed out is never handed out again after a crash. When every reserved number is taken,
+    /// waits for the next block first; if that reservation fails, the join fails without having
+    /// taken a number: a number is taken only to be handed out, so none is ever counted as a
+    /// person without being one.
     pub async fn take_ticket(&self) -> Result<u64, StoreError> {
-        let seq = self.shared.next_seq.fetch_add(1, Ordering::AcqRel);
-        let reserved = self.shared.reserved.load(Ordering::Acquire);
-        if seq >= reserved {
-            self.addr
-                .send(EnsureTickets { seq })
-                .await
-                .map_err(|_| StoreError::Busy)??;
-        } else if seq + TICKET_BLOCK / 2 == reserved {
-            // Half a block left: reserve the next one before anyone has to wait for it.
-            self.addr.do_send(EnsureTickets { seq: reserved });
+        let shared = &self.shared;
+        loop {
+            let taken = shared
+                .next_seq
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |seq| {
+                    (seq < shared.reserved.load(Ordering::Acquire)).then_some(seq + 1)
+                });
+            match taken {
+                Ok(seq) => {
+                    if seq + TICKET_BLOCK / 2 == shared.reserved.load(Ordering::Acquire) {
+                        // Half a block left: reserve the next before anyone has to wait for it.
+                        self.addr.do_send(EnsureTickets {
+                            seq: seq + TICKET_BLOCK / 2,
+                        });
+                    }
+                    return Ok(seq);
+                }
+                Err(seq) => {
+                    self.addr
+                        .send(EnsureTickets { seq })
+                        .await
+                        .map_err(|_| StoreError::Busy)??;
+                }
+            }
         }
-        Ok(seq)
     }
 }
 
@@ -272,13 +323,36 @@ impl CohortQueue {
     pub fn new(
         shared: Arc<CohortShared>,
         seed: u64,
-        claims: HashMap<u64, (String, i64)>,
+        // Its claims and booked tickets (the rest is in `shared`).
+        state: QueueState,
         store: Addr<BookingStore>,
         registry: Weak<Registry>,
         identity: Arc<PoolLoad>,
         settings: QueueSettings,
     ) -> Self {
         let rate = shared.cohort().admission_rate_per_s;
+        // In the admission steps reloaded from disk, the gaps and the tickets that booked hold
+        // no place in reserve.
+        let mut booked: HashMap<u64, u64> = HashMap::new();
+        {
+            let gaps = shared.gaps.read().unwrap_or_else(|e| e.into_inner());
+            let batches = shared.batches.read().unwrap_or_else(|e| e.into_inner());
+            for b in batches.iter() {
+                let n = gap_overlap(&gaps, b.from, b.upto);
+                if n > 0 {
+                    booked.insert(b.upto, n);
+                }
+            }
+            if let Some(pre) = shared.pre_queue.get() {
+                for seq in &state.booked_tickets {
+                    let qidx = pre.queue_index(*seq);
+                    let i = batches.partition_point(|b| b.upto <= qidx);
+                    if let Some(b) = batches.get(i).filter(|b| b.from <= qidx) {
+                        *booked.entry(b.upto).or_default() += 1;
+                    }
+                }
+            }
+        }
         Self {
             shared,
             store,
@@ -293,8 +367,8 @@ impl CohortQueue {
             last_decrease_ms: 0,
             last_busy: 0,
             history: VecDeque::new(),
-            booked: HashMap::new(),
-            claims,
+            booked,
+            claims: state.claims,
             recorded_issued: 0,
             recording_issued: false,
         }
@@ -423,32 +497,45 @@ impl CohortQueue {
 
         let admitted = self.shared.admitted();
         let open = now < cohort.closes_at && !cohort.paused;
-        let mut up_to = self.shared.issued();
-        if let Some((from, to)) = self.shared.next_gap() {
-            if admitted >= from && open {
-                return Some(self.skip_gap(admitted, to, now_ms));
-            }
-            // Admit people up to the gap; the tick that reaches it jumps it.
-            up_to = up_to.min(from);
-        }
-        let backlog = up_to.saturating_sub(admitted);
-        if !open || headroom <= 0 || backlog == 0 {
+        let issued = self.shared.issued();
+        let gaps = self.shared.gaps_ahead();
+        // People waiting: the gaps are nobody (see `QueueSnapshot::gaps`).
+        let backlog = issued.saturating_sub(admitted) - gap_overlap(&gaps, admitted, issued);
+        if !open || headroom <= 0 {
             self.tokens = 0.0;
             self.publish_rate();
             return None;
         }
-        self.tokens =
-            (self.tokens + self.rate * dt as f64 / 1000.0).min((self.rate * 0.25).max(1.0));
-        let k = (self.tokens.floor() as u64)
-            .min(backlog)
-            .min(headroom as u64);
-        self.history.push_back((now_ms, k, dt));
+        let mut k = 0;
+        if backlog == 0 {
+            self.tokens = 0.0;
+        } else {
+            self.tokens =
+                (self.tokens + self.rate * dt as f64 / 1000.0).min((self.rate * 0.25).max(1.0));
+            k = (self.tokens.floor() as u64)
+                .min(backlog)
+                .min(headroom as u64);
+            self.history.push_back((now_ms, k, dt));
+        }
         self.publish_rate();
-        if k == 0 {
+        // The next `k` people in queue order, and every gap reached on the way (or right after
+        // them), jumped without spending the rate on it.
+        let (mut upto, mut skipped, mut left) = (admitted, 0, k);
+        for (from, to) in gaps {
+            let before = from.saturating_sub(upto);
+            if before > left {
+                break;
+            }
+            left -= before;
+            skipped += to - from.max(upto);
+            upto = to;
+        }
+        upto += left;
+        if upto == admitted {
             return None;
         }
         self.tokens -= k as f64;
-        Some(self.admit(admitted, admitted + k, now_ms))
+        Some(self.admit(admitted, upto, skipped, now_ms))
     }
 
     /// Makes one step of the clock durable, then lets `done` apply it (`true`) or learn that
@@ -471,6 +558,10 @@ impl CohortQueue {
     }
 
     /// Freezes the pre-queue and shuffles it, once; made durable before anyone sees a place.
+    /// Every number below the count was handed out (a number is taken only once reserved, and
+    /// then always handed out), except the ranges a restart skipped: the write moves those,
+    /// as they are on disk, to the opening's record (`queries::record_opening`), and the
+    /// shuffle takes each as one place.
     fn open(&mut self) -> ResponseActFuture<Self, ()> {
         let count = self.shared.issued();
         let write = Write::RecordOpening {
@@ -480,45 +571,19 @@ impl CohortQueue {
         self.persist_step(write, move |act, ok| {
             let id = act.shared.id;
             if ok {
-                let _ = act.shared.pre_queue.set(PreQueue::new(count, act.seed));
+                let pre = PreQueue::with_gaps(count, act.seed, &act.shared.pending_gaps);
+                let skipped = gap_overlap(pre.gaps(), 0, count);
+                // The gaps before the order: a poll that sees the order sees them.
+                *act.shared.gaps.write().unwrap_or_else(|e| e.into_inner()) = pre.gaps().to_vec();
+                let _ = act.shared.pre_queue.set(pre);
                 log::info!(
-                    "cohort {id} opened: {count} pre-queue tickets shuffled with seed {}",
-                    act.seed
+                    "cohort {id} opened: {count} pre-queue tickets shuffled with seed {} \
+                     ({skipped} numbers skipped by restarts taken as {} places)",
+                    act.seed,
+                    act.shared.pending_gaps.len()
                 );
             } else {
                 log::error!("cohort {id}: could not record the opening; retrying");
-            }
-        })
-    }
-
-    /// Passes over numbers reserved before a restart but never handed out, without spending
-    /// the admission rate on them. The few real tickets among them (handed out in the last
-    /// tick before the restart) are admitted with the jump: they were ahead of everyone after.
-    fn skip_gap(&mut self, from: u64, to: u64, at_ms: i64) -> ResponseActFuture<Self, ()> {
-        let write = Write::RecordAdmission {
-            cohort_id: self.shared.id,
-            upto: to,
-            at_ms,
-        };
-        self.persist_step(write, move |act, ok| {
-            if ok {
-                act.shared
-                    .batches
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(Batch {
-                        from,
-                        upto: to,
-                        at_ms,
-                    });
-                // Counted as booked, so that nobody holds places in reserve for them.
-                act.booked.insert(to, to - from);
-                act.shared.admitted_upto.store(to, Ordering::Release);
-                log::info!(
-                    "cohort {}: skipped {} ticket numbers never handed out",
-                    act.shared.id,
-                    to - from
-                );
             }
         })
     }
@@ -551,7 +616,16 @@ impl CohortQueue {
         );
     }
 
-    fn admit(&mut self, from: u64, upto: u64, at_ms: i64) -> ResponseActFuture<Self, ()> {
+    /// Admits queue indices `from..upto`, of which `skipped` are in gaps: nobody, so they hold
+    /// no place in reserve (nor, for simplicity, do the few holders of numbers handed out in the
+    /// last tick before a crash, admitted with their gap).
+    fn admit(
+        &mut self,
+        from: u64,
+        upto: u64,
+        skipped: u64,
+        at_ms: i64,
+    ) -> ResponseActFuture<Self, ()> {
         let write = Write::RecordAdmission {
             cohort_id: self.shared.id,
             upto,
@@ -564,11 +638,14 @@ impl CohortQueue {
                     .write()
                     .unwrap_or_else(|e| e.into_inner())
                     .push(Batch { from, upto, at_ms });
+                if skipped > 0 {
+                    act.booked.insert(upto, skipped);
+                }
                 act.shared.admitted_upto.store(upto, Ordering::Release);
             } else {
                 // Nobody was told; the same tickets are admitted at a later tick.
                 log::error!("cohort {}: could not record an admission", act.shared.id);
-                act.tokens += (upto - from) as f64;
+                act.tokens += (upto - from - skipped) as f64;
             }
         })
     }

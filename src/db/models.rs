@@ -24,6 +24,7 @@ pub struct CohortRow {
     pub birth_day_schedule: Option<String>,
     pub tickets_issued: i64,
     pub ticket_gaps: String,
+    pub pre_queue_gaps: String,
 }
 
 #[derive(Debug, Clone, Insertable)]

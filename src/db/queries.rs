@@ -56,6 +56,17 @@ pub fn load_pass_claims(
     Ok(rows.into_iter().map(|(s, k)| (s as u64, k)).collect())
 }
 
+/// The tickets of a cohort that booked (live or since cancelled) at or after `since`.
+pub fn tickets_that_booked(conn: &mut Conn, cohort_id: i32, since: i64) -> Result<Vec<u64>, Error> {
+    let seqs: Vec<i64> = bookings::table
+        .filter(bookings::cohort_id.eq(cohort_id))
+        .filter(bookings::created_at.ge(since))
+        .select(bookings::ticket_seq)
+        .distinct()
+        .load(conn)?;
+    Ok(seqs.into_iter().map(|s| s as u64).collect())
+}
+
 pub fn count_pass_claims(conn: &mut Conn, cohort_id: i32) -> Result<i64, Error> {
     pass_claims::table
         .filter(pass_claims::cohort_id.eq(cohort_id))
@@ -226,12 +237,22 @@ pub fn record_gaps(conn: &mut Conn, cohort_id: i32, gaps: &str, issued: i64) -> 
         .map(drop)
 }
 
+/// Freezes the pre-queue at `count` tickets, once. The ranges a restart skipped before opening
+/// (`ticket_gaps`, all below `count`) become the opening's (`pre_queue_gaps`), which its shuffle
+/// takes as one place each; every number below `count` now counts as recorded.
 pub fn record_opening(conn: &mut Conn, cohort_id: i32, count: i64) -> Result<(), Error> {
-    diesel::update(cohorts::table.find(cohort_id))
+    let opened = diesel::update(cohorts::table.find(cohort_id))
         .filter(cohorts::pre_queue_count.is_null())
-        .set(cohorts::pre_queue_count.eq(count))
-        .execute(conn)
-        .map(drop)
+        .set((
+            cohorts::pre_queue_count.eq(count),
+            cohorts::pre_queue_gaps.eq(cohorts::ticket_gaps),
+            cohorts::ticket_gaps.eq("[]"),
+        ))
+        .execute(conn)?;
+    if opened > 0 {
+        record_issued(conn, cohort_id, count)?;
+    }
+    Ok(())
 }
 
 pub fn record_admission(

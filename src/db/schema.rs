@@ -69,6 +69,7 @@ diesel::table! {
         birth_day_schedule -> Nullable<Text>,
         tickets_issued -> BigInt,
         ticket_gaps -> Text,
+        pre_queue_gaps -> Text,
     }
 }
 

@@ -20,20 +20,65 @@ pub struct PreQueue {
     pub seed: u64,
     /// `index[seq]` is the queue index of pre-queue ticket `seq`: 4 bytes a citizen.
     index: Vec<u32>,
+    /// Where the skipped ranges landed: queue-index ranges, sorted, that hold nobody but the
+    /// holders of numbers handed out in the last tick before a crash (see `with_gaps`).
+    gaps: Vec<(u64, u64)>,
 }
 
 impl PreQueue {
     /// A uniform shuffle (Fisher–Yates over a ChaCha8 stream): the same seed and count give
     /// the same order on every run and every version of this server.
     pub fn new(count: u64, seed: u64) -> Self {
-        let mut order: Vec<u32> = (0..count as u32).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
-        // order[qidx] = seq; invert it so a poll finds its index in O(1).
-        let mut index = vec![0u32; order.len()];
-        for (qidx, seq) in order.iter().enumerate() {
-            index[*seq as usize] = qidx as u32;
+        Self::with_gaps(count, seed, &[])
+    }
+
+    /// The shuffle of the numbers below `count` when the ranges `skipped` (reserved before a
+    /// restart, never recorded as handed out) are not people: each range is shuffled as one
+    /// place among the lone numbers, and lands as one block of queue indices, a gap. Nobody in
+    /// a range counts in anyone's position; whoever does hold one of its numbers (taken in the
+    /// last tick before the crash) shares its place, drawn like anyone else's, and is admitted
+    /// with it. Without ranges this is exactly `new`'s shuffle of old.
+    pub fn with_gaps(count: u64, seed: u64, skipped: &[(u64, u64)]) -> Self {
+        let ranges = merge_gaps(
+            skipped
+                .iter()
+                .map(|(f, t)| (*f, (*t).min(count)))
+                .filter(|(f, t)| f < t),
+        );
+        // The places to shuffle, in number order: where each starts, and which are ranges.
+        let mut starts: Vec<u32> = Vec::with_capacity(count as usize);
+        let mut range_places: Vec<u32> = Vec::with_capacity(ranges.len());
+        let mut seq = 0u64;
+        for (from, to) in &ranges {
+            starts.extend(seq as u32..*from as u32);
+            range_places.push(starts.len() as u32);
+            starts.push(*from as u32);
+            seq = *to;
         }
-        Self { count, seed, index }
+        starts.extend(seq as u32..count as u32);
+        let mut order: Vec<u32> = (0..starts.len() as u32).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+        // order[place in line] = place in number order; lay the places out one after another.
+        let mut index = vec![0u32; count as usize];
+        let mut gaps = Vec::with_capacity(ranges.len());
+        let mut qidx = 0u64;
+        for p in order {
+            let from = u64::from(starts[p as usize]);
+            let to = starts.get(p as usize + 1).map_or(count, |s| u64::from(*s));
+            for (k, s) in (from..to).enumerate() {
+                index[s as usize] = (qidx + k as u64) as u32;
+            }
+            if range_places.binary_search(&p).is_ok() {
+                gaps.push((qidx, qidx + to - from));
+            }
+            qidx += to - from;
+        }
+        Self {
+            count,
+            seed,
+            index,
+            gaps,
+        }
     }
 
     /// Queue index of a ticket: shuffled for the pre-queue, its own number after opening.
@@ -44,6 +89,32 @@ impl PreQueue {
             seq
         }
     }
+
+    /// The queue-index blocks where the skipped ranges landed, sorted.
+    pub fn gaps(&self) -> &[(u64, u64)] {
+        &self.gaps
+    }
+}
+
+/// Sorts ranges and joins those that overlap or touch.
+pub fn merge_gaps(ranges: impl IntoIterator<Item = (u64, u64)>) -> Vec<(u64, u64)> {
+    let mut all: Vec<(u64, u64)> = ranges.into_iter().filter(|(f, t)| f < t).collect();
+    all.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(all.len());
+    for (from, to) in all {
+        match out.last_mut() {
+            Some(last) if last.1 >= from => last.1 = last.1.max(to),
+            _ => out.push((from, to)),
+        }
+    }
+    out
+}
+
+/// Ticket numbers (or queue indices) in `lo..hi` that fall in `gaps`.
+pub fn gap_overlap(gaps: &[(u64, u64)], lo: u64, hi: u64) -> u64 {
+    gaps.iter()
+        .map(|(f, t)| (*t).min(hi).saturating_sub((*f).max(lo)))
+        .sum()
 }
 
 /// One admission step: queue indices `from..upto` were admitted at `at_ms`.
@@ -71,8 +142,10 @@ pub struct QueueSnapshot<'a> {
     pub pass_ttl_s: i64,
     /// Admissions per second measured over the recent past.
     pub rate: f64,
-    /// Ranges of queue indices reserved before a restart but never handed out: not people,
-    /// skipped by admission, so not counted in anyone's position. Sorted, disjoint.
+    /// Ranges of queue indices reserved before a restart but not recorded as handed out: not
+    /// counted in anyone's position, jumped by admission. The holders of the few numbers in one
+    /// that were handed out in the last tick before the restart share its first place and are
+    /// admitted with it. Sorted, disjoint.
     pub gaps: &'a [(u64, u64)],
 }
 
@@ -131,12 +204,7 @@ impl QueueSnapshot<'_> {
             };
         }
         let front = self.admitted_upto;
-        let overlap = |lo: u64, hi: u64| -> u64 {
-            self.gaps
-                .iter()
-                .map(|(f, t)| (*t).min(hi).saturating_sub((*f).max(lo)))
-                .sum()
-        };
+        let overlap = |lo: u64, hi: u64| gap_overlap(self.gaps, lo, hi);
         let position = qidx - front + 1 - overlap(front, qidx);
         let behind = behind.map(|b| b.saturating_sub(overlap(qidx + 1, u64::MAX)));
         let (state, eta) = if closed {
@@ -269,6 +337,70 @@ mod tests {
             1000,
             "after opening, a ticket's number is its place"
         );
+    }
+
+    /// The shuffle of old, kept here to show `new` still draws it: an order already shuffled
+    /// must not change under an upgrade.
+    fn old_shuffle(count: u64, seed: u64) -> Vec<u64> {
+        let mut order: Vec<u32> = (0..count as u32).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+        let mut index = vec![0u64; order.len()];
+        for (qidx, seq) in order.iter().enumerate() {
+            index[*seq as usize] = qidx as u64;
+        }
+        index
+    }
+
+    #[test]
+    fn without_skipped_ranges_the_shuffle_is_the_one_of_old() {
+        let a = PreQueue::with_gaps(500, 3, &[]);
+        let got: Vec<u64> = (0..500).map(|s| a.queue_index(s)).collect();
+        assert_eq!(got, old_shuffle(500, 3));
+        assert!(a.gaps().is_empty());
+    }
+
+    #[test]
+    fn a_restart_before_opening_adds_one_shared_place_to_the_pre_queue_not_its_phantoms() {
+        // 10 people took 0..10, then 12..14 after a restart that skipped 10..12 (two numbers
+        // recorded nowhere: handed out in the last tick, or never) and another that skipped
+        // 14..2062 (2,048 reserved, never handed out).
+        let skipped = [(10, 12), (14, 2062)];
+        let count = 2065; // 2062..2065: three more people after the second restart
+        let pre = PreQueue::with_gaps(count, 9, &skipped);
+        let gaps = pre.gaps().to_vec();
+        assert_eq!(gaps.len(), 2);
+        assert_eq!(gaps.iter().map(|(f, t)| t - f).sum::<u64>(), 2 + 2048);
+        let people: Vec<u64> = (0..10).chain(12..14).chain(2062..2065).collect();
+        let mut snap = QueueSnapshot {
+            issued: count,
+            admitted_upto: 0,
+            gaps: &gaps,
+            ..snapshot(Some(&pre), &[])
+        };
+        let mut positions: Vec<u64> = people
+            .iter()
+            .map(|s| snap.status(*s).position.unwrap())
+            .collect();
+        positions.sort_unstable();
+        assert_eq!(
+            positions,
+            (1..=15).collect::<Vec<_>>(),
+            "15 people in line, whatever the restarts reserved"
+        );
+        // The numbers of a skipped range share its one place: its first index.
+        let (a, b) = (pre.queue_index(10), pre.queue_index(11));
+        assert_eq!(b, a + 1);
+        assert!(gaps.contains(&(a, a + 2)));
+        assert_eq!(snap.status(10).position, snap.status(11).position);
+        // Places are drawn: the ranges do not all sit at the end.
+        assert!(PreQueue::with_gaps(count, 9, &skipped) == pre);
+        let first_places: Vec<u64> = (0..40)
+            .map(|seed| PreQueue::with_gaps(count, seed, &skipped).gaps()[0].0)
+            .collect();
+        assert!(first_places.iter().any(|q| *q < 10), "{first_places:?}");
+        // Someone joining after opening is behind the 15, not behind 2,065.
+        snap.issued = count + 1;
+        assert_eq!(snap.status(count).position, Some(16));
     }
 
     #[test]

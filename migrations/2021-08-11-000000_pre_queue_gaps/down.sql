@@ -1,0 +1,1 @@
+ALTER TABLE cohorts DROP COLUMN pre_queue_gaps;
