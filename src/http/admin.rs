@@ -233,7 +233,7 @@ async fn stats(_: Admin, state: State) -> Result<HttpResponse, ApiError> {
             let s = &c.shared;
             CohortStats {
                 id: s.id,
-                waiting: s.issued().saturating_sub(s.admitted()),
+                waiting: s.waiting(),
                 admitted: s.admitted(),
                 verified: s.verified(),
                 booked: per_cohort.get(&s.id).copied().unwrap_or(0),

@@ -193,7 +193,7 @@ async fn metrics(state: State) -> HttpResponse {
         "queue_waiting",
         "Tickets not yet admitted, pre-queue included.",
         "gauge",
-        per_cohort(&|c| c.issued().saturating_sub(c.admitted()) as f64),
+        per_cohort(&|c| c.waiting() as f64),
     );
     gauge(
         "queue_admitted_total",
