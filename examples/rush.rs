@@ -226,6 +226,12 @@ async fn journey(ctx: &Ctx, ticket: String, n: usize) {
             return;
         };
         rec.record("poll", t);
+        if res.status() == StatusCode::SERVICE_UNAVAILABLE {
+            // Shed (MAX_IN_FLIGHT): the ticket keeps its place; ask again shortly.
+            out.busy.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
         let v: Value = res.json().await.unwrap_or_default();
         if let Some(p) = v["position"].as_u64() {
             if p > last_pos && v["state"] == "waiting" {
@@ -392,11 +398,22 @@ async fn main() {
                         break;
                     }
                     let t = Instant::now();
-                    let Ok(res) = c
+                    let mut sent = c
                         .post(format!("{}/api/v1/cohorts/{cohort}/queue", a.base))
                         .send()
-                        .await
-                    else {
+                        .await;
+                    // Shed (MAX_IN_FLIGHT): nothing was done; join again shortly.
+                    while sent
+                        .as_ref()
+                        .is_ok_and(|r| r.status() == StatusCode::SERVICE_UNAVAILABLE)
+                    {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        sent = c
+                            .post(format!("{}/api/v1/cohorts/{cohort}/queue", a.base))
+                            .send()
+                            .await;
+                    }
+                    let Ok(res) = sent else {
                         continue;
                     };
                     rec.record("join", t);

@@ -25,6 +25,11 @@ pub struct Config {
     pub lookups_per_minute: u32,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
+    /// Citizens' requests in flight at most; past it a request is answered 503 at once
+    /// (`http::shed`). 0: no limit.
+    pub max_in_flight: usize,
+    /// How long a request's head, and then its body, may take to arrive.
+    pub request_timeout_ms: u64,
     /// Seed the July 2021 scenario at start.
     pub demo: bool,
 }
@@ -112,6 +117,8 @@ impl Config {
             over_admission: 1.1,
             lookups_per_minute: 30,
             workers: 0,
+            max_in_flight: 256,
+            request_timeout_ms: 10_000,
             demo: false,
         }
     }
@@ -189,6 +196,8 @@ impl Config {
         }
         c.lookups_per_minute = parsed("LOOKUPS_PER_MINUTE", c.lookups_per_minute)?.max(1);
         c.workers = parsed("WORKERS", c.workers)?;
+        c.max_in_flight = parsed("MAX_IN_FLIGHT", c.max_in_flight)?;
+        c.request_timeout_ms = parsed("REQUEST_TIMEOUT_MS", c.request_timeout_ms)?.max(1);
         Ok(c)
     }
 }

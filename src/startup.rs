@@ -381,9 +381,13 @@ impl Application {
             n => n,
         };
         let data = state.clone();
+        let shed = http::shed::Shed::new(state.clone());
+        let timeout = std::time::Duration::from_millis(state.config.request_timeout_ms);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
+                // Inside the counting below, so that shed answers are counted as 503s.
+                .wrap(shed.clone())
                 .wrap_fn(|req, srv| {
                     let data = req.app_data::<web::Data<AppState>>().cloned();
                     let answer = srv.call(req);
@@ -401,7 +405,7 @@ impl Application {
         .map_err(|e| e.to_string())?
         .workers(workers)
         .backlog(4096)
-        .client_request_timeout(std::time::Duration::from_secs(10))
+        .client_request_timeout(timeout)
         .client_disconnect_timeout(std::time::Duration::from_secs(2))
         .shutdown_timeout(10)
         .run();

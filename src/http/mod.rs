@@ -6,6 +6,7 @@ pub mod admin;
 pub mod citizen;
 pub mod openapi;
 pub mod pages;
+pub mod shed;
 
 use crate::error::ApiError;
 use crate::startup::AppState;
@@ -141,6 +142,9 @@ pub struct HttpMetrics {
     pub bookings_created: AtomicU64,
     pub joins: AtomicU64,
     pub polls: AtomicU64,
+    /// Citizens' requests in flight, and those refused for it (`shed`).
+    pub in_flight: std::sync::Arc<AtomicU64>,
+    pub shed: AtomicU64,
 }
 
 impl HttpMetrics {
@@ -346,6 +350,18 @@ async fn metrics(state: State) -> HttpResponse {
             ("{class=\"unavailable\"}".into(), load(&h.unavailable)),
             ("{class=\"server_error\"}".into(), load(&h.server_errors)),
         ],
+    );
+    gauge(
+        "http_in_flight",
+        "Citizens' requests in flight.",
+        "gauge",
+        vec![(String::new(), load(&h.in_flight))],
+    );
+    gauge(
+        "http_shed_total",
+        "Requests answered 503 at once because MAX_IN_FLIGHT were in flight.",
+        "counter",
+        vec![(String::new(), load(&h.shed))],
     );
     state.identity_load.call_latency.render(
         "identity_call_seconds",
