@@ -460,15 +460,21 @@ pub async fn closed_loop(fix: Arc<Fixture>, c: &Arc<Raw>, concurrency: u64, secs
     t
 }
 
-/// Open loop: request `n` leaves at `n / rate` seconds after the start, answered or not, for
-/// `secs`. Returns once the last is sent, with that instant and a task that ends with the
-/// tally when every request has ended (answered, or given up at the client's timeout).
+/// Open loop: request `n` is due at `n / rate` seconds after the start, answered or not, for
+/// `secs`, over at most `connections` connections at once (as wrk2 does: the crowd reaches the
+/// server through a bounded number of connections, as it would through a load balancer; a
+/// request due while every connection is busy waits for one, and that wait counts in its
+/// latency, so a slow server cannot hide behind the client). Returns once the last is due,
+/// with that instant and a task that ends with the tally when every request has ended
+/// (answered, or given up at the client's timeout).
 pub async fn open_loop(
     fix: Arc<Fixture>,
     c: &Arc<Raw>,
     rate: f64,
     secs: f64,
+    connections: usize,
 ) -> (tokio::task::JoinHandle<Tally>, Instant) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(connections));
     let tally = Arc::new(Mutex::new(Tally::default()));
     let outstanding = Arc::new(AtomicU64::new(0));
     let most = Arc::new(AtomicU64::new(0));
@@ -487,12 +493,15 @@ pub async fn open_loop(
         let due = (elapsed * rate) as u64;
         while sent < due {
             let (fix, c, tally) = (fix.clone(), c.clone(), tally.clone());
-            let (outstanding, most) = (outstanding.clone(), most.clone());
+            let (outstanding, most, slots) = (outstanding.clone(), most.clone(), slots.clone());
             let i = sent;
             tasks.spawn(async move {
+                let due = Instant::now();
                 let now = outstanding.fetch_add(1, Ordering::Relaxed) + 1;
                 most.fetch_max(now, Ordering::Relaxed);
-                let (kind, ending, took, error) = send(&fix, &c, i).await;
+                let _slot = slots.acquire().await.expect("the semaphore stays open");
+                let (kind, ending, _, error) = send(&fix, &c, i).await;
+                let took = due.elapsed();
                 outstanding.fetch_sub(1, Ordering::Relaxed);
                 tally.lock().unwrap().add(kind, ending, took, error);
             });
@@ -585,6 +594,7 @@ struct Args {
     capacity_seconds: f64,
     timeout_s: f64,
     server_pid: Option<u32>,
+    connections: usize,
 }
 
 fn args() -> Args {
@@ -599,6 +609,7 @@ fn args() -> Args {
         capacity_seconds: 10.0,
         timeout_s: 10.0,
         server_pid: None,
+        connections: 1024,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -614,6 +625,7 @@ fn args() -> Args {
             "--capacity-seconds" => {
                 a.capacity_seconds = val().parse().expect("--capacity-seconds S")
             }
+            "--connections" => a.connections = val().parse().expect("--connections N"),
             "--timeout" => a.timeout_s = val().parse().expect("--timeout S"),
             "--server-pid" => a.server_pid = Some(val().parse().expect("--server-pid PID")),
             other => panic!("unknown flag {other}"),
@@ -649,8 +661,11 @@ async fn main() {
     let rss_before = a.server_pid.and_then(peak_rss_mb);
 
     let rate = a.rate.unwrap_or(capacity * a.factor);
-    println!("offering {rate:.0} req/s open loop for {:.0} s", a.seconds);
-    let (drained, stopped) = open_loop(fix.clone(), &c, rate, a.seconds).await;
+    println!(
+        "offering {rate:.0} req/s open loop for {:.0} s over at most {} connections",
+        a.seconds, a.connections
+    );
+    let (drained, stopped) = open_loop(fix.clone(), &c, rate, a.seconds, a.connections).await;
     let normal = normal_latency(idle_p50, idle_p99);
     let back = recovery(&fix, &c, stopped, 50, normal, Duration::from_secs(120)).await;
     let mut over = drained.await.expect("open loop");

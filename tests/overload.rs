@@ -109,7 +109,7 @@ async fn twice_capacity_is_refused_cleanly_and_recovers() {
     );
     assert_eq!(cap.failures() + cap.unexpected(), 0, "{}", cap.summary());
 
-    let (drained, stopped) = load::open_loop(fix.clone(), &c, 2.0 * capacity, 8.0).await;
+    let (drained, stopped) = load::open_loop(fix.clone(), &c, 2.0 * capacity, 8.0, 1024).await;
     // Recovery is watched from the moment the load stops, while what was sent drains.
     let normal = load::normal_latency(idle_p50, idle_p99).max(Duration::from_millis(50));
     let back = load::recovery(&fix, &c, stopped, 20, normal, Duration::from_secs(15)).await;
