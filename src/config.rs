@@ -30,6 +30,9 @@ pub struct Config {
     pub max_in_flight: usize,
     /// How long a request's head, and then its body, may take to arrive.
     pub request_timeout_ms: u64,
+    /// Open connections at most, over all workers; past it new connections wait in the
+    /// kernel's accept queue. Bounds the memory a crowd of clients can take.
+    pub max_connections: usize,
     /// Seed the July 2021 scenario at start.
     pub demo: bool,
 }
@@ -119,6 +122,7 @@ impl Config {
             workers: 0,
             max_in_flight: 256,
             request_timeout_ms: 10_000,
+            max_connections: 8192,
             demo: false,
         }
     }
@@ -198,6 +202,7 @@ impl Config {
         c.workers = parsed("WORKERS", c.workers)?;
         c.max_in_flight = parsed("MAX_IN_FLIGHT", c.max_in_flight)?;
         c.request_timeout_ms = parsed("REQUEST_TIMEOUT_MS", c.request_timeout_ms)?.max(1);
+        c.max_connections = parsed("MAX_CONNECTIONS", c.max_connections)?.max(1);
         Ok(c)
     }
 }

@@ -404,6 +404,7 @@ impl Application {
         .listen(listener)
         .map_err(|e| e.to_string())?
         .workers(workers)
+        .max_connections(state.config.max_connections.div_ceil(workers).max(1))
         .backlog(4096)
         .client_request_timeout(timeout)
         .client_disconnect_timeout(std::time::Duration::from_secs(2))

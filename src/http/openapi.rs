@@ -126,6 +126,7 @@ const ERRORS: &[(&str, &[Answer])] = &[
         &[
             BAD_BODY,
             TOO_LARGE,
+            SLOW_BODY,
             INVALID_BODY,
             (401, &["invalid_pass", "identity_rejected"]),
             (403, &["not_eligible"]),
@@ -139,6 +140,7 @@ const ERRORS: &[(&str, &[Answer])] = &[
         &[
             BAD_BODY,
             TOO_LARGE,
+            SLOW_BODY,
             INVALID_BODY,
             (401, &["invalid_session"]),
             (404, &["not_found"]),
@@ -158,6 +160,7 @@ const ERRORS: &[(&str, &[Answer])] = &[
         &[
             BAD_BODY,
             TOO_LARGE,
+            SLOW_BODY,
             INVALID_BODY,
             (404, &["not_found"]),
             RATE_LIMITED,
@@ -168,6 +171,7 @@ const ERRORS: &[(&str, &[Answer])] = &[
         &[
             BAD_BODY,
             TOO_LARGE,
+            SLOW_BODY,
             INVALID_BODY,
             (404, &["not_found"]),
             RATE_LIMITED,
@@ -175,7 +179,7 @@ const ERRORS: &[(&str, &[Answer])] = &[
     ),
     (
         "admin_create_cohort",
-        &[BAD_BODY, TOO_LARGE, INVALID_BODY, UNAUTHORIZED],
+        &[BAD_BODY, TOO_LARGE, SLOW_BODY, INVALID_BODY, UNAUTHORIZED],
     ),
     ("admin_list_cohorts", &[UNAUTHORIZED]),
     (
@@ -183,6 +187,7 @@ const ERRORS: &[(&str, &[Answer])] = &[
         &[
             BAD_BODY,
             TOO_LARGE,
+            SLOW_BODY,
             INVALID_BODY,
             UNAUTHORIZED,
             (404, &["not_found"]),
@@ -190,7 +195,7 @@ const ERRORS: &[(&str, &[Answer])] = &[
     ),
     (
         "admin_create_center",
-        &[BAD_BODY, TOO_LARGE, INVALID_BODY, UNAUTHORIZED],
+        &[BAD_BODY, TOO_LARGE, SLOW_BODY, INVALID_BODY, UNAUTHORIZED],
     ),
     ("admin_list_centers", &[UNAUTHORIZED]),
     (
@@ -198,6 +203,7 @@ const ERRORS: &[(&str, &[Answer])] = &[
         &[
             BAD_BODY,
             TOO_LARGE,
+            SLOW_BODY,
             INVALID_BODY,
             UNAUTHORIZED,
             (404, &["not_found"]),
@@ -209,6 +215,8 @@ const ERRORS: &[(&str, &[Answer])] = &[
 
 const BAD_BODY: Answer = (400, &["validation"]);
 const TOO_LARGE: Answer = (413, &["validation"]);
+/// The body did not arrive within `REQUEST_TIMEOUT_MS` (`http::shed`).
+const SLOW_BODY: Answer = (408, &["validation"]);
 const INVALID_BODY: Answer = (422, &["validation"]);
 const UNAUTHORIZED: Answer = (401, &["unauthorized"]);
 const RATE_LIMITED: Answer = (429, &["rate_limited"]);
