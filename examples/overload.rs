@@ -609,7 +609,7 @@ fn args() -> Args {
         capacity_seconds: 10.0,
         timeout_s: 10.0,
         server_pid: None,
-        connections: 1024,
+        connections: 4096,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {

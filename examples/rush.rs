@@ -301,15 +301,21 @@ async fn journey(ctx: &Ctx, ticket: String, n: usize) {
             Some(s) if attempt == 0 => s,
             _ => {
                 let t = Instant::now();
-                let v: Value = match c
+                let res = c
                     .get(format!("{base}/api/v1/centers/{center}/slots"))
                     .send()
-                    .await
-                {
+                    .await;
+                rec.record("slots", t);
+                let v: Value = match res {
+                    Ok(r) if r.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                        // Shed: nothing learnt about the slots; ask again shortly.
+                        out.busy.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
                     Ok(r) => r.json().await.unwrap_or_default(),
                     Err(_) => Value::Null,
                 };
-                rec.record("slots", t);
                 // First doses only on the first 28 days: later days have no second-dose day.
                 let last_first = (chrono::Utc::now() + chrono::Duration::hours(9)).date_naive()
                     + chrono::Days::new(28);

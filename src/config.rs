@@ -120,7 +120,7 @@ impl Config {
             over_admission: 1.1,
             lookups_per_minute: 30,
             workers: 0,
-            max_in_flight: 256,
+            max_in_flight: 1024,
             request_timeout_ms: 10_000,
             max_connections: 8192,
             demo: false,
