@@ -401,6 +401,8 @@ impl Application {
                 })
                 .configure(http::routes)
         })
+        // Before `listen`: the hook is taken when a listener is added.
+        .on_connect(http::watchdog::on_connect(timeout))
         .listen(listener)
         .map_err(|e| e.to_string())?
         .workers(workers)

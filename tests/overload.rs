@@ -224,6 +224,23 @@ async fn slow_clients_are_cut_off_and_others_served() {
     // body with a length, a chunked body.
     let pad = "a".repeat(200);
     let head = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: {pad}\r\n\r\n");
+    // And five kept-alive connections whose *second* head trickles: actix times out only a
+    // connection's first head; the watchdog (`http::watchdog`) cuts these.
+    let mut kept = Vec::new();
+    for _ in 0..5 {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let head = head.clone();
+        kept.push(std::thread::spawn(move || {
+            trickle(
+                s,
+                head.as_bytes(),
+                Duration::from_millis(100),
+                Duration::from_secs(12),
+            )
+        }));
+    }
     let kinds: [(&str, String, String); 3] = [
         ("head", String::new(), head),
         (
@@ -284,6 +301,19 @@ async fn slow_clients_are_cut_off_and_others_served() {
         assert!(
             answer.starts_with("HTTP/1.1 408"),
             "slow {name}: answered {answer:?}"
+        );
+    }
+    let least = reservation::http::watchdog::KEEP_ALIVE + timeout;
+    for t in kept {
+        let (answer, closed) = t.join().unwrap();
+        let closed = closed.expect("a slow second head: still open after 12 s");
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "the first request was answered: {answer:?}"
+        );
+        assert!(
+            closed >= least.mul_f64(0.9) && closed < least + Duration::from_secs(3),
+            "a slow second head: closed after {closed:?}"
         );
     }
 }

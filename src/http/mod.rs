@@ -7,6 +7,7 @@ pub mod citizen;
 pub mod openapi;
 pub mod pages;
 pub mod shed;
+pub mod watchdog;
 
 use crate::error::ApiError;
 use crate::startup::AppState;

@@ -107,9 +107,15 @@ where
     actix_web::dev::forward_ready!(service);
 
     fn call(&self, mut req: ServiceRequest) -> Self::Future {
+        // The connection's watchdog leaves it alone while this request is in progress.
+        let progress = super::watchdog::in_progress(req.request());
         if exempt(req.path()) {
             let fut = self.service.call(req);
-            return Box::pin(async move { Ok(fut.await?.map_into_left_body()) });
+            return Box::pin(async move {
+                let res = fut.await;
+                drop(progress);
+                Ok(res?.map_into_left_body())
+            });
         }
         let config = &self.shed.state.config;
         let (counter, limit) = if req.path().starts_with("/api/v1/admin/") {
@@ -153,7 +159,7 @@ where
         let fut = self.service.call(req);
         Box::pin(async move {
             let res = fut.await;
-            drop(place);
+            drop((place, progress));
             let res = res?;
             if !timed_out.get() {
                 return Ok(res.map_into_left_body());
