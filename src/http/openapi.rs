@@ -118,32 +118,26 @@ pub async fn document() -> HttpResponse {
 /// A status and the error codes it may carry.
 type Answer = (u16, &'static [&'static str]);
 
-const ERRORS: &[(&str, &[Answer])] = &[
-    ("join", &[(404, &["not_found"]), (409, &["cohort_closed"])]),
-    ("poll", &[(401, &["invalid_ticket"])]),
+const ERRORS: &[(&str, Body, &[Answer])] = &[
+    ("join", NONE, &[NOT_FOUND, (409, &["cohort_closed"])]),
+    ("poll", NONE, &[(401, &["invalid_ticket"])]),
     (
         "verify",
+        JSON,
         &[
-            BAD_BODY,
-            TOO_LARGE,
-            SLOW_BODY,
-            INVALID_BODY,
             (401, &["invalid_pass", "identity_rejected"]),
             (403, &["not_eligible"]),
             RATE_LIMITED,
         ],
     ),
-    ("list_centers", &[(400, &["validation"])]),
-    ("list_slots", &[(404, &["not_found"])]),
+    ("list_centers", NONE, &[(400, &["validation"])]),
+    ("list_slots", NONE, &[NOT_FOUND]),
     (
         "book",
+        JSON,
         &[
-            BAD_BODY,
-            TOO_LARGE,
-            SLOW_BODY,
-            INVALID_BODY,
             (401, &["invalid_session"]),
-            (404, &["not_found"]),
+            NOT_FOUND,
             (
                 409,
                 &[
@@ -155,63 +149,26 @@ const ERRORS: &[(&str, &[Answer])] = &[
             ),
         ],
     ),
-    (
-        "lookup",
-        &[
-            BAD_BODY,
-            TOO_LARGE,
-            SLOW_BODY,
-            INVALID_BODY,
-            (404, &["not_found"]),
-            RATE_LIMITED,
-        ],
-    ),
-    (
-        "cancel",
-        &[
-            BAD_BODY,
-            TOO_LARGE,
-            SLOW_BODY,
-            INVALID_BODY,
-            (404, &["not_found"]),
-            RATE_LIMITED,
-        ],
-    ),
-    (
-        "admin_create_cohort",
-        &[BAD_BODY, TOO_LARGE, SLOW_BODY, INVALID_BODY, UNAUTHORIZED],
-    ),
-    ("admin_list_cohorts", &[UNAUTHORIZED]),
-    (
-        "admin_patch_cohort",
-        &[
-            BAD_BODY,
-            TOO_LARGE,
-            SLOW_BODY,
-            INVALID_BODY,
-            UNAUTHORIZED,
-            (404, &["not_found"]),
-        ],
-    ),
-    (
-        "admin_create_center",
-        &[BAD_BODY, TOO_LARGE, SLOW_BODY, INVALID_BODY, UNAUTHORIZED],
-    ),
-    ("admin_list_centers", &[UNAUTHORIZED]),
-    (
-        "admin_add_slots",
-        &[
-            BAD_BODY,
-            TOO_LARGE,
-            SLOW_BODY,
-            INVALID_BODY,
-            UNAUTHORIZED,
-            (404, &["not_found"]),
-        ],
-    ),
-    ("admin_get_booking", &[UNAUTHORIZED, (404, &["not_found"])]),
-    ("admin_stats", &[UNAUTHORIZED]),
+    ("lookup", JSON, &[NOT_FOUND, RATE_LIMITED]),
+    ("cancel", JSON, &[NOT_FOUND, RATE_LIMITED]),
+    ("admin_create_cohort", JSON, &[UNAUTHORIZED]),
+    ("admin_list_cohorts", NONE, &[UNAUTHORIZED]),
+    ("admin_patch_cohort", JSON, &[UNAUTHORIZED, NOT_FOUND]),
+    ("admin_create_center", JSON, &[UNAUTHORIZED]),
+    ("admin_list_centers", NONE, &[UNAUTHORIZED]),
+    ("admin_add_slots", JSON, &[UNAUTHORIZED, NOT_FOUND]),
+    ("admin_get_booking", NONE, &[UNAUTHORIZED, NOT_FOUND]),
+    ("admin_stats", NONE, &[UNAUTHORIZED]),
 ];
+
+/// Whether an operation reads a JSON body, and so may answer what any body may get.
+type Body = bool;
+const JSON: Body = true;
+const NONE: Body = false;
+/// What any JSON body may get: not JSON (400), too large (413), too slow (408), or a value
+/// breaking a rule (422); all `validation`.
+const BODY_ERRORS: &[Answer] = &[BAD_BODY, TOO_LARGE, SLOW_BODY, INVALID_BODY];
+const NOT_FOUND: Answer = (404, &["not_found"]);
 
 const BAD_BODY: Answer = (400, &["validation"]);
 const TOO_LARGE: Answer = (413, &["validation"]);
@@ -349,11 +306,12 @@ impl Modify for Contract {
                 .flatten()
             {
                 let id = op.operation_id.clone().unwrap_or_default();
-                let errors = ERRORS
+                let (body, errors) = ERRORS
                     .iter()
-                    .find(|(op_id, _)| *op_id == id)
-                    .map_or(&[][..], |(_, e)| *e);
-                for (status, codes) in errors {
+                    .find(|(op_id, _, _)| *op_id == id)
+                    .map_or((NONE, &[][..]), |(_, body, e)| (*body, *e));
+                let body_errors = if body { BODY_ERRORS } else { &[] };
+                for (status, codes) in body_errors.iter().chain(errors) {
                     op.responses
                         .responses
                         .insert(status.to_string(), error_response(*status, codes));
@@ -424,7 +382,7 @@ mod tests {
         ids.dedup();
         assert_eq!(ids.len(), n, "duplicate operation ids");
         assert_eq!(n, 20, "{ids:?}");
-        for (id, _) in super::ERRORS {
+        for (id, _, _) in super::ERRORS {
             assert!(ids.iter().any(|i| i == id), "{id} has errors but no path");
         }
         for link in super::LINKS {
