@@ -212,9 +212,14 @@ async fn slow_clients_are_cut_off_and_others_served() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let timeout = Duration::from_millis(1000);
+    // Fewer places in flight than slow senders: a body still arriving must not hold one, or
+    // twenty slow bodies would lock every ordinary request out with 503s.
     let server = start(
         dir.path(),
-        &[("REQUEST_TIMEOUT_MS", timeout.as_millis().to_string())],
+        &[
+            ("REQUEST_TIMEOUT_MS", timeout.as_millis().to_string()),
+            ("MAX_IN_FLIGHT", "8".into()),
+        ],
     )
     .await;
     let fix = Arc::new(load::setup(&reqwest::Client::new(), &server.base, ADMIN, SECRET, 20).await);

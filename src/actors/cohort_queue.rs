@@ -207,8 +207,8 @@ impl CohortHandle {
     /// Takes the next ticket number, only ever one already reserved on disk, so that a ticket
     /// handed out is never handed out again after a crash. When every reserved number is taken,
     /// waits for the next block first; if that reservation fails, the join fails without having
-    /// taken a number: a number is taken only to be handed out, so none is ever counted as a
-    /// person without being one.
+    /// taken a number. (A client that goes away after its number is taken but before its 201
+    /// arrives still leaves that number in line: it is admitted in its turn and lapses unused.)
     pub async fn take_ticket(&self) -> Result<u64, StoreError> {
         let shared = &self.shared;
         loop {

@@ -51,9 +51,19 @@ pub fn parse_birth_date(value: &str) -> Result<NaiveDate, Invalid> {
     parse_date("birth_date", value)
 }
 
-/// Strict `YYYY-MM-DD`.
+/// Strict `YYYY-MM-DD`: four, two and two ASCII digits (chrono alone would also take signs,
+/// spaces and longer years), and a real day.
 pub fn parse_date(field: &str, value: &str) -> Result<NaiveDate, Invalid> {
-    if value.len() != 10 {
+    let b = value.as_bytes();
+    let shape = b.len() == 10
+        && b.iter().enumerate().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                *c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        });
+    if !shape {
         return invalid(format!("{field} must be YYYY-MM-DD"));
     }
     NaiveDate::parse_from_str(value, "%Y-%m-%d")
@@ -114,6 +124,15 @@ mod tests {
         assert!(parse_birth_date("1965-02-28").is_ok());
         assert!(parse_birth_date("1965-02-30").is_err());
         assert!(parse_birth_date("65-02-28").is_err());
+        for odd in [
+            " 965-03-01",
+            "+965-03-01",
+            "-001-01-01",
+            "1965- 3-01",
+            "01965-3-01",
+        ] {
+            assert!(parse_birth_date(odd).is_err(), "{odd}");
+        }
         assert!(
             parse_birth_date("0005-01-01").is_ok(),
             "eligibility is not syntax"

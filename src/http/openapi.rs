@@ -22,7 +22,8 @@ use utoipa::{Modify, OpenApi};
         title = "Vaccine pre-reservation",
         description = "Cohort waiting rooms, identity verification and durable two-dose \
             bookings. Every 4xx and 5xx answer is `{\"error\", \"message\"}`; a 503 and a 429 \
-            carry `Retry-After` in whole seconds.",
+            carry `Retry-After` in whole seconds. A method a path does not answer gets 405 \
+            `method_not_allowed` with `Allow`; an unknown path, 404 `not_found`.",
         version = "1"
     ),
     paths(

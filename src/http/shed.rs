@@ -92,7 +92,7 @@ impl Drop for Place {
 }
 
 fn exempt(path: &str) -> bool {
-    path == "/healthz" || path == "/metrics"
+    matches!(path, "/healthz" | "/metrics" | "/api-docs/openapi.json")
 }
 
 impl<S, B> Service<ServiceRequest> for ShedService<S>
@@ -123,25 +123,16 @@ where
         } else {
             (&self.shed.citizens, config.max_in_flight as u64)
         };
-        let before = counter.fetch_add(1, Ordering::AcqRel);
-        let place = Place(counter.clone());
-        if limit > 0 && before >= limit {
-            drop(place);
-            let n = self
-                .shed
-                .state
-                .http_metrics
-                .shed
-                .fetch_add(1, Ordering::Relaxed);
-            let answer = ApiError::unavailable(
-                "unavailable",
-                "the server is at capacity; nothing was done, try again shortly",
-                1 + n % 3,
-            )
-            .error_response();
-            return Box::pin(ready(Ok(req.into_response(answer).map_into_right_body())));
-        }
-
+        let budget = Budget {
+            counter: counter.clone(),
+            limit,
+        };
+        // A request takes its place in flight when it can start work: at once without a body,
+        // once its whole body has arrived with one (a body still arriving costs the server
+        // nothing but a connection, so slow senders cannot fill the budget and lock everyone
+        // else out; the body deadline bounds them).
+        let place: Rc<RefCell<Option<Place>>> = Rc::default();
+        let refused = Rc::new(Cell::new(false));
         let expired: Rc<RefCell<Option<Payload>>> = Rc::default();
         let timed_out = Rc::new(Cell::new(false));
         if has_body(&req) {
@@ -152,15 +143,33 @@ where
                 timer: Box::pin(tokio::time::sleep(timeout)),
                 held: expired.clone(),
                 timed_out: timed_out.clone(),
+                budget,
+                place: place.clone(),
+                refused: refused.clone(),
             };
             let boxed: Pin<Box<dyn futures_util::Stream<Item = _>>> = Box::pin(stream);
             req.set_payload(Payload::from(boxed));
+        } else {
+            match budget.take() {
+                Some(p) => *place.borrow_mut() = Some(p),
+                None => {
+                    let answer = self.shed.refusal();
+                    return Box::pin(ready(Ok(req.into_response(answer).map_into_right_body())));
+                }
+            }
         }
         let fut = self.service.call(req);
+        let shed = self.shed.clone();
         Box::pin(async move {
             let res = fut.await;
-            drop((place, progress));
+            drop((place.take(), progress));
             let res = res?;
+            if refused.get() {
+                // Its body read in full, the request found the budget spent: the handler saw
+                // the body cut off and did nothing; answer what a request without a body gets.
+                let (req, _) = res.into_parts();
+                return Ok(ServiceResponse::new(req, shed.refusal()).map_into_right_body());
+            }
             if !timed_out.get() {
                 return Ok(res.map_into_left_body());
             }
@@ -186,6 +195,34 @@ where
     }
 }
 
+/// Places in flight for one kind of request.
+struct Budget {
+    counter: Arc<AtomicU64>,
+    limit: u64,
+}
+
+impl Budget {
+    /// A place, if one is free (0: no limit).
+    fn take(&self) -> Option<Place> {
+        let before = self.counter.fetch_add(1, Ordering::AcqRel);
+        let place = Place(self.counter.clone());
+        (self.limit == 0 || before < self.limit).then_some(place)
+    }
+}
+
+impl Shed {
+    /// The answer to a request past the budget, counted on `/metrics`.
+    fn refusal(&self) -> HttpResponse {
+        let n = self.state.http_metrics.shed.fetch_add(1, Ordering::Relaxed);
+        ApiError::unavailable(
+            "unavailable",
+            "the server is at capacity; nothing was done, try again shortly",
+            1 + n % 3,
+        )
+        .error_response()
+    }
+}
+
 fn has_body(req: &ServiceRequest) -> bool {
     let h = req.headers();
     h.contains_key(header::TRANSFER_ENCODING)
@@ -194,13 +231,17 @@ fn has_body(req: &ServiceRequest) -> bool {
             .is_some_and(|v| v.trim() != "0")
 }
 
-/// The request body, cut off with an error once the deadline passes; the rest of it is then
-/// handed to `held`, not dropped.
+/// The request body, cut off with an error once the deadline passes (the rest of it is then
+/// handed to `held`, not dropped); at its end, the request takes its place in flight, or is
+/// cut off with an error and marked `refused` if none is free.
 struct BodyDeadline {
     inner: Option<Payload>,
     timer: Pin<Box<tokio::time::Sleep>>,
     held: Rc<RefCell<Option<Payload>>>,
     timed_out: Rc<Cell<bool>>,
+    budget: Budget,
+    place: Rc<RefCell<Option<Place>>>,
+    refused: Rc<Cell<bool>>,
 }
 
 /// An answer's bytes, and the request body left unread until they are sent.
@@ -231,8 +272,24 @@ impl futures_util::Stream for BodyDeadline {
         let Some(inner) = self.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        if let Poll::Ready(item) = Pin::new(inner).poll_next(cx) {
-            return Poll::Ready(item);
+        match Pin::new(inner).poll_next(cx) {
+            Poll::Ready(None) => {
+                self.inner = None;
+                return match self.budget.take() {
+                    Some(place) => {
+                        *self.place.borrow_mut() = Some(place);
+                        Poll::Ready(None)
+                    }
+                    None => {
+                        self.refused.set(true);
+                        Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::other(
+                            "the server is at capacity",
+                        )))))
+                    }
+                };
+            }
+            Poll::Ready(item) => return Poll::Ready(item),
+            Poll::Pending => {}
         }
         if self.timer.as_mut().poll(cx).is_ready() {
             self.timed_out.set(true);
