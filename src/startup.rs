@@ -406,7 +406,11 @@ impl Application {
         .listen(listener)
         .map_err(|e| e.to_string())?
         .workers(workers)
-        .max_connections(state.config.max_connections.div_ceil(workers).max(1))
+        .max_connections(
+            connections_allowed(state.config.max_connections)
+                .div_ceil(workers)
+                .max(1),
+        )
         .backlog(4096)
         .client_request_timeout(timeout)
         .client_disconnect_timeout(std::time::Duration::from_secs(2))
@@ -443,6 +447,44 @@ impl Application {
     pub fn handle(&self) -> actix_web::dev::ServerHandle {
         self.server.handle()
     }
+}
+
+/// `wanted` connections if the process may open enough files for them (two descriptors each:
+/// the socket and its watchdog's), raising the soft limit up to the hard one if needed;
+/// otherwise as many as fit, with a warning.
+fn connections_allowed(wanted: usize) -> usize {
+    // Descriptors kept for the database, the log, the listener and the runtime.
+    const RESERVED: u64 = 256;
+    let need = 2 * wanted as u64 + RESERVED;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return wanted;
+        }
+        if limit.rlim_cur < need && limit.rlim_max > limit.rlim_cur {
+            let raised = libc::rlimit {
+                rlim_cur: need.min(limit.rlim_max),
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    if limit.rlim_cur >= need {
+        return wanted;
+    }
+    let fit = (limit.rlim_cur.saturating_sub(RESERVED) / 2).max(16) as usize;
+    log::warn!(
+        "MAX_CONNECTIONS {wanted} needs {need} open files, the limit is {}: serving {fit} \
+         connections at most (raise `ulimit -n`)",
+        limit.rlim_cur
+    );
+    fit
 }
 
 /// Starts one actor per cohort and per center as the database left them.
