@@ -41,6 +41,16 @@ pub fn connect(path: &Path) -> Result<DbPool, String> {
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     let url = path.to_string_lossy().to_string();
+    // WAL is kept in the file: set it once, alone, before the pool opens its connections at
+    // the same time (on a new file their concurrent switch to WAL would find it locked).
+    {
+        use diesel::Connection;
+        let mut first = SqliteConnection::establish(&url)
+            .map_err(|e| format!("cannot open the database: {e}"))?;
+        first
+            .batch_execute("PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL;")
+            .map_err(|e| format!("cannot set the journal mode: {e}"))?;
+    }
     let pool = Pool::builder()
         .max_size(8)
         .connection_customizer(Box::new(Pragmas))
