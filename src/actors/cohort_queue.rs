@@ -311,8 +311,13 @@ pub struct CohortQueue {
     last_busy: u64,
     /// (at, admitted, tick length) of recent ticks that had someone waiting.
     history: VecDeque<(i64, u64, i64)>,
-    /// Bookings made by admitted tickets, per admission step (keyed by its `upto`).
+    /// Bookings made by admitted tickets, per admission step (keyed by its `upto`), gaps
+    /// counted in as booked from the start.
     booked: HashMap<u64, u64>,
+    /// Every gap of this queue (queue indices), passed or not: a ticket inside one (handed
+    /// out in the last tick before a restart) is already counted in `booked` by its gap, so its
+    /// booking must not be counted again.
+    gap_ranges: Vec<(u64, u64)>,
     claims: HashMap<u64, (String, i64)>,
     /// Ticket numbers recorded on disk as handed out, and whether a record is on its way.
     recorded_issued: u64,
@@ -334,11 +339,16 @@ impl CohortQueue {
         // In the admission steps reloaded from disk, the gaps and the tickets that booked hold
         // no place in reserve.
         let mut booked: HashMap<u64, u64> = HashMap::new();
+        let gap_ranges = shared
+            .gaps
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         {
-            let gaps = shared.gaps.read().unwrap_or_else(|e| e.into_inner());
+            let gaps = &gap_ranges;
             let batches = shared.batches.read().unwrap_or_else(|e| e.into_inner());
             for b in batches.iter() {
-                let n = gap_overlap(&gaps, b.from, b.upto);
+                let n = gap_overlap(gaps, b.from, b.upto);
                 if n > 0 {
                     booked.insert(b.upto, n);
                 }
@@ -346,6 +356,9 @@ impl CohortQueue {
             if let Some(pre) = shared.pre_queue.get() {
                 for seq in &state.booked_tickets {
                     let qidx = pre.queue_index(*seq);
+                    if in_gap(gaps, qidx) {
+                        continue;
+                    }
                     let i = batches.partition_point(|b| b.upto <= qidx);
                     if let Some(b) = batches.get(i).filter(|b| b.from <= qidx) {
                         *booked.entry(b.upto).or_default() += 1;
@@ -368,6 +381,7 @@ impl CohortQueue {
             last_busy: 0,
             history: VecDeque::new(),
             booked,
+            gap_ranges,
             claims: state.claims,
             recorded_issued: 0,
             recording_issued: false,
@@ -575,6 +589,7 @@ impl CohortQueue {
                 let skipped = gap_overlap(pre.gaps(), 0, count);
                 // The gaps before the order: a poll that sees the order sees them.
                 *act.shared.gaps.write().unwrap_or_else(|e| e.into_inner()) = pre.gaps().to_vec();
+                act.gap_ranges = pre.gaps().to_vec();
                 let _ = act.shared.pre_queue.set(pre);
                 log::info!(
                     "cohort {id} opened: {count} pre-queue tickets shuffled with seed {} \
@@ -748,6 +763,9 @@ impl Handler<TicketBooked> for CohortQueue {
             return;
         };
         let qidx = pre.queue_index(msg.seq);
+        if in_gap(&self.gap_ranges, qidx) {
+            return;
+        }
         let batches = self
             .shared
             .batches
@@ -779,4 +797,9 @@ impl Handler<PatchCohort> for CohortQueue {
                 }),
         )
     }
+}
+
+/// Whether queue index `qidx` lies in one of `gaps`.
+fn in_gap(gaps: &[(u64, u64)], qidx: u64) -> bool {
+    gaps.iter().any(|(from, to)| (*from..*to).contains(&qidx))
 }
