@@ -376,11 +376,12 @@ $('#center-form').addEventListener('submit', async (e) => {
   const body = { name: $('#ce-name').value.trim(), region: $('#ce-region').value.trim(), address: $('#ce-address').value.trim() };
   const r = await admin('POST', '/centers', body);
   if (r.ok) {
-    formStatus('ce-status', 'ce_done', { name: r.data.name, id: r.data.id }, 'ok');
     for (const id of ['ce-name', 'ce-address']) $(`#${id}`).value = '';
     await refresh();
     $('#sf-center').value = String(r.data.id); // its slots come next
     preview();
+    // Said once the slot form offers the new center, so what the operator reads is ready.
+    formStatus('ce-status', 'ce_done', { name: r.data.name, id: r.data.id }, 'ok');
   } else {
     formStatus('ce-status', 'err_generic', { message: r.message || r.status }, 'error');
   }
