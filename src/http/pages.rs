@@ -24,42 +24,25 @@ struct Asset {
 
 const JS: &str = "text/javascript; charset=utf-8";
 
+/// An asset of `assets/`, by file name, compiled in.
+macro_rules! asset {
+    ($name:literal, $content_type:expr) => {
+        Asset {
+            name: $name,
+            content_type: $content_type,
+            body: include_bytes!(concat!("../../assets/", $name)),
+        }
+    };
+}
+
 const ASSETS: &[Asset] = &[
-    Asset {
-        name: "style.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_bytes!("../../assets/style.css"),
-    },
-    Asset {
-        name: "i18n.js",
-        content_type: JS,
-        body: include_bytes!("../../assets/i18n.js"),
-    },
-    Asset {
-        name: "common.js",
-        content_type: JS,
-        body: include_bytes!("../../assets/common.js"),
-    },
-    Asset {
-        name: "charts.js",
-        content_type: JS,
-        body: include_bytes!("../../assets/charts.js"),
-    },
-    Asset {
-        name: "citizen.js",
-        content_type: JS,
-        body: include_bytes!("../../assets/citizen.js"),
-    },
-    Asset {
-        name: "admin.js",
-        content_type: JS,
-        body: include_bytes!("../../assets/admin.js"),
-    },
-    Asset {
-        name: "favicon.svg",
-        content_type: "image/svg+xml",
-        body: include_bytes!("../../assets/favicon.svg"),
-    },
+    asset!("style.css", "text/css; charset=utf-8"),
+    asset!("i18n.js", JS),
+    asset!("common.js", JS),
+    asset!("charts.js", JS),
+    asset!("citizen.js", JS),
+    asset!("admin.js", JS),
+    asset!("favicon.svg", "image/svg+xml"),
 ];
 
 const CITIZEN_HTML: &str = include_str!("../../assets/index.html");
