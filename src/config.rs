@@ -1,15 +1,20 @@
 //! Settings, read once at start from the environment (see the README's table).
 
 use crate::actors::identity_pool::Jitter;
+use crate::db::{Backend, PoolSettings};
 use chrono::FixedOffset;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub bind_addr: String,
-    /// Path of the SQLite file.
-    pub database_path: PathBuf,
+    /// Where the data lives: a SQLite file or a PostgreSQL URL.
+    pub database: Backend,
+    /// The database pool's size and timeouts.
+    pub pool: PoolSettings,
+    /// This node's name in `/metrics`, stats and logs (default: the bind address).
+    pub node_name: Option<String>,
     pub admin_token: Option<String>,
     pub secret_key: Option<String>,
     pub identity: IdentitySettings,
@@ -105,12 +110,45 @@ impl Default for IdentitySettings {
     }
 }
 
+impl From<PathBuf> for Backend {
+    fn from(path: PathBuf) -> Self {
+        Backend::Sqlite(path)
+    }
+}
+
+impl From<&PathBuf> for Backend {
+    fn from(path: &PathBuf) -> Self {
+        Backend::Sqlite(path.clone())
+    }
+}
+
+impl From<&Path> for Backend {
+    fn from(path: &Path) -> Self {
+        Backend::Sqlite(path.to_path_buf())
+    }
+}
+
+impl From<&str> for Backend {
+    fn from(url: &str) -> Self {
+        Backend::from_url(url)
+    }
+}
+
+impl From<String> for Backend {
+    fn from(url: String) -> Self {
+        Backend::from_url(&url)
+    }
+}
+
 impl Config {
-    /// Defaults for a database at `path`: what the contract lists, and a random port.
-    pub fn new(database_path: impl Into<PathBuf>) -> Self {
+    /// Defaults for a database (a SQLite path, or a URL): what the contract lists, and a
+    /// random port.
+    pub fn new(database: impl Into<Backend>) -> Self {
         Self {
             bind_addr: "127.0.0.1:0".into(),
-            database_path: database_path.into(),
+            database: database.into(),
+            pool: PoolSettings::default(),
+            node_name: None,
             admin_token: None,
             secret_key: None,
             identity: IdentitySettings::default(),
@@ -129,14 +167,47 @@ impl Config {
 
     pub fn from_env() -> Result<Self, String> {
         let url = var("DATABASE_URL").unwrap_or_else(|| "./data/reservations.db".into());
-        let path = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-            .unwrap_or(&url);
-        let mut c = Self::new(path);
+        let mut c = Self::new(Backend::from_url(&url));
         c.bind_addr = var("BIND_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into());
         c.admin_token = var("ADMIN_TOKEN");
         c.secret_key = var("SECRET_KEY");
+        c.node_name = var("NODE_NAME");
+        if c.database.is_postgres() {
+            // Every node must sign and check tokens alike, and nothing beside a database that
+            // many nodes share can keep a generated secret for all of them.
+            for (name, value) in [
+                ("SECRET_KEY", &c.secret_key),
+                ("ADMIN_TOKEN", &c.admin_token),
+            ] {
+                if value.is_none() {
+                    return Err(format!(
+                        "{name} is required with a PostgreSQL DATABASE_URL (the same on every \
+                         node): it cannot be generated and kept beside a shared database"
+                    ));
+                }
+            }
+        }
+        let p = &mut c.pool;
+        p.max_size = parsed("DB_POOL_SIZE", p.max_size)?.clamp(2, 256);
+        p.connect_timeout = std::time::Duration::from_millis(
+            parsed(
+                "DB_CONNECT_TIMEOUT_MS",
+                p.connect_timeout.as_millis() as u64,
+            )?
+            .clamp(100, 9_000),
+        );
+        p.statement_timeout = std::time::Duration::from_millis(
+            parsed(
+                "DB_STATEMENT_TIMEOUT_MS",
+                p.statement_timeout.as_millis() as u64,
+            )?
+            .max(100),
+        );
+        p.allow_unsafe_durability = match var("ALLOW_UNSAFE_DURABILITY").as_deref() {
+            None | Some("0") => false,
+            Some("1") => true,
+            Some(_) => return Err("ALLOW_UNSAFE_DURABILITY must be 0 or 1".into()),
+        };
         let id = &mut c.identity;
         id.provider_url = var("IDENTITY_PROVIDER_URL");
         id.latency_ms = parsed("IDENTITY_LATENCY_MS", id.latency_ms)?;
@@ -204,6 +275,15 @@ impl Config {
         c.request_timeout_ms = parsed("REQUEST_TIMEOUT_MS", c.request_timeout_ms)?.max(1);
         c.max_connections = parsed("MAX_CONNECTIONS", c.max_connections)?.max(1);
         Ok(c)
+    }
+}
+
+impl Config {
+    /// This node's name: `NODE_NAME`, else the bind address.
+    pub fn node(&self) -> String {
+        self.node_name
+            .clone()
+            .unwrap_or_else(|| self.bind_addr.clone())
     }
 }
 

@@ -45,6 +45,8 @@ pub struct AppState {
     pub http_metrics: HttpMetrics,
     /// The admission clock runs by itself (false only where tests drive it).
     pub auto_tick: bool,
+    /// What `/readyz` last found (stats show it).
+    pub ready: std::sync::atomic::AtomicBool,
 }
 
 impl AppState {
@@ -143,6 +145,7 @@ impl AppState {
             tickets_issued: 0,
             ticket_gaps: "[]".into(),
             pre_queue_gaps: "[]".into(),
+            admitted_count: 0,
         };
         let state = QueueState {
             pre_queue_count: row.pre_queue_count.map(|c| c as u64),
@@ -228,11 +231,12 @@ fn secret_beside_data(dir: &Path, name: &str) -> Result<(String, bool), String> 
 
 /// Rebuilds a queue's counters from the database.
 fn queue_state(pool: &DbPool, row: &CohortRow, pass_ttl_s: i64) -> Result<QueueState, String> {
-    let mut conn = pool.get().map_err(|e| e.to_string())?;
+    let mut pooled = pool.get().map_err(|e| e.to_string())?;
+    let conn = &mut pooled.conn();
     let now = crate::now_s();
     let since_ms = (now - pass_ttl_s) * 1000;
     let (mut from, rows) =
-        queries::load_admissions(&mut conn, row.id, since_ms).map_err(|e| e.to_string())?;
+        queries::load_admissions(conn, row.id, since_ms).map_err(|e| e.to_string())?;
     let batches: Vec<Batch> = rows
         .into_iter()
         .map(|r| {
@@ -245,13 +249,14 @@ fn queue_state(pool: &DbPool, row: &CohortRow, pass_ttl_s: i64) -> Result<QueueS
             b
         })
         .collect();
-    let claims = queries::load_pass_claims(&mut conn, row.id, now - pass_ttl_s - 60)
+    let claims = queries::load_pass_claims(conn, row.id, now - pass_ttl_s - 60)
         .map_err(|e| e.to_string())?
         .into_iter()
         .map(|(seq, key)| (seq, (key, now)))
         .collect();
-    // Numbers reserved but never recorded as handed out are nobody (but for those handed out
-    // in the last tick before the restart: see `QueueSnapshot::gaps`). Before opening, keep
+    // Numbers reserved but never recorded as handed out are nobody. (Joins are answered only
+    // once recorded, so today both counts are written together and this range is empty; a
+    // database from before kept reserving ahead in blocks.) Before opening, keep
     // every such range for the opening's shuffle; after, those the front has not passed or
     // that the admission steps reloaded passed (they hold no place in reserve). This restart's
     // range included, on disk before anything is served, so that a later restart still skips
@@ -272,12 +277,11 @@ fn queue_state(pool: &DbPool, row: &CohortRow, pass_ttl_s: i64) -> Result<QueueS
     gaps.push((from, reserved.max(from)));
     let gaps = merge_gaps(gaps);
     let text = serde_json::to_string(&gaps).map_err(|e| e.to_string())?;
-    queries::record_gaps(&mut conn, row.id, &text, row.tickets_reserved)
-        .map_err(|e| e.to_string())?;
-    let verified = queries::count_pass_claims(&mut conn, row.id).map_err(|e| e.to_string())?;
+    queries::record_gaps(conn, row.id, &text, row.tickets_reserved).map_err(|e| e.to_string())?;
+    let verified = queries::count_pass_claims(conn, row.id).map_err(|e| e.to_string())?;
     // Tickets that booked since the oldest admission step reloaded: no place in reserve.
     let booked_tickets = match batches.first() {
-        Some(b) => queries::tickets_that_booked(&mut conn, row.id, b.at_ms.div_euclid(1000))
+        Some(b) => queries::tickets_that_booked(conn, row.id, b.at_ms.div_euclid(1000))
             .map_err(|e| e.to_string())?,
         None => Vec::new(),
     };
@@ -285,6 +289,7 @@ fn queue_state(pool: &DbPool, row: &CohortRow, pass_ttl_s: i64) -> Result<QueueS
         tickets_reserved: row.tickets_reserved as u64,
         pre_queue_count: row.pre_queue_count.map(|c| c as u64),
         admitted_upto: row.admitted_upto as u64,
+        admitted_count: row.admitted_count as u64,
         gaps,
         pre_queue_gaps: parse(&row.pre_queue_gaps),
         batches,
@@ -315,35 +320,35 @@ impl Application {
         provider: Arc<dyn IdentityProvider>,
         auto_tick: bool,
     ) -> Result<Self, String> {
-        let pool = crate::db::connect(&config.database_path)?;
-        let data_dir = config
-            .database_path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .to_path_buf();
-        let secret = match &config.secret_key {
-            Some(s) => s.clone(),
-            None => secret_beside_data(&data_dir, "secret.key")?.0,
+        // Bind first: a mistaken second start on a busy port touches no database.
+        let listener = TcpListener::bind(&config.bind_addr)
+            .map_err(|e| format!("cannot listen on {}: {e}", config.bind_addr))?;
+        let pool = crate::db::connect(&config.database, &config.pool)?;
+        let data_dir = config.database.data_dir();
+        let secret = match (&config.secret_key, &data_dir) {
+            (Some(s), _) => s.clone(),
+            (None, Some(dir)) => secret_beside_data(dir, "secret.key")?.0,
+            (None, None) => return Err("SECRET_KEY is required on PostgreSQL".into()),
         };
-        let admin_token = match &config.admin_token {
-            Some(t) => t.clone(),
-            None => {
-                let (token, new) = secret_beside_data(&data_dir, "admin.token")?;
+        let admin_token = match (&config.admin_token, &data_dir) {
+            (Some(t), _) => t.clone(),
+            (None, Some(dir)) => {
+                let (token, new) = secret_beside_data(dir, "admin.token")?;
                 if new {
                     // Printed this once, as the contract says; kept in the file beside the data.
                     log::info!(
                         "generated ADMIN_TOKEN (shown once, kept in {}): {token}",
-                        data_dir.join("admin.token").display()
+                        dir.join("admin.token").display()
                     );
                 } else {
                     log::info!(
                         "admin token read from {}",
-                        data_dir.join("admin.token").display()
+                        dir.join("admin.token").display()
                     );
                 }
                 token
             }
+            (None, None) => return Err("ADMIN_TOKEN is required on PostgreSQL".into()),
         };
 
         let store_actor = BookingStore::new(pool.clone());
@@ -366,6 +371,7 @@ impl Application {
             lookups: RateLimiter::keyed(Quota::per_minute(per_minute)),
             http_metrics: HttpMetrics::default(),
             auto_tick,
+            ready: std::sync::atomic::AtomicBool::new(true),
             config,
         });
         restore(&state, &pool)?;
@@ -373,8 +379,6 @@ impl Application {
             crate::demo::seed(&state).await?;
         }
 
-        let listener = TcpListener::bind(&state.config.bind_addr)
-            .map_err(|e| format!("cannot listen on {}: {e}", state.config.bind_addr))?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
         let workers = match state.config.workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -489,17 +493,18 @@ fn connections_allowed(wanted: usize) -> usize {
 
 /// Starts one actor per cohort and per center as the database left them.
 fn restore(state: &AppState, pool: &DbPool) -> Result<(), String> {
-    let mut conn = pool.get().map_err(|e| e.to_string())?;
-    let cohorts = queries::load_cohorts(&mut conn).map_err(|e| e.to_string())?;
-    let centers = queries::load_centers(&mut conn).map_err(|e| e.to_string())?;
-    let slots = queries::load_slots(&mut conn).map_err(|e| e.to_string())?;
-    drop(conn);
+    let mut pooled = pool.get().map_err(|e| e.to_string())?;
+    let conn = &mut pooled.conn();
+    let cohorts = queries::load_cohorts(conn).map_err(|e| e.to_string())?;
+    let centers = queries::load_centers(conn).map_err(|e| e.to_string())?;
+    let slots = queries::load_slots(conn).map_err(|e| e.to_string())?;
+    drop(pooled);
     for row in &cohorts {
         let qs = queue_state(pool, row, state.config.pass_ttl_s)?;
         state.start_cohort(row, qs);
     }
     let mut by_center: std::collections::HashMap<i32, Vec<Slot>> = Default::default();
-    for (row, booked) in slots {
+    for row in slots {
         let date =
             chrono::NaiveDate::parse_from_str(&row.date, "%Y-%m-%d").map_err(|e| e.to_string())?;
         let slot = Slot {
@@ -509,7 +514,7 @@ fn restore(state: &AppState, pool: &DbPool) -> Result<(), String> {
             end: parse_time("end_time", &row.end_time).map_err(|e| e.0)?,
             vaccine: row.vaccine,
             capacity: i64::from(row.capacity),
-            booked,
+            booked: i64::from(row.booked),
         };
         by_center.entry(row.center_id).or_default().push(slot);
     }

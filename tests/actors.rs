@@ -64,22 +64,6 @@ impl World {
         on(self.dir.clone()).await
     }
 
-    /// Waits until the queue's record of the numbers it handed out (written each tick, in the
-    /// background) reaches `n` on disk.
-    async fn recorded(&self, cohort_id: i32, n: i64) {
-        for _ in 0..500 {
-            let rows = queries::load_cohorts(&mut self.state.pool.get().unwrap()).unwrap();
-            if rows
-                .iter()
-                .any(|r| r.id == cohort_id && r.tickets_issued >= n)
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("the numbers handed out were never recorded");
-    }
-
     async fn cohort(&self, opens_at: i64, rate: f64) -> CohortHandle {
         let c = NewCohort {
             name: "c".into(),
@@ -344,7 +328,7 @@ async fn a_thousand_bookings_racing_for_ten_places_give_exactly_ten() {
         .count();
     assert_eq!((ok, full), (10, 990));
     let mut conn = w.state.pool.get().unwrap();
-    let (_, live, _) = queries::booking_counts(&mut conn).unwrap();
+    let (_, live, _) = queries::booking_counts(&mut conn.conn()).unwrap();
     assert_eq!(live, 10, "ten on disk");
     let slots = center
         .addr
@@ -580,7 +564,7 @@ async fn the_store_commits_concurrent_writes_together_and_reports_a_failed_commi
     assert!(matches!(failed, Err(StoreError::Commit(_))));
     let mut conn = w.state.pool.get().unwrap();
     assert_eq!(
-        queries::load_centers(&mut conn).unwrap().len(),
+        queries::load_centers(&mut conn.conn()).unwrap().len(),
         501,
         "nothing of the failed batch on disk"
     );
@@ -609,37 +593,47 @@ async fn a_pass_verifies_one_identity_only() {
 }
 
 #[actix::test]
-async fn a_join_whose_reservation_fails_takes_no_number_and_no_place_in_line() {
+async fn a_join_whose_record_fails_is_refused_and_its_number_holds_no_place_even_after_a_restart() {
     let w = world().await;
     let center = w.center().await;
     w.slots(&center, &[(0, 600, 100), (28, 600, 100)]).await;
     let now = reservation::now_ms();
-    let cohort = w.cohort(now / 1000 - 60, 10.0).await;
-    // The first join must reserve the first block of numbers on disk, and that commit fails.
+    let id = w.cohort(now / 1000 - 60, 10.0).await.shared.id;
+    let cohort = w.state.registry.cohort(id).unwrap();
+    // The first join's number goes to disk in a commit that fails.
     w.state.store.send(FailNextCommits(1)).await.unwrap();
     assert!(
         cohort.take_ticket().await.is_err(),
         "the join fails with it"
     );
     let seqs = w.tickets(&cohort, 3).await;
-    assert_eq!(
-        seqs,
-        vec![0, 1, 2],
-        "no number was spent on the failed join"
-    );
+    assert_eq!(seqs, vec![1, 2, 3], "number 0 is spent, and nobody's");
     for (i, seq) in seqs.iter().enumerate() {
         let s = cohort.shared.status(*seq, now);
         assert_eq!(s.position, Some(i as u64 + 1), "ticket {seq}");
     }
-    // 10/s: the first step admits one, the first citizen, not a number nobody holds.
+    assert_eq!(cohort.shared.waiting(), 3);
+
+    // The gap is on disk with the next record: a restart still counts three people.
+    let w = w.restart().await;
+    let cohort = w.state.registry.cohort(id).unwrap();
+    for (i, seq) in seqs.iter().enumerate() {
+        let s = cohort.shared.status(*seq, now);
+        assert_eq!(
+            s.position,
+            Some(i as u64 + 1),
+            "ticket {seq} after a restart"
+        );
+    }
+    // 10/s: the first step admits one, the first citizen, not the number nobody holds.
     let end = run_clock(&cohort, now + 100, 2).await;
-    assert_eq!(cohort.shared.admitted(), 1);
-    assert_eq!(cohort.shared.status(0, end).state, TicketState::Admitted);
-    assert_eq!(cohort.shared.status(1, end).position, Some(1));
+    assert_eq!(cohort.shared.admitted_people(), 1);
+    assert_eq!(cohort.shared.status(1, end).state, TicketState::Admitted);
+    assert_eq!(cohort.shared.status(2, end).position, Some(1));
 }
 
 #[actix::test]
-async fn a_restart_before_opening_adds_no_phantom_to_the_pre_queue() {
+async fn a_restart_before_opening_keeps_every_answered_ticket_and_adds_no_phantom() {
     let w = world().await;
     let center = w.center().await;
     w.slots(&center, &[(0, 600, 100), (28, 600, 100)]).await;
@@ -647,91 +641,78 @@ async fn a_restart_before_opening_adds_no_phantom_to_the_pre_queue() {
     let opens = now / 1000 + 3600;
     let id = w.cohort(opens, 10.0).await.shared.id;
     let cohort = w.state.registry.cohort(id).unwrap();
-    let early = w.tickets(&cohort, 5).await;
-    tick(&cohort, now).await; // records that 5 numbers of the 2,048 reserved were handed out
-    w.recorded(id, 5).await;
-    let last_tick = w.tickets(&cohort, 2).await;
-    assert_eq!(last_tick, vec![5, 6]);
+    // Every join is answered once its number is on disk: no tick is needed to record them.
+    let before = w.tickets(&cohort, 7).await;
+    assert_eq!(before, (0..7).collect::<Vec<_>>());
 
     let w = w.restart().await;
     let cohort = w.state.registry.cohort(id).unwrap();
     let after = w.tickets(&cohort, 3).await;
-    assert_eq!(after, vec![2048, 2049, 2050], "no number reused");
-    // Counted waiting: all but the two of the last tick, which the server cannot tell from
-    // the 2,041 numbers it reserved and never handed out.
-    assert_eq!(cohort.shared.waiting(), 8);
+    assert_eq!(after, vec![7, 8, 9], "no number reused, none skipped");
+    assert_eq!(cohort.shared.waiting(), 10);
     tick(&cohort, opens * 1000).await; // the opening: the shuffle
     let at = opens * 1000;
     assert!(cohort.shared.is_open_shuffled());
     let pos = |seq: u64| cohort.shared.status(seq, at).position.unwrap();
-    // Ten people waited: no position counts the 2,041 numbers nobody was given. The two
-    // taken in the last tick before the crash share one place (drawn like anyone's), and are
-    // not counted for those behind them: the eight others hold places 1 to 8.
-    let mut places: Vec<u64> = early.iter().chain(&after).map(|s| pos(*s)).collect();
+    // Ten people, ten places, each its own.
+    let mut places: Vec<u64> = before.iter().chain(&after).map(|s| pos(*s)).collect();
     places.sort_unstable();
-    assert_eq!(places, (1..=8).collect::<Vec<_>>());
-    assert_eq!(pos(5), pos(6));
-    assert!(pos(5) <= 9);
+    assert_eq!(places, (1..=10).collect::<Vec<_>>());
     let late = cohort.take_ticket().await.unwrap();
-    assert_eq!(
-        pos(late),
-        9,
-        "behind the pre-queue's people, not its phantoms"
-    );
-    assert_eq!(cohort.shared.waiting(), 9);
+    assert_eq!(pos(late), 11, "behind the pre-queue's people");
 
-    // Admission spends no time on phantoms: at 10/s, nine places take about a second.
-    let end = run_clock(&cohort, at + 100, 12).await;
-    for seq in early.iter().chain(&last_tick).chain(&after).chain([&late]) {
+    let end = run_clock(&cohort, at + 100, 14).await;
+    for seq in before.iter().chain(&after).chain([&late]) {
         let s = cohort.shared.status(*seq, end);
         assert_eq!(s.state, TicketState::Admitted, "ticket {seq}: {s:?}");
     }
+    assert_eq!(cohort.shared.admitted_people(), 11, "people, not numbers");
 }
 
 #[actix::test]
-async fn tickets_taken_in_the_last_tick_before_a_crash_share_one_place_and_are_admitted_together() {
+async fn after_a_crash_every_answered_ticket_keeps_its_exact_place_and_admission_keeps_its_rate() {
     let w = world().await;
     let center = w.center().await;
     w.slots(&center, &[(0, 600, 100), (28, 600, 100)]).await;
     let now = reservation::now_ms();
     let id = w.cohort(now / 1000 - 60, 10.0).await.shared.id;
     let cohort = w.state.registry.cohort(id).unwrap();
-    let first = w.tickets(&cohort, 3).await;
-    tick(&cohort, now).await; // records 3 handed out
-    w.recorded(id, 3).await;
-    let last_tick = w.tickets(&cohort, 2).await;
-    assert_eq!(last_tick, vec![3, 4]);
+    let first = w.tickets(&cohort, 2).await;
+    let end = run_clock(&cohort, now + 100, 4).await; // admits both, at 10/s
+    assert_eq!(cohort.shared.admitted_people(), 2);
+    let waiting = w.tickets(&cohort, 30).await;
 
     let w = w.restart().await;
     let cohort = w.state.registry.cohort(id).unwrap();
-    let after = w.tickets(&cohort, 2).await;
-    assert_eq!(after, vec![2048, 2049]);
-    let pos = |seq: u64, at: i64| cohort.shared.status(seq, at).position;
     assert_eq!(
-        first.iter().map(|s| pos(*s, now)).collect::<Vec<_>>(),
-        vec![Some(1), Some(2), Some(3)]
+        cohort.shared.admitted_people(),
+        2,
+        "people admitted, not numbers"
     );
-    // The server cannot tell 3 and 4 from the 2,043 numbers reserved and never handed out:
-    // they share the range's first place, and count for nobody behind them.
-    assert_eq!((pos(3, now), pos(4, now)), (Some(4), Some(4)));
-    assert_eq!((pos(2048, now), pos(2049, now)), (Some(4), Some(5)));
-
-    // Admitted together, after everyone who joined before them and before everyone after.
-    let mut t = now + 100;
-    let mut seen_first = false;
-    while cohort.shared.status(2049, t).state != TicketState::Admitted {
-        tick(&cohort, t).await;
-        let state = |seq: u64| cohort.shared.status(seq, t).state;
-        assert_eq!(state(3), state(4), "at {t}");
-        if state(3) == TicketState::Admitted {
-            assert!(first.iter().all(|s| state(*s) == TicketState::Admitted));
-            seen_first = true;
-        }
-        if state(2048) == TicketState::Admitted {
-            assert_eq!(state(3), TicketState::Admitted);
-        }
-        t += 100;
-        assert!(t < now + 10_000, "the queue stalled");
+    assert_eq!(cohort.shared.waiting(), 30);
+    let after = w.tickets(&cohort, 2).await;
+    assert_eq!(after, vec![32, 33]);
+    let pos = |seq: u64, at: i64| cohort.shared.status(seq, at).position;
+    for (i, seq) in waiting.iter().chain(&after).enumerate() {
+        assert_eq!(pos(*seq, end), Some(i as u64 + 1), "ticket {seq}");
     }
-    assert!(seen_first);
+    assert!(first
+        .iter()
+        .all(|s| cohort.shared.status(*s, end).state == TicketState::Admitted));
+    // The rate holds across the restart: one second of the clock admits about ten, not all.
+    let t = run_clock(&cohort, end + 100, 10).await;
+    let admitted = cohort.shared.admitted_people() - 2;
+    assert!(
+        (8..=12).contains(&admitted),
+        "{admitted} admitted in the first second after the restart"
+    );
+    // Nobody behind was passed: positions still count from the front, one each.
+    for (i, seq) in waiting
+        .iter()
+        .chain(&after)
+        .enumerate()
+        .skip(admitted as usize)
+    {
+        assert_eq!(pos(*seq, t), Some(i as u64 + 1 - admitted), "ticket {seq}");
+    }
 }

@@ -290,15 +290,17 @@ async fn acknowledged_bookings_and_positions_survive_repeated_kill_minus_nine() 
                 }
             }
         }
-        let pool = reservation::db::connect(&db).unwrap();
+        let pool = reservation::db::connect(&db.clone().into(), &Default::default()).unwrap();
         let mut conn = pool.get().unwrap();
-        let slots = reservation::db::queries::load_slots(&mut conn).unwrap();
-        violations += slots
-            .iter()
-            .filter(|(s, booked)| *booked > i64::from(s.capacity))
-            .count() as u32;
-        violations += reservation::db::queries::citizens_with_several_live_bookings(&mut conn)
-            .unwrap() as u32;
+        // Live bookings counted from the bookings: within capacity, and equal to the slot
+        // rows' own counts.
+        violations += reservation::db::queries::slots_out_of_step(&mut conn.conn())
+            .unwrap()
+            .len() as u32;
+        violations += reservation::db::queries::citizens_with_several_live_bookings(
+            &mut conn.conn(),
+        )
+        .unwrap() as u32;
     }
     let acked = acknowledged.lock().unwrap().len();
     println!("crash loop: {kills} kills, {acked} acknowledged bookings, {} waiting tickets checked, {violations} violations", waiting.len());

@@ -1186,7 +1186,7 @@ impl SeedSim {
             // What the HTTP handler does first: a repeat or a second booking touches no place.
             let key = self.sessions[s].key.clone();
             let mut conn = Self::conn(env)?;
-            let existing = queries::find_for_citizen(&mut conn, &key, idem.as_deref())
+            let existing = queries::find_for_citizen(&mut conn.conn(), &key, idem.as_deref())
                 .map_err(|e| format!("harness: find_for_citizen: {e}"))?;
             if let Some(row) = existing {
                 let repeat = row.idempotency_key.is_some() && row.idempotency_key == idem;
@@ -1312,14 +1312,14 @@ impl SeedSim {
             _ => return Ok(()),
         };
         let mut conn = Self::conn(env)?;
-        let (row, _, _) = queries::find_booking(&mut conn, code)
+        let (row, _, _) = queries::find_booking(&mut conn.conn(), code)
             .map_err(|e| format!("harness: find_booking: {e}"))?
             .ok_or("harness: a booking just made is not on disk")?;
         let sql = |q: &str, a: &str, b: &str, conn: &mut DbConn| {
             diesel::sql_query(q)
                 .bind::<diesel::sql_types::Text, _>(a)
                 .bind::<diesel::sql_types::Text, _>(b)
-                .execute(&mut **conn)
+                .execute(conn.sqlite().ok_or("harness: planted faults need SQLite")?)
                 .map_err(|e| format!("harness: planting: {e}"))
         };
         // A copy of this booking under another code, for `citizen`.
@@ -1331,12 +1331,10 @@ impl SeedSim {
                     FROM bookings WHERE code = ?1";
         match fault {
             Fault::ExtraBooking => {
-                let full = queries::load_slots(&mut conn)
+                let full = queries::load_slots(&mut conn.conn())
                     .map_err(|e| format!("harness: load_slots: {e}"))?
                     .iter()
-                    .any(|(r, booked)| {
-                        r.id == row.first_slot_id && *booked >= i64::from(r.capacity)
-                    });
+                    .any(|r| r.id == row.first_slot_id && r.booked >= r.capacity);
                 if full {
                     let stranger = format!("stranger:{}", self.seed);
                     sql(
@@ -1353,7 +1351,7 @@ impl SeedSim {
             }
             Fault::SecondBooking => {
                 diesel::sql_query("DROP INDEX IF EXISTS bookings_one_live")
-                    .execute(&mut *conn)
+                    .execute(conn.sqlite().ok_or("harness: planted faults need SQLite")?)
                     .map_err(|e| format!("harness: planting: {e}"))?;
                 sql(copy, code, &row.citizen_key, &mut conn)?;
                 self.fault_done = true;
@@ -1580,7 +1578,7 @@ impl SeedSim {
     /// handed out (every tick) are, to the next life, among the numbers reserved and maybe
     /// never handed out.
     fn mark_uncertain(&mut self, conn: &mut DbConn) -> Result<(), String> {
-        let recorded: HashMap<i32, u64> = queries::load_cohorts(conn)
+        let recorded: HashMap<i32, u64> = queries::load_cohorts(&mut conn.conn())
             .map_err(|e| format!("load_cohorts: {e}"))?
             .into_iter()
             .map(|r| (r.id, r.tickets_issued as u64))
@@ -1618,7 +1616,7 @@ impl SeedSim {
                     session,
                     idem,
                 } => {
-                    let found = queries::find_booking(&mut conn, &code)
+                    let found = queries::find_booking(&mut conn.conn(), &code)
                         .map_err(|e| format!("harness: find_booking: {e}"))?;
                     if let Some((row, _, _)) = found {
                         let s = &self.sessions[session];
@@ -1636,7 +1634,7 @@ impl SeedSim {
                 }
                 InFlight::Cancel { booking } => {
                     let code = &self.bookings[booking].code;
-                    let found = queries::find_booking(&mut conn, code)
+                    let found = queries::find_booking(&mut conn.conn(), code)
                         .map_err(|e| format!("harness: find_booking: {e}"))?;
                     if found.is_some_and(|(row, _, _)| row.state == STATE_CANCELLED) {
                         self.bookings[booking].live = false;
@@ -1653,7 +1651,7 @@ impl SeedSim {
     /// G4 in full: every acknowledged booking is on disk, live or cancelled as it was left.
     fn check_acknowledged(&self, conn: &mut DbConn, v: &mut Vec<String>) -> Result<(), String> {
         for b in self.bookings.iter().filter(|b| b.acked) {
-            let found = queries::find_booking(conn, &b.code)
+            let found = queries::find_booking(&mut conn.conn(), &b.code)
                 .map_err(|e| format!("harness: find_booking: {e}"))?;
             let want = if b.live {
                 STATE_CONFIRMED
@@ -1680,7 +1678,7 @@ impl SeedSim {
         self.check_inventory(env, &mut conn, &mut v).await?;
         self.check_queues(env, &mut conn, &mut v)?;
         self.check_fresh_bookings(env, &mut conn, &mut v)?;
-        let (per_cohort, _, _) = queries::booking_counts(&mut conn)
+        let (per_cohort, _, _) = queries::booking_counts(&mut conn.conn())
             .map_err(|e| format!("harness: booking_counts: {e}"))?;
         for (i, c) in self.cohorts.iter().enumerate() {
             let on_disk = per_cohort.get(&c.id).copied().unwrap_or(0);
@@ -1699,7 +1697,7 @@ impl SeedSim {
         if self.ticked_last {
             self.check_sold_out(env, &mut v)?;
         }
-        let several = queries::citizens_with_several_live_bookings(&mut conn)
+        let several = queries::citizens_with_several_live_bookings(&mut conn.conn())
             .map_err(|e| format!("harness: citizens_with_several_live_bookings: {e}"))?;
         if several != 0 {
             v.push(format!(
@@ -1769,12 +1767,21 @@ impl SeedSim {
         conn: &mut DbConn,
         v: &mut Vec<String>,
     ) -> Result<(), String> {
-        let rows = queries::load_slots(conn).map_err(|e| format!("harness: load_slots: {e}"))?;
+        let rows = queries::load_slots(&mut conn.conn())
+            .map_err(|e| format!("harness: load_slots: {e}"))?;
+        // Live bookings counted from the bookings themselves, not from the slot rows' counts.
+        let live = queries::live_places(&mut conn.conn())
+            .map_err(|e| format!("harness: live_places: {e}"))?;
         let mine: HashSet<i32> = self.slots.iter().map(|s| s.id).collect();
         let disk: HashMap<i32, (i64, i64)> = rows
             .into_iter()
-            .filter(|(r, _)| mine.contains(&r.id))
-            .map(|(r, booked)| (r.id, (i64::from(r.capacity), booked)))
+            .filter(|r| mine.contains(&r.id))
+            .map(|r| {
+                (
+                    r.id,
+                    (i64::from(r.capacity), live.get(&r.id).copied().unwrap_or(0)),
+                )
+            })
             .collect();
         for s in &self.slots {
             match disk.get(&s.id) {
@@ -1870,7 +1877,7 @@ impl SeedSim {
             let h = self.cohort(env, ci)?;
             if self.cohorts[ci].order.is_none() && h.shared.is_open_shuffled() {
                 let id = self.cohorts[ci].id;
-                let row = queries::load_cohorts(conn)
+                let row = queries::load_cohorts(&mut conn.conn())
                     .map_err(|e| format!("harness: load_cohorts: {e}"))?
                     .into_iter()
                     .find(|r| r.id == id)
@@ -2037,7 +2044,7 @@ impl SeedSim {
     ) -> Result<(), String> {
         for b in std::mem::take(&mut self.fresh) {
             let booking = &self.bookings[b];
-            let found = queries::find_booking(conn, &booking.code)
+            let found = queries::find_booking(&mut conn.conn(), &booking.code)
                 .map_err(|e| format!("harness: find_booking: {e}"))?;
             let Some((row, _, _)) = found else {
                 v.push(format!(
@@ -2155,7 +2162,7 @@ impl World {
     /// it, as operators of an earlier run would have: the application starts their queues
     /// from the database, with the shuffle seeds drawn here from the simulation seeds.
     fn write_cohorts(&mut self) -> Result<(), String> {
-        let pool = reservation::db::connect(&self.db_path)?;
+        let pool = reservation::db::connect(&self.db_path.clone().into(), &Default::default())?;
         let mut conn = pool.get().map_err(|e| e.to_string())?;
         let base = reservation::now_s();
         for seed in self.seeds.clone() {
@@ -2183,7 +2190,8 @@ impl World {
                     created_at: base,
                     birth_day_schedule: None,
                 };
-                let id = queries::insert_cohort(&mut conn, &row).map_err(|e| e.to_string())?;
+                let id =
+                    queries::insert_cohort(&mut conn.conn(), &row).map_err(|e| e.to_string())?;
                 ids.push((id, opens_at));
             }
             self.cohorts.insert(seed, ids);
@@ -2305,7 +2313,7 @@ impl World {
         let Some(sim) = self.current.as_mut() else {
             return Ok(());
         };
-        let pool = reservation::db::connect(&self.db_path)?;
+        let pool = reservation::db::connect(&self.db_path.clone().into(), &Default::default())?;
         let mut conn = pool.get().map_err(|e| e.to_string())?;
         sim.mark_uncertain(&mut conn)?;
         let fault = match sim.fault {
@@ -2318,7 +2326,7 @@ impl World {
                     let code = b.code.clone();
                     diesel::sql_query("DELETE FROM bookings WHERE code = ?")
                         .bind::<diesel::sql_types::Text, _>(&code)
-                        .execute(&mut *conn)
+                        .execute(conn.sqlite().ok_or("harness: planted faults need SQLite")?)
                         .map_err(|e| e.to_string())?;
                     sim.fault_done = true;
                     sim.note(format!("PLANTED: the restart lost booking {code}"));
@@ -2330,11 +2338,11 @@ impl World {
                     for c in &sim.cohorts {
                         diesel::sql_query("UPDATE cohorts SET admitted_upto = 0 WHERE id = ?")
                             .bind::<diesel::sql_types::Integer, _>(c.id)
-                            .execute(&mut *conn)
+                            .execute(conn.sqlite().ok_or("harness: planted faults need SQLite")?)
                             .map_err(|e| e.to_string())?;
                         diesel::sql_query("DELETE FROM admissions WHERE cohort_id = ?")
                             .bind::<diesel::sql_types::Integer, _>(c.id)
-                            .execute(&mut *conn)
+                            .execute(conn.sqlite().ok_or("harness: planted faults need SQLite")?)
                             .map_err(|e| e.to_string())?;
                     }
                     sim.fault_done = true;

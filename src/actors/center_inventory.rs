@@ -245,6 +245,11 @@ impl Handler<Book> for CenterInventory {
                             act.release(first.id, second.id);
                             Err(BookError::AlreadyBooked)
                         }
+                        BookOutcome::SlotFull(_) => {
+                            // The database had the last word: another node took the place.
+                            act.release(first.id, second.id);
+                            Err(BookError::Refused(Refusal::SlotFull))
+                        }
                     }
                 }),
         )

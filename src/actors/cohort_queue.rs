@@ -4,21 +4,21 @@
 //! server a few bytes each (four, for the pre-queue shuffle) and nothing for those who join
 //! after opening.
 //!
-//! Joins and polls never wait in this mailbox: a join takes a number from an atomic counter
-//! (numbers are reserved on disk in blocks, ahead of use), and a poll computes its answer from
-//! what the actor publishes in `CohortShared`. The actor itself runs the admission clock: at
+//! Polls never wait in this mailbox: a poll computes its answer from what the actor publishes
+//! in `CohortShared`. A join takes a number from an atomic counter and is answered once that
+//! number is on disk: the actor group-commits the counter (one write for every join that
+//! arrived while the last one was on its way), so no ticket is ever handed out twice or counted
+//! as a person it is not, after any crash. The actor itself runs the admission clock: at
 //! each tick it opens the cohort (shuffling the pre-queue once), checks the supply left, and
 //! admits the next tickets in queue order at the measured, backpressure-adjusted rate, each
 //! step made durable before anyone is told of it.
 
-use super::booking_store::{BookingStore, Persist, StoreError, Write};
+use super::booking_store::{BookingStore, Persist, StoreError, Write, Written};
 use super::identity_pool::PoolLoad;
 use super::Registry;
 use crate::db::models::NewPassClaim;
 use crate::domain::cohort::{Cohort, CohortPatch, CohortState};
-use crate::domain::queue::{
-    gap_overlap, merge_gaps, Batch, PreQueue, QueueSnapshot, TicketStatus, TICKET_BLOCK,
-};
+use crate::domain::queue::{gap_overlap, merge_gaps, Batch, PreQueue, QueueSnapshot, TicketStatus};
 use crate::domain::slot::bookable_pairs;
 use actix::prelude::*;
 use chrono::{DateTime, FixedOffset, NaiveDate};
@@ -31,15 +31,27 @@ use std::time::Duration;
 pub const TICK: Duration = Duration::from_millis(100);
 /// The past over which the admission rate is measured for ETAs.
 const RATE_WINDOW_MS: i64 = 30_000;
+/// A join whose number is not on disk by then is answered 503 (the database is gone).
+const JOIN_DEADLINE: Duration = Duration::from_secs(9);
 
 /// What a cohort's queue publishes for handlers to read without the mailbox.
 #[derive(Debug)]
 pub struct CohortShared {
     pub id: i32,
     info: RwLock<Cohort>,
+    /// Ticket numbers taken by joins.
     next_seq: AtomicU64,
-    reserved: AtomicU64,
+    /// Numbers below this are settled: on disk (handed out), or in `failed` (nobody).
+    durable: AtomicU64,
+    /// Woken each time `durable` moves.
+    settled: tokio::sync::Notify,
+    /// A join asked the actor to record the numbers taken, and it has not started yet.
+    record_asked: AtomicBool,
+    /// Ranges of numbers whose record failed: their joins were answered 503, nobody holds them.
+    failed: RwLock<Vec<(u64, u64)>>,
     admitted_upto: AtomicU64,
+    /// People admitted since the cohort began (queue places passed less the gaps).
+    admitted_people: AtomicU64,
     pre_queue: OnceLock<PreQueue>,
     sold_out: AtomicBool,
     rate_milli: AtomicU64,
@@ -51,7 +63,7 @@ pub struct CohortShared {
     /// passes them.
     gaps: RwLock<Vec<(u64, u64)>>,
     /// Before opening, the ticket-number ranges the shuffle will take as one place each.
-    pending_gaps: Vec<(u64, u64)>,
+    pending_gaps: RwLock<Vec<(u64, u64)>>,
 }
 
 /// How a queue starts: fresh from the admin API, or rebuilt from the database.
@@ -60,6 +72,8 @@ pub struct QueueState {
     pub tickets_reserved: u64,
     pub pre_queue_count: Option<u64>,
     pub admitted_upto: u64,
+    /// People admitted so far.
+    pub admitted_count: u64,
     pub batches: Vec<Batch>,
     pub claims: HashMap<u64, (String, i64)>,
     pub verified: u64,
@@ -75,26 +89,33 @@ pub struct QueueState {
 
 impl CohortShared {
     pub fn new(cohort: Cohort, seed: u64, state: &QueueState, pass_ttl_s: i64) -> Self {
+        let configured_rate = cohort.admission_rate_per_s;
         let shared = Self {
             id: cohort.id,
             info: RwLock::new(cohort),
-            // Numbers below what was reserved before a restart may have been handed out:
-            // never hand them out again.
+            // Numbers below what was recorded before a restart were handed out: never hand
+            // them out again.
             next_seq: AtomicU64::new(state.tickets_reserved),
-            reserved: AtomicU64::new(state.tickets_reserved),
+            durable: AtomicU64::new(state.tickets_reserved),
+            settled: tokio::sync::Notify::new(),
+            record_asked: AtomicBool::new(false),
+            failed: RwLock::new(Vec::new()),
             admitted_upto: AtomicU64::new(state.admitted_upto),
+            admitted_people: AtomicU64::new(state.admitted_count),
             pre_queue: OnceLock::new(),
             sold_out: AtomicBool::new(false),
-            rate_milli: AtomicU64::new(0),
+            // Until admissions are measured, the configured rate is the best estimate: a
+            // citizen who joins an idle queue is told an ETA at once.
+            rate_milli: AtomicU64::new((configured_rate * 1000.0) as u64),
             batches: RwLock::new(state.batches.clone()),
             verified: AtomicU64::new(state.verified),
             pass_ttl_s,
             gaps: RwLock::new(Vec::new()),
-            pending_gaps: if state.pre_queue_count.is_none() {
+            pending_gaps: RwLock::new(if state.pre_queue_count.is_none() {
                 merge_gaps(state.gaps.iter().copied())
             } else {
                 Vec::new()
-            },
+            }),
         };
         if let Some(count) = state.pre_queue_count {
             let pre = PreQueue::with_gaps(count, seed, &state.pre_queue_gaps);
@@ -125,14 +146,20 @@ impl CohortShared {
         self.sold_out.load(Ordering::Relaxed)
     }
 
-    /// Ticket numbers handed out, or reserved before a restart and skipped (never more than
-    /// are reserved on disk).
+    /// Ticket numbers settled: handed out (on disk), or skipped as nobody. A number taken by
+    /// a join whose record is still on its way counts once it is settled.
     pub fn issued(&self) -> u64 {
-        self.next_seq.load(Ordering::Acquire)
+        self.durable.load(Ordering::Acquire)
     }
 
+    /// The admission front: queue places below it were admitted (gaps included).
     pub fn admitted(&self) -> u64 {
         self.admitted_upto.load(Ordering::Acquire)
+    }
+
+    /// People admitted so far: the places the front passed, less the gaps it jumped.
+    pub fn admitted_people(&self) -> u64 {
+        self.admitted_people.load(Ordering::Acquire)
     }
 
     pub fn verified(&self) -> u64 {
@@ -157,7 +184,8 @@ impl CohortShared {
             let gaps = self.gaps.read().unwrap_or_else(|e| e.into_inner());
             gap_overlap(&gaps, admitted, issued)
         } else {
-            gap_overlap(&self.pending_gaps, admitted, issued)
+            let pending = self.pending_gaps.read().unwrap_or_else(|e| e.into_inner());
+            gap_overlap(&pending, admitted, issued)
         };
         issued.saturating_sub(admitted) - skipped
     }
@@ -204,46 +232,42 @@ pub struct CohortHandle {
 }
 
 impl CohortHandle {
-    /// Takes the next ticket number, only ever one already reserved on disk, so that a ticket
-    /// handed out is never handed out again after a crash. When every reserved number is taken,
-    /// waits for the next block first; if that reservation fails, the join fails without having
-    /// taken a number. (A client that goes away after its number is taken but before its 201
-    /// arrives still leaves that number in line: it is admitted in its turn and lapses unused.)
+    /// Takes the next ticket number and waits until it is on disk (group-committed with the
+    /// other joins of the moment), so that a ticket handed out is never handed out again, and
+    /// counts as a person, after any crash. If the record fails, the join fails and its number
+    /// is nobody: a gap that positions skip and admission jumps.
     pub async fn take_ticket(&self) -> Result<u64, StoreError> {
         let shared = &self.shared;
-        loop {
-            let taken = shared
-                .next_seq
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |seq| {
-                    (seq < shared.reserved.load(Ordering::Acquire)).then_some(seq + 1)
-                });
-            match taken {
-                Ok(seq) => {
-                    if seq + TICKET_BLOCK / 2 == shared.reserved.load(Ordering::Acquire) {
-                        // Half a block left: reserve the next before anyone has to wait for it.
-                        self.addr.do_send(EnsureTickets {
-                            seq: seq + TICKET_BLOCK / 2,
-                        });
-                    }
-                    return Ok(seq);
-                }
-                Err(seq) => {
-                    self.addr
-                        .send(EnsureTickets { seq })
-                        .await
-                        .map_err(|_| StoreError::Busy)??;
-                }
-            }
+        let seq = shared.next_seq.fetch_add(1, Ordering::AcqRel);
+        if !shared.record_asked.swap(true, Ordering::AcqRel) {
+            self.addr.do_send(RecordTickets);
         }
+        let settled = async {
+            loop {
+                let woken = shared.settled.notified();
+                tokio::pin!(woken);
+                woken.as_mut().enable();
+                if shared.durable.load(Ordering::Acquire) > seq {
+                    return;
+                }
+                woken.await;
+            }
+        };
+        if tokio::time::timeout(JOIN_DEADLINE, settled).await.is_err() {
+            return Err(StoreError::Busy);
+        }
+        let failed = shared.failed.read().unwrap_or_else(|e| e.into_inner());
+        if in_gap(&failed, seq) {
+            return Err(StoreError::Commit("the join could not be recorded".into()));
+        }
+        Ok(seq)
     }
 }
 
-/// Make sure ticket numbers up to `seq` are reserved on disk.
+/// Record the ticket numbers joins have taken (sent by the first join since the last record).
 #[derive(Message)]
-#[rtype(result = "Result<(), StoreError>")]
-pub struct EnsureTickets {
-    pub seq: u64,
-}
+#[rtype(result = "()")]
+pub struct RecordTickets;
 
 /// Binds a pass to the identity it verified.
 #[derive(Message)]
@@ -319,9 +343,13 @@ pub struct CohortQueue {
     /// booking must not be counted again.
     gap_ranges: Vec<(u64, u64)>,
     claims: HashMap<u64, (String, i64)>,
-    /// Ticket numbers recorded on disk as handed out, and whether a record is on its way.
-    recorded_issued: u64,
-    recording_issued: bool,
+    /// A record of ticket numbers is on its way.
+    recording_tickets: bool,
+    /// The ticket-number ranges that are nobody and not yet shuffled into the pre-queue
+    /// (restarts of old, failed records), as `cohorts.ticket_gaps` keeps them, and whether
+    /// the disk is behind.
+    ticket_gaps: Vec<(u64, u64)>,
+    ticket_gaps_changed: bool,
 }
 
 impl CohortQueue {
@@ -383,8 +411,9 @@ impl CohortQueue {
             booked,
             gap_ranges,
             claims: state.claims,
-            recorded_issued: 0,
-            recording_issued: false,
+            recording_tickets: false,
+            ticket_gaps: merge_gaps(state.gaps.iter().copied()),
+            ticket_gaps_changed: false,
         }
     }
 
@@ -498,7 +527,8 @@ impl CohortQueue {
         let cohort = self.shared.cohort();
         let now = now_ms.div_euclid(1000);
         if !self.shared.is_open_shuffled() {
-            return (now >= cohort.opens_at).then(|| self.open());
+            // Not while numbers are on their way to disk: the opening freezes what is settled.
+            return (now >= cohort.opens_at && !self.recording_tickets).then(|| self.open());
         }
         let dt = self.last_tick_ms.map_or(0, |t| (now_ms - t).clamp(0, 1000));
         self.last_tick_ms = Some(now_ms);
@@ -577,6 +607,8 @@ impl CohortQueue {
     /// as they are on disk, to the opening's record (`queries::record_opening`), and the
     /// shuffle takes each as one place.
     fn open(&mut self) -> ResponseActFuture<Self, ()> {
+        // Numbers taken but not yet settled come after the pre-queue: they are joins of the
+        // moment of opening.
         let count = self.shared.issued();
         let write = Write::RecordOpening {
             cohort_id: self.shared.id,
@@ -585,17 +617,25 @@ impl CohortQueue {
         self.persist_step(write, move |act, ok| {
             let id = act.shared.id;
             if ok {
-                let pre = PreQueue::with_gaps(count, act.seed, &act.shared.pending_gaps);
+                let pending = act
+                    .shared
+                    .pending_gaps
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                let pre = PreQueue::with_gaps(count, act.seed, &pending);
                 let skipped = gap_overlap(pre.gaps(), 0, count);
                 // The gaps before the order: a poll that sees the order sees them.
                 *act.shared.gaps.write().unwrap_or_else(|e| e.into_inner()) = pre.gaps().to_vec();
                 act.gap_ranges = pre.gaps().to_vec();
                 let _ = act.shared.pre_queue.set(pre);
+                // On disk the opening moved them to `pre_queue_gaps`.
+                act.ticket_gaps.clear();
                 log::info!(
                     "cohort {id} opened: {count} pre-queue tickets shuffled with seed {} \
-                     ({skipped} numbers skipped by restarts taken as {} places)",
+                     ({skipped} numbers that are nobody taken as {} places)",
                     act.seed,
-                    act.shared.pending_gaps.len()
+                    pending.len()
                 );
             } else {
                 log::error!("cohort {id}: could not record the opening; retrying");
@@ -603,32 +643,78 @@ impl CohortQueue {
         })
     }
 
-    /// Records how many ticket numbers were handed out, once a tick at most, so that a restart
-    /// knows which reserved numbers are nobody.
-    fn record_issued(&mut self, ctx: &mut Context<Self>) {
-        let issued = self
-            .shared
-            .issued()
-            .min(self.shared.reserved.load(Ordering::Acquire));
-        if self.recording_issued || issued <= self.recorded_issued {
+    /// Writes the numbers joins have taken since the last record, in one counter write, and
+    /// settles them when it is done: on disk, or (if it failed) nobody. Joins that arrive
+    /// meanwhile go into the next record, started as soon as this one returns.
+    fn record_tickets(&mut self, ctx: &mut Context<Self>) {
+        if self.recording_tickets || self.step_in_flight && !self.shared.is_open_shuffled() {
+            // Asked again when the write on its way returns.
             return;
         }
-        self.recording_issued = true;
-        let write = Write::RecordIssued {
+        self.shared.record_asked.store(false, Ordering::Release);
+        let from = self.shared.durable.load(Ordering::Acquire);
+        let upto = self.shared.next_seq.load(Ordering::Acquire);
+        if upto <= from {
+            return;
+        }
+        self.recording_tickets = true;
+        let gaps = self
+            .ticket_gaps_changed
+            .then(|| serde_json::to_string(&self.ticket_gaps).unwrap_or_else(|_| "[]".into()));
+        let wrote_gaps = gaps.is_some();
+        let write = Write::RecordTickets {
             cohort_id: self.shared.id,
-            issued,
+            upto,
+            gaps,
         };
         ctx.spawn(
             self.store
                 .send(Persist(write))
                 .into_actor(self)
-                .map(move |res, act, _| {
-                    act.recording_issued = false;
+                .map(move |res, act, ctx| {
+                    act.recording_tickets = false;
                     if matches!(res, Ok(Ok(_))) {
-                        act.recorded_issued = issued;
+                        if wrote_gaps {
+                            act.ticket_gaps_changed = false;
+                        }
+                    } else {
+                        log::error!(
+                            "cohort {}: could not record {} joins; they were refused",
+                            act.shared.id,
+                            upto - from
+                        );
+                        act.nobody(from, upto);
                     }
+                    act.shared.durable.store(upto, Ordering::Release);
+                    act.shared.settled.notify_waiters();
+                    act.record_tickets(ctx);
                 }),
         );
+    }
+
+    /// Ticket numbers `from..upto` are nobody: positions skip them, admission jumps them, and
+    /// the next record of tickets keeps them on disk.
+    fn nobody(&mut self, from: u64, upto: u64) {
+        self.shared
+            .failed
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((from, upto));
+        if self.shared.is_open_shuffled() {
+            // After opening a number is its queue index.
+            let mut gaps = self.shared.gaps.write().unwrap_or_else(|e| e.into_inner());
+            *gaps = merge_gaps(gaps.iter().copied().chain([(from, upto)]));
+            self.gap_ranges = merge_gaps(self.gap_ranges.iter().copied().chain([(from, upto)]));
+        } else {
+            let mut pending = self
+                .shared
+                .pending_gaps
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            *pending = merge_gaps(pending.iter().copied().chain([(from, upto)]));
+        }
+        self.ticket_gaps = merge_gaps(self.ticket_gaps.iter().copied().chain([(from, upto)]));
+        self.ticket_gaps_changed = true;
     }
 
     /// Admits queue indices `from..upto`, of which `skipped` are in gaps: nobody, so they hold
@@ -641,9 +727,11 @@ impl CohortQueue {
         skipped: u64,
         at_ms: i64,
     ) -> ResponseActFuture<Self, ()> {
+        let people = self.shared.admitted_people() + (upto - from - skipped);
         let write = Write::RecordAdmission {
             cohort_id: self.shared.id,
             upto,
+            people,
             at_ms,
         };
         self.persist_step(write, move |act, ok| {
@@ -656,6 +744,7 @@ impl CohortQueue {
                 if skipped > 0 {
                     act.booked.insert(upto, skipped);
                 }
+                act.shared.admitted_people.store(people, Ordering::Release);
                 act.shared.admitted_upto.store(upto, Ordering::Release);
             } else {
                 // Nobody was told; the same tickets are admitted at a later tick.
@@ -673,7 +762,7 @@ impl Actor for CohortQueue {
         ctx.set_mailbox_capacity(4096);
         if let Some(period) = self.settings.tick {
             ctx.run_interval(period, |act, ctx| {
-                act.record_issued(ctx);
+                act.record_tickets(ctx);
                 if let Some(write) = act.step(crate::now_ms()) {
                     ctx.spawn(write);
                 }
@@ -686,31 +775,18 @@ impl Handler<Tick> for CohortQueue {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, msg: Tick, ctx: &mut Context<Self>) -> Self::Result {
-        self.record_issued(ctx);
+        // Joins that arrived while the opening was on its way.
+        self.record_tickets(ctx);
         self.step(msg.now_ms)
             .unwrap_or_else(|| Box::pin(fut::ready(())))
     }
 }
 
-impl Handler<EnsureTickets> for CohortQueue {
-    type Result = ResponseFuture<Result<(), StoreError>>;
+impl Handler<RecordTickets> for CohortQueue {
+    type Result = ();
 
-    fn handle(&mut self, msg: EnsureTickets, _: &mut Context<Self>) -> Self::Result {
-        let shared = self.shared.clone();
-        if shared.reserved.load(Ordering::Acquire) > msg.seq {
-            return Box::pin(async { Ok(()) });
-        }
-        let upto = (msg.seq / TICKET_BLOCK + 2) * TICKET_BLOCK;
-        let write = Write::ReserveTickets {
-            cohort_id: shared.id,
-            upto,
-        };
-        let sent = self.store.send(Persist(write));
-        Box::pin(async move {
-            sent.await.map_err(|_| StoreError::Busy)??;
-            shared.reserved.fetch_max(upto, Ordering::AcqRel);
-            Ok(())
-        })
+    fn handle(&mut self, _: RecordTickets, ctx: &mut Context<Self>) {
+        self.record_tickets(ctx);
     }
 }
 
@@ -734,13 +810,20 @@ impl Handler<ClaimPass> for CohortQueue {
             citizen_key: msg.citizen_key,
             claimed_at: msg.now,
         };
-        let seq = msg.seq;
+        let (seq, now) = (msg.seq, msg.now);
+        let citizen_key = claim.citizen_key.clone();
         Box::pin(
             self.store
                 .send(Persist(Write::ClaimPass(claim)))
                 .into_actor(self)
                 .map(
                     move |res, act, _| match res.map_err(|_| StoreError::Busy).and_then(|r| r) {
+                        Ok(Written::Claimed(key)) if key != citizen_key => {
+                            // Bound to someone else already, by another node: the database
+                            // decided.
+                            act.claims.insert(seq, (key, now));
+                            Ok(Claim::Other)
+                        }
                         Ok(_) => {
                             act.shared.verified.fetch_add(1, Ordering::Relaxed);
                             Ok(Claim::New)

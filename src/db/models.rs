@@ -25,6 +25,7 @@ pub struct CohortRow {
     pub tickets_issued: i64,
     pub ticket_gaps: String,
     pub pre_queue_gaps: String,
+    pub admitted_count: i64,
 }
 
 #[derive(Debug, Clone, Insertable)]
@@ -91,6 +92,8 @@ pub struct SlotRow {
     pub end_time: String,
     pub capacity: i32,
     pub vaccine: String,
+    /// Places held by live bookings (either dose).
+    pub booked: i32,
 }
 
 #[derive(Debug, Clone, Insertable)]

@@ -1,24 +1,25 @@
-//! Synchronous queries. Reads take any pooled connection; writes are called only by the
-//! `BookingStore` actor, inside the transaction of one group commit.
+//! Synchronous queries, each written once for both backends (`run!`). Reads take any pooled
+//! connection; writes are called only by the `BookingStore` actor, inside the transaction of
+//! one group commit.
 
 use super::models::*;
 use super::schema::{admissions, bookings, centers, citizens, cohorts, pass_claims, slots};
+use super::Conn;
 use crate::domain::booking::{STATE_CANCELLED, STATE_CONFIRMED};
 use crate::domain::cohort::CohortPatch;
+use crate::run;
 use diesel::dsl::{count_star, max};
 use diesel::prelude::*;
 use diesel::result::Error;
 use std::collections::HashMap;
 
-type Conn = SqliteConnection;
-
 // ---- reads ----
 
 pub fn load_cohorts(conn: &mut Conn) -> Result<Vec<CohortRow>, Error> {
-    cohorts::table
+    run!(conn, c => cohorts::table
         .order(cohorts::id)
         .select(CohortRow::as_select())
-        .load(conn)
+        .load(c))
 }
 
 /// Admission steps at or after `since_ms`, oldest first, and the index where the first of
@@ -28,18 +29,20 @@ pub fn load_admissions(
     cohort_id: i32,
     since_ms: i64,
 ) -> Result<(i64, Vec<AdmissionRow>), Error> {
-    let before: Option<i64> = admissions::table
-        .filter(admissions::cohort_id.eq(cohort_id))
-        .filter(admissions::admitted_at_ms.lt(since_ms))
-        .select(max(admissions::upto))
-        .first(conn)?;
-    let rows = admissions::table
-        .filter(admissions::cohort_id.eq(cohort_id))
-        .filter(admissions::admitted_at_ms.ge(since_ms))
-        .order(admissions::upto)
-        .select(AdmissionRow::as_select())
-        .load(conn)?;
-    Ok((before.unwrap_or(0), rows))
+    run!(conn, c => {
+        let before: Option<i64> = admissions::table
+            .filter(admissions::cohort_id.eq(cohort_id))
+            .filter(admissions::admitted_at_ms.lt(since_ms))
+            .select(max(admissions::upto))
+            .first(c)?;
+        let rows = admissions::table
+            .filter(admissions::cohort_id.eq(cohort_id))
+            .filter(admissions::admitted_at_ms.ge(since_ms))
+            .order(admissions::upto)
+            .select(AdmissionRow::as_select())
+            .load(c)?;
+        Ok((before.unwrap_or(0), rows))
+    })
 }
 
 /// Claims of passes that may still be valid: ticket number -> citizen key.
@@ -48,75 +51,53 @@ pub fn load_pass_claims(
     cohort_id: i32,
     since: i64,
 ) -> Result<HashMap<u64, String>, Error> {
-    let rows: Vec<(i64, String)> = pass_claims::table
+    let rows: Vec<(i64, String)> = run!(conn, c => pass_claims::table
         .filter(pass_claims::cohort_id.eq(cohort_id))
         .filter(pass_claims::claimed_at.ge(since))
         .select((pass_claims::ticket_seq, pass_claims::citizen_key))
-        .load(conn)?;
+        .load(c))?;
     Ok(rows.into_iter().map(|(s, k)| (s as u64, k)).collect())
 }
 
 /// The tickets of a cohort that booked (live or since cancelled) at or after `since`.
 pub fn tickets_that_booked(conn: &mut Conn, cohort_id: i32, since: i64) -> Result<Vec<u64>, Error> {
-    let seqs: Vec<i64> = bookings::table
+    let seqs: Vec<i64> = run!(conn, c => bookings::table
         .filter(bookings::cohort_id.eq(cohort_id))
         .filter(bookings::created_at.ge(since))
         .select(bookings::ticket_seq)
         .distinct()
-        .load(conn)?;
+        .load(c))?;
     Ok(seqs.into_iter().map(|s| s as u64).collect())
 }
 
 pub fn count_pass_claims(conn: &mut Conn, cohort_id: i32) -> Result<i64, Error> {
-    pass_claims::table
+    run!(conn, c => pass_claims::table
         .filter(pass_claims::cohort_id.eq(cohort_id))
         .select(count_star())
-        .first(conn)
+        .first(c))
 }
 
 pub fn load_centers(conn: &mut Conn) -> Result<Vec<CenterRow>, Error> {
-    centers::table
+    run!(conn, c => centers::table
         .order(centers::id)
         .select(CenterRow::as_select())
-        .load(conn)
+        .load(c))
 }
 
-/// Every slot with the number of its places that live bookings hold (either dose).
-pub fn load_slots(conn: &mut Conn) -> Result<Vec<(SlotRow, i64)>, Error> {
-    let rows = slots::table
+/// Every slot, with the places its live bookings hold (kept in the row).
+pub fn load_slots(conn: &mut Conn) -> Result<Vec<SlotRow>, Error> {
+    run!(conn, c => slots::table
         .order(slots::id)
         .select(SlotRow::as_select())
-        .load(conn)?;
-    let mut taken: HashMap<i32, i64> = HashMap::new();
-    let live = bookings::state.eq(STATE_CONFIRMED);
-    let first: Vec<(i32, i64)> = bookings::table
-        .filter(live)
-        .group_by(bookings::first_slot_id)
-        .select((bookings::first_slot_id, count_star()))
-        .load(conn)?;
-    let second: Vec<(i32, i64)> = bookings::table
-        .filter(bookings::state.eq(STATE_CONFIRMED))
-        .group_by(bookings::second_slot_id)
-        .select((bookings::second_slot_id, count_star()))
-        .load(conn)?;
-    for (id, n) in first.into_iter().chain(second) {
-        *taken.entry(id).or_default() += n;
-    }
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            let n = taken.get(&r.id).copied().unwrap_or(0);
-            (r, n)
-        })
-        .collect())
+        .load(c))
 }
 
-/// A booking and the birth date of its citizen.
+/// A booking and the masked name and birth date of its citizen.
 pub fn find_booking(
     conn: &mut Conn,
     code: &str,
 ) -> Result<Option<(BookingRow, String, String)>, Error> {
-    bookings::table
+    run!(conn, c => bookings::table
         .inner_join(citizens::table)
         .filter(bookings::code.eq(code))
         .select((
@@ -124,8 +105,8 @@ pub fn find_booking(
             citizens::masked_name,
             citizens::birth_date,
         ))
-        .first(conn)
-        .optional()
+        .first(c)
+        .optional())
 }
 
 /// What a new booking by this citizen would collide with: the booking made earlier with the
@@ -136,19 +117,21 @@ pub fn find_for_citizen(
     citizen_key: &str,
     idempotency_key: Option<&str>,
 ) -> Result<Option<BookingRow>, Error> {
-    let mut query = bookings::table
-        .filter(bookings::citizen_key.eq(citizen_key))
-        .select(BookingRow::as_select())
-        .into_boxed();
-    query = match idempotency_key {
-        Some(key) => query.filter(
-            bookings::state
-                .eq(STATE_CONFIRMED)
-                .or(bookings::idempotency_key.eq(key)),
-        ),
-        None => query.filter(bookings::state.eq(STATE_CONFIRMED)),
-    };
-    let rows = query.load(conn)?;
+    let rows: Vec<BookingRow> = run!(conn, c => {
+        let mut query = bookings::table
+            .filter(bookings::citizen_key.eq(citizen_key))
+            .select(BookingRow::as_select())
+            .into_boxed();
+        query = match idempotency_key {
+            Some(key) => query.filter(
+                bookings::state
+                    .eq(STATE_CONFIRMED)
+                    .or(bookings::idempotency_key.eq(key)),
+            ),
+            None => query.filter(bookings::state.eq(STATE_CONFIRMED)),
+        };
+        query.load(c)
+    })?;
     let repeat = rows
         .iter()
         .position(|b| idempotency_key.is_some() && b.idempotency_key.as_deref() == idempotency_key);
@@ -159,145 +142,237 @@ pub fn find_for_citizen(
 }
 
 pub fn masked_name(conn: &mut Conn, citizen_key: &str) -> Result<Option<String>, Error> {
-    citizens::table
+    run!(conn, c => citizens::table
         .find(citizen_key)
         .select(citizens::masked_name)
-        .first(conn)
-        .optional()
+        .first(c)
+        .optional())
 }
 
 /// Live bookings per cohort, and the counts of live and cancelled bookings overall.
 pub fn booking_counts(conn: &mut Conn) -> Result<(HashMap<i32, i64>, i64, i64), Error> {
-    let per_cohort: Vec<(i32, i64)> = bookings::table
-        .filter(bookings::state.eq(STATE_CONFIRMED))
-        .group_by(bookings::cohort_id)
-        .select((bookings::cohort_id, count_star()))
-        .load(conn)?;
-    let cancelled: i64 = bookings::table
-        .filter(bookings::state.eq(STATE_CANCELLED))
-        .select(count_star())
-        .first(conn)?;
+    let (per_cohort, cancelled): (Vec<(i32, i64)>, i64) = run!(conn, c => {
+        let per_cohort = bookings::table
+            .filter(bookings::state.eq(STATE_CONFIRMED))
+            .group_by(bookings::cohort_id)
+            .select((bookings::cohort_id, count_star()))
+            .load(c)?;
+        let cancelled = bookings::table
+            .filter(bookings::state.eq(STATE_CANCELLED))
+            .select(count_star())
+            .first(c)?;
+        Ok::<_, Error>((per_cohort, cancelled))
+    })?;
     let live = per_cohort.iter().map(|(_, n)| n).sum();
     Ok((per_cohort.into_iter().collect(), live, cancelled))
+}
+
+/// Whether writes would be taken now: on PostgreSQL, a primary (a standby in recovery
+/// answers reads only); on SQLite, an answering file.
+pub fn check_writable(conn: &mut Conn) -> Result<(), Error> {
+    match conn {
+        Conn::Sqlite(c) => diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>("1"))
+            .execute(*c)
+            .map(drop),
+        Conn::Postgres(c) => {
+            let recovering: bool = diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(
+                "pg_is_in_recovery()",
+            ))
+            .get_result(*c)?;
+            if recovering {
+                Err(Error::QueryBuilderError(
+                    "the database is a standby in recovery (read only)".into(),
+                ))
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A PostgreSQL server setting, as `SHOW` gives it.
+pub fn pg_setting(conn: &mut diesel::PgConnection, name: &str) -> Result<String, Error> {
+    // `name` is one of this module's constants, never input.
+    diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>(&format!(
+        "current_setting('{name}')"
+    )))
+    .get_result(conn)
 }
 
 // ---- writes (BookingStore only) ----
 
 pub fn insert_cohort(conn: &mut Conn, row: &NewCohortRow) -> Result<i32, Error> {
-    diesel::insert_into(cohorts::table)
+    run!(conn, c => diesel::insert_into(cohorts::table)
         .values(row)
         .returning(cohorts::id)
-        .get_result(conn)
+        .get_result(c))
 }
 
 pub fn update_cohort(conn: &mut Conn, id: i32, patch: &CohortPatch) -> Result<(), Error> {
-    let target = cohorts::table.find(id);
-    if let Some(rate) = patch.admission_rate_per_s {
-        diesel::update(target)
-            .set(cohorts::admission_rate_per_s.eq(rate))
-            .execute(conn)?;
-    }
-    if let Some(closes_at) = patch.closes_at {
-        diesel::update(target)
-            .set(cohorts::closes_at.eq(closes_at))
-            .execute(conn)?;
-    }
-    if let Some(paused) = patch.paused {
-        diesel::update(target)
-            .set(cohorts::paused.eq(paused))
-            .execute(conn)?;
-    }
-    Ok(())
+    run!(conn, c => {
+        let target = cohorts::table.find(id);
+        if let Some(rate) = patch.admission_rate_per_s {
+            diesel::update(target)
+                .set(cohorts::admission_rate_per_s.eq(rate))
+                .execute(c)?;
+        }
+        if let Some(closes_at) = patch.closes_at {
+            diesel::update(target)
+                .set(cohorts::closes_at.eq(closes_at))
+                .execute(c)?;
+        }
+        if let Some(paused) = patch.paused {
+            diesel::update(target)
+                .set(cohorts::paused.eq(paused))
+                .execute(c)?;
+        }
+        Ok(())
+    })
 }
 
-pub fn reserve_tickets(conn: &mut Conn, cohort_id: i32, upto: i64) -> Result<(), Error> {
-    diesel::update(cohorts::table.find(cohort_id))
-        .filter(cohorts::tickets_reserved.lt(upto))
-        .set(cohorts::tickets_reserved.eq(upto))
-        .execute(conn)
+/// Ticket numbers below `upto` are handed out (the joins waiting for this write are answered
+/// once it commits); `gaps` are the ranges among them that are nobody, when they changed.
+/// One counter write for a whole batch of joins.
+pub fn record_tickets(
+    conn: &mut Conn,
+    cohort_id: i32,
+    upto: i64,
+    gaps: Option<&str>,
+) -> Result<(), Error> {
+    run!(conn, c => {
+        let target = cohorts::table.find(cohort_id).filter(cohorts::tickets_reserved.lt(upto));
+        match gaps {
+            Some(g) => diesel::update(target)
+                .set((
+                    cohorts::tickets_reserved.eq(upto),
+                    cohorts::tickets_issued.eq(upto),
+                    cohorts::ticket_gaps.eq(g),
+                ))
+                .execute(c),
+            None => diesel::update(target)
+                .set((
+                    cohorts::tickets_reserved.eq(upto),
+                    cohorts::tickets_issued.eq(upto),
+                ))
+                .execute(c),
+        }
         .map(drop)
-}
-
-pub fn record_issued(conn: &mut Conn, cohort_id: i32, issued: i64) -> Result<(), Error> {
-    diesel::update(cohorts::table.find(cohort_id))
-        .filter(cohorts::tickets_issued.lt(issued))
-        .set(cohorts::tickets_issued.eq(issued))
-        .execute(conn)
-        .map(drop)
+    })
 }
 
 /// At start, before anything is served: the ranges to skip, and the numbers counted issued.
 pub fn record_gaps(conn: &mut Conn, cohort_id: i32, gaps: &str, issued: i64) -> Result<(), Error> {
-    diesel::update(cohorts::table.find(cohort_id))
+    run!(conn, c => diesel::update(cohorts::table.find(cohort_id))
         .set((
             cohorts::ticket_gaps.eq(gaps),
             cohorts::tickets_issued.eq(issued),
         ))
-        .execute(conn)
-        .map(drop)
+        .execute(c)
+        .map(drop))
 }
 
-/// Freezes the pre-queue at `count` tickets, once. The ranges a restart skipped before opening
+/// Freezes the pre-queue at `count` tickets, once. The ranges skipped before opening
 /// (`ticket_gaps`, all below `count`) become the opening's (`pre_queue_gaps`), which its shuffle
 /// takes as one place each; every number below `count` now counts as recorded.
 pub fn record_opening(conn: &mut Conn, cohort_id: i32, count: i64) -> Result<(), Error> {
-    let opened = diesel::update(cohorts::table.find(cohort_id))
-        .filter(cohorts::pre_queue_count.is_null())
-        .set((
-            cohorts::pre_queue_count.eq(count),
-            cohorts::pre_queue_gaps.eq(cohorts::ticket_gaps),
-            cohorts::ticket_gaps.eq("[]"),
-        ))
-        .execute(conn)?;
-    if opened > 0 {
-        record_issued(conn, cohort_id, count)?;
-    }
-    Ok(())
+    run!(conn, c => {
+        let opened = diesel::update(cohorts::table.find(cohort_id))
+            .filter(cohorts::pre_queue_count.is_null())
+            .set((
+                cohorts::pre_queue_count.eq(count),
+                cohorts::pre_queue_gaps.eq(cohorts::ticket_gaps),
+                cohorts::ticket_gaps.eq("[]"),
+            ))
+            .execute(c)?;
+        if opened > 0 {
+            diesel::update(cohorts::table.find(cohort_id))
+                .filter(cohorts::tickets_issued.lt(count))
+                .set(cohorts::tickets_issued.eq(count))
+                .execute(c)?;
+        }
+        Ok(())
+    })
 }
 
+/// Queue indices below `upto` are admitted, `people` of them in all since the cohort began.
 pub fn record_admission(
     conn: &mut Conn,
     cohort_id: i32,
     upto: i64,
+    people: i64,
     at_ms: i64,
 ) -> Result<(), Error> {
-    diesel::insert_or_ignore_into(admissions::table)
-        .values((
-            admissions::cohort_id.eq(cohort_id),
-            admissions::upto.eq(upto),
-            admissions::admitted_at_ms.eq(at_ms),
-        ))
-        .execute(conn)?;
-    diesel::update(cohorts::table.find(cohort_id))
-        .filter(cohorts::admitted_upto.lt(upto))
-        .set(cohorts::admitted_upto.eq(upto))
-        .execute(conn)
-        .map(drop)
+    run!(conn, c => {
+        diesel::insert_into(admissions::table)
+            .values((
+                admissions::cohort_id.eq(cohort_id),
+                admissions::upto.eq(upto),
+                admissions::admitted_at_ms.eq(at_ms),
+            ))
+            .on_conflict_do_nothing()
+            .execute(c)?;
+        diesel::update(cohorts::table.find(cohort_id))
+            .filter(cohorts::admitted_upto.lt(upto))
+            .set((
+                cohorts::admitted_upto.eq(upto),
+                cohorts::admitted_count.eq(people),
+            ))
+            .execute(c)
+            .map(drop)
+    })
 }
 
-pub fn claim_pass(conn: &mut Conn, claim: &NewPassClaim) -> Result<(), Error> {
-    diesel::insert_or_ignore_into(pass_claims::table)
-        .values(claim)
-        .execute(conn)
-        .map(drop)
+/// Binds a pass to one identity. The primary key decides: a claim that finds the pass bound
+/// already (by another node, say) changes nothing, and the citizen it is bound to is answered.
+pub fn claim_pass(conn: &mut Conn, claim: &NewPassClaim) -> Result<String, Error> {
+    run!(conn, c => {
+        let inserted = diesel::insert_into(pass_claims::table)
+            .values(claim)
+            .on_conflict_do_nothing()
+            .execute(c)?;
+        if inserted > 0 {
+            return Ok(claim.citizen_key.clone());
+        }
+        pass_claims::table
+            .find((claim.cohort_id, claim.ticket_seq))
+            .select(pass_claims::citizen_key)
+            .first(c)
+    })
 }
 
 pub fn insert_center(conn: &mut Conn, row: &NewCenterRow) -> Result<i32, Error> {
-    diesel::insert_into(centers::table)
+    run!(conn, c => diesel::insert_into(centers::table)
         .values(row)
         .returning(centers::id)
-        .get_result(conn)
+        .get_result(c))
 }
 
 pub fn insert_slots(conn: &mut Conn, rows: &[NewSlotRow]) -> Result<Vec<i32>, Error> {
-    rows.iter()
+    run!(conn, c => rows
+        .iter()
         .map(|row| {
             diesel::insert_into(slots::table)
                 .values(row)
                 .returning(slots::id)
-                .get_result(conn)
+                .get_result(c)
         })
-        .collect()
+        .collect())
+}
+
+/// PostgreSQL: locks the slot rows a batch will touch, in ascending id order, before it
+/// touches any, so that two nodes' batches never wait for each other in a cycle. (SQLite has
+/// one writer: nothing to order.)
+pub fn lock_slots(conn: &mut Conn, ids: &[i32]) -> Result<(), Error> {
+    match conn {
+        Conn::Sqlite(_) => Ok(()),
+        Conn::Postgres(c) => slots::table
+            .filter(slots::id.eq_any(ids))
+            .order(slots::id)
+            .select(slots::id)
+            .for_update()
+            .load::<i32>(*c)
+            .map(drop),
+    }
 }
 
 /// What became of a booking the writer was asked to keep.
@@ -308,8 +383,33 @@ pub enum BookOutcome {
     Repeat(BookingRow),
     /// The citizen already holds a live booking.
     AlreadyBooked,
+    /// The database found no place left in this slot (another node took it).
+    SlotFull(i32),
 }
 
+/// Takes one place in a slot if one is left; false if the slot is full.
+fn take_place(conn: &mut Conn, slot_id: i32) -> Result<bool, Error> {
+    run!(conn, c => diesel::update(slots::table.find(slot_id))
+        .filter(slots::booked.lt(slots::capacity))
+        .set(slots::booked.eq(slots::booked + 1))
+        .execute(c)
+        .map(|n| n > 0))
+}
+
+/// Gives one place back to a slot.
+fn give_place(conn: &mut Conn, slot_id: i32) -> Result<(), Error> {
+    run!(conn, c => diesel::update(slots::table.find(slot_id))
+        .filter(slots::booked.gt(0))
+        .set(slots::booked.eq(slots::booked - 1))
+        .execute(c)
+        .map(drop))
+}
+
+/// Books both doses, or nothing. The database has the last word on every rule that several
+/// nodes could break: each place is taken with a conditional update (never past capacity),
+/// and the booking row goes in only if the citizen holds no live one (a partial unique index).
+/// No statement here fails on a rule, so a refusal answers this booking alone and the batch
+/// commits without savepoints.
 pub fn insert_booking(
     conn: &mut Conn,
     citizen: &NewCitizenRow,
@@ -322,22 +422,42 @@ pub fn insert_booking(
         Some(_) => return Ok(BookOutcome::AlreadyBooked),
         None => {}
     }
-    diesel::insert_into(citizens::table)
-        .values(citizen)
-        .on_conflict(citizens::key)
-        .do_update()
-        .set(citizens::masked_name.eq(&citizen.masked_name))
-        .execute(conn)?;
-    let booked = diesel::insert_into(bookings::table)
-        .values(row)
-        .returning(BookingRow::as_returning())
-        .get_result(conn)?;
-    Ok(BookOutcome::Booked(booked))
+    if !take_place(conn, row.first_slot_id)? {
+        return Ok(BookOutcome::SlotFull(row.first_slot_id));
+    }
+    if !take_place(conn, row.second_slot_id)? {
+        give_place(conn, row.first_slot_id)?;
+        return Ok(BookOutcome::SlotFull(row.second_slot_id));
+    }
+    let booked: Option<BookingRow> = run!(conn, c => {
+        diesel::insert_into(citizens::table)
+            .values(citizen)
+            .on_conflict(citizens::key)
+            .do_update()
+            .set(citizens::masked_name.eq(&citizen.masked_name))
+            .execute(c)?;
+        diesel::insert_into(bookings::table)
+            .values(row)
+            .on_conflict_do_nothing()
+            .returning(BookingRow::as_returning())
+            .get_result(c)
+            .optional()
+    })?;
+    match booked {
+        Some(b) => Ok(BookOutcome::Booked(b)),
+        None => {
+            // Another node's live booking for this citizen committed in between.
+            give_place(conn, row.first_slot_id)?;
+            give_place(conn, row.second_slot_id)?;
+            Ok(BookOutcome::AlreadyBooked)
+        }
+    }
 }
 
-/// Cancels a live booking; `None` if there is none with that code.
+/// Cancels a live booking and gives both its places back; `None` if there is none with that
+/// code.
 pub fn cancel_booking(conn: &mut Conn, code: &str, now: i64) -> Result<Option<BookingRow>, Error> {
-    diesel::update(bookings::table)
+    let cancelled: Option<BookingRow> = run!(conn, c => diesel::update(bookings::table)
         .filter(bookings::code.eq(code))
         .filter(bookings::state.eq(STATE_CONFIRMED))
         .set((
@@ -345,16 +465,68 @@ pub fn cancel_booking(conn: &mut Conn, code: &str, now: i64) -> Result<Option<Bo
             bookings::cancelled_at.eq(now),
         ))
         .returning(BookingRow::as_returning())
-        .get_result(conn)
-        .optional()
+        .get_result(c)
+        .optional())?;
+    if let Some(b) = &cancelled {
+        give_place(conn, b.first_slot_id)?;
+        give_place(conn, b.second_slot_id)?;
+    }
+    Ok(cancelled)
+}
+
+/// The slot ids a booking or cancellation of this code will touch (for `lock_slots`).
+pub fn slots_of_booking(conn: &mut Conn, code: &str) -> Result<Option<(i32, i32)>, Error> {
+    run!(conn, c => bookings::table
+        .filter(bookings::code.eq(code))
+        .select((bookings::first_slot_id, bookings::second_slot_id))
+        .first(c)
+        .optional())
 }
 
 /// Citizens holding more than one live booking (must always be 0).
 pub fn citizens_with_several_live_bookings(conn: &mut Conn) -> Result<i64, Error> {
-    let per_citizen: Vec<(String, i64)> = bookings::table
+    let per_citizen: Vec<(String, i64)> = run!(conn, c => bookings::table
         .filter(bookings::state.eq(STATE_CONFIRMED))
         .group_by(bookings::citizen_key)
         .select((bookings::citizen_key, count_star()))
-        .load(conn)?;
+        .load(c))?;
     Ok(per_citizen.iter().filter(|(_, n)| *n > 1).count() as i64)
+}
+
+/// The places live bookings hold in each slot, counted from the bookings themselves (either
+/// dose): what the slot rows' `booked` must equal.
+pub fn live_places(conn: &mut Conn) -> Result<HashMap<i32, i64>, Error> {
+    type PerSlot = Vec<(i32, i64)>;
+    let (first, second): (PerSlot, PerSlot) = run!(conn, c => {
+        let first = bookings::table
+            .filter(bookings::state.eq(STATE_CONFIRMED))
+            .group_by(bookings::first_slot_id)
+            .select((bookings::first_slot_id, count_star()))
+            .load(c)?;
+        let second = bookings::table
+            .filter(bookings::state.eq(STATE_CONFIRMED))
+            .group_by(bookings::second_slot_id)
+            .select((bookings::second_slot_id, count_star()))
+            .load(c)?;
+        Ok::<_, Error>((first, second))
+    })?;
+    let mut taken: HashMap<i32, i64> = HashMap::new();
+    for (id, n) in first.into_iter().chain(second) {
+        *taken.entry(id).or_default() += n;
+    }
+    Ok(taken)
+}
+
+/// Slots whose live bookings exceed their capacity, or differ from the places the slot row
+/// holds (must always be none).
+pub fn slots_out_of_step(conn: &mut Conn) -> Result<Vec<i32>, Error> {
+    let taken = live_places(conn)?;
+    Ok(load_slots(conn)?
+        .iter()
+        .filter(|s| {
+            let n = taken.get(&s.id).copied().unwrap_or(0);
+            n != i64::from(s.booked) || n > i64::from(s.capacity)
+        })
+        .map(|s| s.id)
+        .collect())
 }

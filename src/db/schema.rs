@@ -70,6 +70,7 @@ diesel::table! {
         tickets_issued -> BigInt,
         ticket_gaps -> Text,
         pre_queue_gaps -> Text,
+        admitted_count -> BigInt,
     }
 }
 
@@ -91,6 +92,7 @@ diesel::table! {
         end_time -> Text,
         capacity -> Integer,
         vaccine -> Text,
+        booked -> Integer,
     }
 }
 

@@ -212,11 +212,21 @@ pub(crate) struct CohortStats {
     sold_out: bool,
 }
 
+/// A node seen in the last minute.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct NodeStats {
+    name: String,
+    ready: bool,
+    /// When the node last answered for itself (RFC 3339).
+    last_seen: String,
+}
+
 #[derive(Serialize, ToSchema)]
 pub(crate) struct Stats {
     cohorts: Vec<CohortStats>,
     bookings_confirmed: i64,
     bookings_cancelled: i64,
+    nodes: Vec<NodeStats>,
 }
 
 /// The figures of the rush.
@@ -234,7 +244,7 @@ async fn stats(_: Admin, state: State) -> Result<HttpResponse, ApiError> {
             CohortStats {
                 id: s.id,
                 waiting: s.waiting(),
-                admitted: s.admitted(),
+                admitted: s.admitted_people(),
                 verified: s.verified(),
                 booked: per_cohort.get(&s.id).copied().unwrap_or(0),
                 admission_rate_per_s: s.measured_rate(),
@@ -242,9 +252,18 @@ async fn stats(_: Admin, state: State) -> Result<HttpResponse, ApiError> {
             }
         })
         .collect();
+    // One node until nodes share a database (the cluster's node table comes with it).
+    let nodes = vec![NodeStats {
+        name: state.config.node(),
+        ready: state.ready.load(std::sync::atomic::Ordering::Relaxed),
+        last_seen: chrono::Utc::now()
+            .with_timezone(&state.config.zone)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+    }];
     Ok(HttpResponse::Ok().json(Stats {
         cohorts,
         bookings_confirmed: confirmed,
         bookings_cancelled: cancelled,
+        nodes,
     }))
 }

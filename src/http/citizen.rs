@@ -371,12 +371,12 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
 /// Runs a read on the blocking pool.
 pub(crate) async fn read<T: Send + 'static>(
     state: &State,
-    f: impl FnOnce(&mut diesel::SqliteConnection) -> Result<T, diesel::result::Error> + Send + 'static,
+    f: impl FnOnce(&mut crate::db::Conn<'_>) -> Result<T, diesel::result::Error> + Send + 'static,
 ) -> Result<T, ApiError> {
     let pool = state.pool.clone();
     web::block(move || {
         let mut conn = pool.get().map_err(|e| e.to_string())?;
-        f(&mut conn).map_err(|e| e.to_string())
+        f(&mut conn.conn()).map_err(|e| e.to_string())
     })
     .await
     .map_err(|_| ApiError::busy())?

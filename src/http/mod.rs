@@ -32,6 +32,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .error_handler(|e, _| ApiError::bad_request(e.to_string()).into()),
         )
         .service(resource("/healthz", "GET").route(web::get().to(healthz)))
+        .service(resource("/readyz", "GET").route(web::get().to(readyz)))
         .service(resource("/metrics", "GET").route(web::get().to(metrics)))
         .service(resource("/api-docs/openapi.json", "GET").route(web::get().to(openapi::document)))
         .service(
@@ -172,6 +173,35 @@ pub(crate) struct Health {
     responses((status = 200, description = "The server is up", body = Health)))]
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health { status: "ok" })
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct Ready {
+    #[schema(pattern = "^ready$")]
+    status: &'static str,
+}
+
+/// Readiness: the database takes writes (on PostgreSQL, a primary) and every actor is loaded.
+/// A balancer sends traffic only to nodes that answer 200 here.
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations",
+    responses((status = 200, description = "This node can serve", body = Ready)))]
+async fn readyz(state: State) -> Result<HttpResponse, ApiError> {
+    let pool = state.pool.clone();
+    let checked = web::block(move || crate::db::writable(&pool)).await;
+    let ready = matches!(checked, Ok(Ok(())));
+    state.ready.store(ready, Ordering::Relaxed);
+    match checked {
+        Ok(Ok(())) => Ok(HttpResponse::Ok().json(Ready { status: "ready" })),
+        Ok(Err(e)) => {
+            log::warn!("not ready: {e}");
+            Err(ApiError::unavailable(
+                "unavailable",
+                "the database does not take writes now",
+                1,
+            ))
+        }
+        Err(_) => Err(ApiError::busy()),
+    }
 }
 
 /// Queue, admission, identity pool, booking and HTTP figures.

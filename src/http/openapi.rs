@@ -28,6 +28,7 @@ use utoipa::{Modify, OpenApi};
     ),
     paths(
         super::healthz,
+        super::readyz,
         super::metrics,
         document,
         citizen::list_cohorts,
@@ -382,7 +383,7 @@ mod tests {
         let n = ids.len();
         ids.dedup();
         assert_eq!(ids.len(), n, "duplicate operation ids");
-        assert_eq!(n, 20, "{ids:?}");
+        assert_eq!(n, 21, "{ids:?}");
         for (id, _, _) in super::ERRORS {
             assert!(ids.iter().any(|i| i == id), "{id} has errors but no path");
         }

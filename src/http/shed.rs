@@ -8,7 +8,7 @@
 //! connection, the crowd opens more, latency grows with the queue until clients time out, and
 //! the server takes the whole queue's time to recover. With it, the work admitted is what the
 //! server can finish in about `MAX_IN_FLIGHT ÷ throughput` (see BENCHMARKS.md, "Overload"),
-//! and refusing costs about as much as a poll. `/healthz` and `/metrics` are never shed; the
+//! and refusing costs about as much as a poll. `/healthz`, `/readyz` and `/metrics` are never shed; the
 //! operators' API (`/api/v1/admin/…`) has a small budget of its own, so an operator can still
 //! pause a cohort in the middle of a rush.
 //!
@@ -92,7 +92,10 @@ impl Drop for Place {
 }
 
 fn exempt(path: &str) -> bool {
-    matches!(path, "/healthz" | "/metrics" | "/api-docs/openapi.json")
+    matches!(
+        path,
+        "/healthz" | "/readyz" | "/metrics" | "/api-docs/openapi.json"
+    )
 }
 
 impl<S, B> Service<ServiceRequest> for ShedService<S>
