@@ -1,4 +1,4 @@
-//! Wiring: opens the database, rebuilds every actor from it, binds the listener and builds
+//! Wiring: binds the listener, opens the database, rebuilds every actor from it and builds
 //! the HTTP server. `Application::build` binds before it returns, so tests run on port 0.
 
 use crate::actors::booking_store::{
@@ -315,6 +315,11 @@ impl Application {
         provider: Arc<dyn IdentityProvider>,
         auto_tick: bool,
     ) -> Result<Self, String> {
+        // First, before anything is opened or written: a second start on a busy port (a
+        // mistake) must leave the data folder as it found it, with no database, token or key.
+        let listener = TcpListener::bind(&config.bind_addr)
+            .map_err(|e| format!("cannot listen on {}: {e}", config.bind_addr))?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
         let pool = crate::db::connect(&config.database_path)?;
         let data_dir = config
             .database_path
@@ -373,9 +378,6 @@ impl Application {
             crate::demo::seed(&state).await?;
         }
 
-        let listener = TcpListener::bind(&state.config.bind_addr)
-            .map_err(|e| format!("cannot listen on {}: {e}", state.config.bind_addr))?;
-        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
         let workers = match state.config.workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
