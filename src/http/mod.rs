@@ -1,6 +1,6 @@
 //! The HTTP layer: routes, extractors, and the operational endpoints. Handlers parse input
 //! into domain types, send one message to an actor (or read what one publishes), and map the
-//! answer to the contract in `../shared/API.md`. Every error is an `ApiError`.
+//! answer to the contract described in `docs/api.md`. Every error is an `ApiError`.
 
 pub mod admin;
 pub mod citizen;
