@@ -121,6 +121,9 @@ function renderCohorts() {
   if (!S.cohorts.length) return list.replaceChildren(h('p', { class: 'msg info' }, t('cohorts_none')));
   list.replaceChildren(...S.cohorts.map((c) => {
     const nameId = `cohort-${c.id}-name`;
+    // Operators often name a cohort by its birth years, as in 2021 ("55-59세 (1962-1966년생)");
+    // then the born line would say them a second time.
+    const nameHasYears = [c.birth_year_from, c.birth_year_to].every((y) => c.name.includes(String(y)));
     const btn = h('button', {
       type: 'button', class: 'primary', 'aria-describedby': nameId, disabled: c.state === 'closed',
       onclick: () => join(c, btn),
@@ -129,7 +132,7 @@ function renderCohorts() {
       h('div', { class: 'row' },
         h('h2', { id: nameId }, c.name),
         h('span', { class: `badge state-${c.state}` }, t(`state_${c.state}`))),
-      h('p', { class: 'born' }, t('cohort_born', { from: c.birth_year_from, to: c.birth_year_to })),
+      nameHasYears ? null : h('p', { class: 'born' }, t('cohort_born', { from: c.birth_year_from, to: c.birth_year_to })),
       h('p', { class: 'muted' }, `${c.vaccine} · ${t('cohort_interval', { days: c.dose_interval_days })}`),
       h('p', { class: 'muted small' }, t('cohort_period', { from: fmtWhen(c.opens_at), to: fmtWhen(c.closes_at) })),
       c.state === 'sold_out' ? h('p', { class: 'small' }, t('cohort_sold_out_note')) : null,

@@ -14,7 +14,7 @@ const STRINGS = {
     places_left: '남은 자리 {n}',
     full: '마감',
     paused: '일시정지됨',
-    footer_privacy: '이름과 전화번호는 본인 확인에만 쓰이며 저장되지 않습니다.',
+    footer_privacy: '저장하는 것은 본인확인기관이 확인한 신원의 키 해시값, 가린 이름(예: 김*영), 생년월일, 예약 내용뿐입니다. 전화번호와 전체 이름은 저장하지 않습니다.',
 
     state_scheduled: '접수 예정',
     state_open: '접수 중',
@@ -247,7 +247,7 @@ const STRINGS = {
     places_left: '{n} places left',
     full: 'Full',
     paused: 'paused',
-    footer_privacy: 'Your name and phone number are used only to confirm who you are, and are not stored.',
+    footer_privacy: 'What is kept: a keyed hash of the identity the provider confirmed, your name masked (like 김*영), your date of birth, and your booking. Your phone number and full name are not stored.',
 
     state_scheduled: 'Opens soon',
     state_open: 'Open',

@@ -1,4 +1,4 @@
-//! Wiring: opens the database, rebuilds every actor from it, binds the listener and builds
+//! Wiring: binds the listener, opens the database, rebuilds every actor from it and builds
 //! the HTTP server. `Application::build` binds before it returns, so tests run on port 0.
 
 use crate::actors::booking_store::{

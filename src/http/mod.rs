@@ -1,6 +1,6 @@
 //! The HTTP layer: routes, extractors, and the operational endpoints. Handlers parse input
 //! into domain types, send one message to an actor (or read what one publishes), and map the
-//! answer to the contract in `../shared/API.md`. Every error is an `ApiError`.
+//! answer to the contract described in `docs/api.md`. Every error is an `ApiError`.
 
 pub mod admin;
 pub mod citizen;
@@ -27,6 +27,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .app_data(
             web::PathConfig::default().error_handler(|_, _| ApiError::not_found("resource").into()),
         )
+        // A query string reaches this handler only once actix-http has parsed the request
+        // line. One with raw non-ASCII bytes (`?region=서울` not percent-encoded) never does:
+        // httparse lets the bytes through, `http::Uri` refuses them, and actix-http's h1
+        // dispatcher answers that parse error itself with a bodiless 400 and closes the
+        // connection. `HttpServer` and `HttpServiceBuilder` offer no hook on that path (nor on
+        // the 431 for an oversized head or the 408 for a slow one), so it cannot carry the
+        // JSON `validation` body without forking actix-http or replacing `HttpServer` by a
+        // hand-built server over a stream wrapper that rewrites the answer on the wire.
+        // docs/api.md says so; tests/docs.rs pins it.
         .app_data(
             web::QueryConfig::default()
                 .error_handler(|e, _| ApiError::bad_request(e.to_string()).into()),

@@ -106,3 +106,54 @@ test('an operator signs in, creates a cohort, a center and its slots, and sees t
     await b.close();
   }
 });
+
+test('the sign-in field shows a focus ring that is neither the error nor the warning colour', async () => {
+  const b = await openBrowser({ viewport: DESKTOP });
+  try {
+    const { page } = b;
+    await page.goto(`${BASE}/admin`);
+    const token = page.getByLabel('관리자 토큰');
+    await token.focus();
+    // The colours that mean "wrong" or "careful" on these pages, read from the style sheet.
+    const alarm = await page.evaluate(() => {
+      const probe = (html) => {
+        const box = document.createElement('div');
+        box.innerHTML = html;
+        document.body.append(box);
+        const el = box.firstElementChild;
+        const s = getComputedStyle(el);
+        const colours = [s.borderLeftColor, s.borderTopColor, s.color];
+        box.remove();
+        return colours;
+      };
+      return [
+        ...probe('<p class="msg error">x</p>'),
+        ...probe('<p class="msg warn">x</p>'),
+        ...probe('<input aria-invalid="true">'),
+        ...probe('<p class="field-error">x</p>'),
+      ];
+    });
+    const ring = () => page.locator('#token').evaluate((el) => {
+      const s = getComputedStyle(el);
+      return { focused: el.matches(':focus-visible'), style: s.outlineStyle, width: parseFloat(s.outlineWidth), colour: s.outlineColor, border: s.borderTopColor };
+    });
+    const focused = await ring();
+    assert.ok(focused.focused, 'the field has the focus');
+    assert.equal(focused.style, 'solid');
+    assert.ok(focused.width >= 2, `a ring one can see: ${focused.width}px`);
+    assert.ok(!alarm.includes(focused.colour), `ring ${focused.colour} is not one of ${alarm.join(', ')}`);
+    await shot(page, 'admin-00-signin-focus');
+
+    // A wrong token: the field turns to the error style, and the ring stays the focus ring.
+    await token.fill('not-the-token');
+    await page.getByRole('button', { name: '로그인' }).click();
+    await page.locator('#token-err', { hasText: '토큰이 맞지 않습니다' }).waitFor();
+    await token.focus();
+    const wrong = await ring();
+    assert.equal(wrong.colour, focused.colour, 'the same focus ring on a wrong field');
+    assert.ok(alarm.includes(wrong.border), `the wrong field's border ${wrong.border} is the error colour`);
+    assert.notEqual(wrong.border, focused.border, 'a wrong field looks different from a field in focus');
+  } finally {
+    await b.close();
+  }
+});

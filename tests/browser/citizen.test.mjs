@@ -233,3 +233,43 @@ test('keyboard only: from the cohort list to a booking without a mouse, with a v
     await b.close();
   }
 });
+
+test('each cohort card states its birth years once, and the footer says exactly what is kept', async () => {
+  const k = tag();
+  // Named by its years, as the demo data and Korea's 2021 cohorts are; and a name without them.
+  const { cohort: named } = await arrange({
+    cohort: { name: `55-59세 (1962-1966년생) ${k}`, vaccine: `Moderna-${k}` },
+  });
+  const { cohort: plain } = await arrange({
+    cohort: { name: `plain ${k}`, vaccine: `Moderna-${k}`, birth_year_from: 1967, birth_year_to: 1971 },
+  });
+  const b = await openBrowser();
+  try {
+    const { page } = b;
+    await page.goto(`${BASE}/`);
+    const count = async (cohort, year) => {
+      const text = await page.locator(`[data-cohort="${cohort.id}"]`).innerText();
+      return text.split(String(year)).length - 1;
+    };
+    await page.locator(`[data-cohort="${named.id}"]`).waitFor();
+    await shot(page, 'citizen-00-cohorts');
+    for (const [cohort, from, to] of [[named, 1962, 1966], [plain, 1967, 1971]]) {
+      assert.equal(await count(cohort, from), 1, `${cohort.name}: ${from} once`);
+      assert.equal(await count(cohort, to), 1, `${cohort.name}: ${to} once`);
+    }
+
+    const footer = page.locator('footer');
+    const ko = await footer.innerText();
+    for (const kept of ['키 해시', '김*영', '생년월일', '예약']) assert.ok(ko.includes(kept), `footer names ${kept}: ${ko}`);
+    assert.match(ko, /전화번호와 전체 이름은 저장하지 않습니다/);
+    await page.getByRole('button', { name: 'English' }).click();
+    await until(async () => (await footer.innerText()).includes('keyed hash'), { what: 'the English footer' });
+    const en = await footer.innerText();
+    for (const kept of ['keyed hash', 'masked', '김*영', 'date of birth', 'booking']) assert.ok(en.includes(kept), `footer names ${kept}: ${en}`);
+    assert.match(en, /phone number and full name are not stored/);
+    assert.equal(await count(named, 1962), 1, 'once in English too');
+    assert.equal(await count(plain, 1967), 1, 'once in English too');
+  } finally {
+    await b.close();
+  }
+});
