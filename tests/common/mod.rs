@@ -1,21 +1,54 @@
-//! `spawn_app()`: a whole server on port 0 over a temporary SQLite file, in its own actix
-//! system on its own thread, so a test can stop it and start another on the same database
-//! (a restart). Helpers drive the citizen journey over real HTTP.
+//! `spawn_app()`: a whole server on port 0 over a fresh database, in its own actix system on
+//! its own thread, so a test can stop it and start another on the same database (a restart).
+//! Helpers drive the citizen journey over real HTTP.
+//!
+//! The backend is SQLite (a temporary file), or PostgreSQL when `TEST_BACKEND=postgres`: then
+//! every test gets a database of its own on one throwaway server per test binary (`pg`).
 #![allow(dead_code)]
+
+pub mod pg;
 
 use reqwest::{Client, Response, StatusCode};
 use reservation::config::Config;
+use reservation::db::Backend;
 use reservation::startup::Application;
 use serde_json::{json, Value};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 pub const ADMIN: &str = "test-admin-token";
 
+/// Whether this run tests the PostgreSQL backend (`TEST_BACKEND=postgres`).
+pub fn on_postgres() -> bool {
+    match std::env::var("TEST_BACKEND").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Err(_) => false,
+        Ok(other) => panic!("TEST_BACKEND must be sqlite or postgres, not {other}"),
+    }
+}
+
+/// A fresh database for one test: a file in `dir`, or on PostgreSQL a new database on this
+/// test binary's throwaway server.
+pub fn fresh_database(dir: &std::path::Path) -> Backend {
+    if on_postgres() {
+        Backend::Postgres(pg::shared().create_database())
+    } else {
+        Backend::Sqlite(dir.join("data").join("test.db"))
+    }
+}
+
+/// The settings every test server shares: the admin token, and (required on PostgreSQL) a
+/// fixed secret.
+pub fn test_config(database: Backend) -> Config {
+    let mut config = Config::new(database);
+    config.admin_token = Some(ADMIN.into());
+    config.secret_key = Some("test-secret-key".into());
+    config
+}
+
 pub struct TestApp {
     pub base: String,
     pub client: Client,
-    pub db_path: PathBuf,
+    pub database: Backend,
     /// The running server's state, for fault injection and direct inspection.
     pub state: actix_web::web::Data<reservation::startup::AppState>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -31,13 +64,16 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let dir = std::sync::Arc::new(tempfile::tempdir().expect("temp dir"));
-    start(dir, tweak)
+    let database = fresh_database(dir.path());
+    start(dir, database, tweak)
 }
 
-fn start(dir: std::sync::Arc<tempfile::TempDir>, tweak: impl FnOnce(&mut Config)) -> TestApp {
-    let db_path = dir.path().join("data").join("test.db");
-    let mut config = Config::new(&db_path);
-    config.admin_token = Some(ADMIN.into());
+fn start(
+    dir: std::sync::Arc<tempfile::TempDir>,
+    database: Backend,
+    tweak: impl FnOnce(&mut Config),
+) -> TestApp {
+    let mut config = test_config(database.clone());
     config.identity.latency_ms = 1;
     config.workers = 2;
     tweak(&mut config);
@@ -67,7 +103,7 @@ fn start(dir: std::sync::Arc<tempfile::TempDir>, tweak: impl FnOnce(&mut Config)
             .timeout(Duration::from_secs(30))
             .build()
             .expect("client"),
-        db_path,
+        database,
         state,
         stop: Some(stop_tx),
         thread: Some(thread),
@@ -97,8 +133,9 @@ impl TestApp {
         if let Some(t) = self.thread.take() {
             t.join().expect("server thread ends");
         }
+        let database = self.database.clone();
         drop(self);
-        start(dir, |_| {})
+        start(dir, database, |_| {})
     }
 
     pub fn url(&self, path: &str) -> String {
