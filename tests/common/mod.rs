@@ -68,6 +68,12 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     start(dir, database, tweak)
 }
 
+/// A server on a database of the caller's choosing (a PostgreSQL server a test kills, say).
+pub async fn spawn_app_on(database: Backend, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = std::sync::Arc::new(tempfile::tempdir().expect("temp dir"));
+    start(dir, database, tweak)
+}
+
 fn start(
     dir: std::sync::Arc<tempfile::TempDir>,
     database: Backend,

@@ -1,0 +1,319 @@
+//! PostgreSQL only: what a shared database server adds. The database killed mid-rush (an
+//! immediate stop and a `kill -9` of the postmaster), two processes racing on one database, and
+//! the refusals at start. Each test starts its own throwaway server (`common::pg`); these tests
+//! fail, not skip, where the PostgreSQL server is not installed.
+
+mod common;
+
+use common::pg::PgServer;
+use common::{spawn_app_on, test_config, TestApp};
+use futures_util::future::join_all;
+use reservation::db::{Backend, PoolSettings};
+use reservation::startup::Application;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One answer the rush got: what was asked, the status, the code, whether `Retry-After` came.
+#[derive(Debug, Clone)]
+struct Answer {
+    what: &'static str,
+    status: u16,
+    code: Option<String>,
+    retry_after: bool,
+    took: Duration,
+}
+
+async fn record(
+    history: &Mutex<Vec<Answer>>,
+    what: &'static str,
+    started: Instant,
+    res: reqwest::Response,
+) -> (u16, Value) {
+    let status = res.status().as_u16();
+    let retry_after = res.headers().contains_key("retry-after");
+    let body: Value = res.json().await.unwrap_or(Value::Null);
+    history.lock().unwrap().push(Answer {
+        what,
+        status,
+        code: body["error"].as_str().map(str::to_string),
+        retry_after,
+        took: started.elapsed(),
+    });
+    (status, body)
+}
+
+/// Waits until `/readyz` answers 200 and says how long that took (bounded).
+async fn ready_within(app: &TestApp, limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let res = app.client.get(app.url("/readyz")).send().await;
+        if res.is_ok_and(|r| r.status() == 200) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "not ready {limit:?} after the database came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A citizen's loop until `until`: book (with an idempotency key, retried while the answer is
+/// 503), then cancel the booking (retried likewise), then book again. Returns the codes whose
+/// booking was acknowledged, and whether their cancellation was.
+async fn citizen(
+    app: &TestApp,
+    session: String,
+    slot: i64,
+    n: u32,
+    until: Instant,
+    history: Arc<Mutex<Vec<Answer>>>,
+) -> Vec<(String, bool)> {
+    let mut acked = Vec::new();
+    let mut round = 0;
+    while Instant::now() < until {
+        round += 1;
+        let key = format!("c{n}-r{round}");
+        let code = loop {
+            if Instant::now() >= until {
+                return acked;
+            }
+            let started = Instant::now();
+            let Ok(res) = app
+                .client
+                .post(app.url("/api/v1/bookings"))
+                .bearer_auth(&session)
+                .header("Idempotency-Key", &key)
+                .json(&json!({ "slot_id": slot }))
+                .send()
+                .await
+            else {
+                panic!("the server dropped a booking request");
+            };
+            match record(&history, "book", started, res).await {
+                (201, body) => break body["code"].as_str().unwrap().to_string(),
+                (409, _) => return acked,
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        acked.push((code.clone(), false));
+        loop {
+            if Instant::now() >= until {
+                return acked;
+            }
+            let started = Instant::now();
+            let res = app
+                .client
+                .post(app.url(&format!("/api/v1/bookings/{code}/cancel")))
+                .json(&json!({ "birth_date": "1965-03-01" }))
+                .send()
+                .await
+                .expect("the server dropped a cancellation");
+            match record(&history, "cancel", started, res).await {
+                (200, _) => {
+                    acked.last_mut().unwrap().1 = true;
+                    break;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_stopped_and_killed_mid_rush_loses_no_acknowledged_booking_and_answers_503() {
+    let pg = Arc::new(PgServer::start());
+    let url = pg.create_database();
+    let app = spawn_app_on(Backend::Postgres(url.clone()), |c| {
+        c.pool.connect_timeout = Duration::from_secs(2);
+        c.lookups_per_minute = 100_000;
+    })
+    .await;
+    let cohort = app.open_cohort(1000.0).await;
+    let center = app.center("서울").await;
+    let (first, _) = app.pair(center, 40).await;
+    let sessions = join_all((0..40).map(|n| app.session(cohort, n))).await;
+
+    let history = Arc::new(Mutex::new(Vec::new()));
+    let until = Instant::now() + Duration::from_secs(9);
+    let rush = join_all(
+        sessions
+            .into_iter()
+            .enumerate()
+            .map(|(n, s)| citizen(&app, s, first, n as u32, until, history.clone())),
+    );
+    let killer = async {
+        let mut readiness = Vec::new();
+        for kill in [false, true] {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let p = pg.clone();
+            tokio::task::spawn_blocking(move || if kill { p.kill9() } else { p.stop_immediate() })
+                .await
+                .unwrap();
+            // While it is down: not ready, and a write is refused 503 with Retry-After.
+            let res = app.client.get(app.url("/readyz")).send().await.unwrap();
+            assert_eq!(res.status(), 503, "ready while the database is down");
+            assert!(res.headers().contains_key("retry-after"));
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            let p = pg.clone();
+            tokio::task::spawn_blocking(move || p.start_again())
+                .await
+                .unwrap();
+            readiness.push(ready_within(&app, Duration::from_secs(5)).await);
+        }
+        readiness
+    };
+    let (acked, readiness) = tokio::join!(rush, killer);
+    let acked: Vec<(String, bool)> = acked.into_iter().flatten().collect();
+    let history = history.lock().unwrap().clone();
+
+    // Only the answers the contract allows: 201/200, 409 for a full slot, 503 with
+    // Retry-After; each within 10 s.
+    let mut by_status: HashMap<(&str, u16), usize> = HashMap::new();
+    for a in &history {
+        *by_status.entry((a.what, a.status)).or_default() += 1;
+        let allowed = match (a.what, a.status) {
+            ("book", 201) | ("cancel", 200) => true,
+            ("book", 409) => matches!(a.code.as_deref(), Some("slot_full" | "already_booked")),
+            (_, 503) => a.retry_after && a.code.as_deref() == Some("unavailable"),
+            _ => false,
+        };
+        assert!(allowed, "an answer outside the contract: {a:?}");
+        assert!(a.took < Duration::from_secs(10), "answered too late: {a:?}");
+    }
+    println!("answers: {by_status:?}; ready again after {readiness:?}");
+    assert!(
+        history.iter().any(|a| a.status == 503),
+        "the database was down twice and nobody was told 503"
+    );
+    assert!(acked.len() >= 40, "the rush booked little: {}", acked.len());
+
+    // Every acknowledged booking is in the database, in the state its last answer said.
+    let states: HashMap<String, String> = pg
+        .psql(&url, "SELECT code || '=' || state FROM bookings")
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(c, s)| (c.into(), s.into())))
+        .collect();
+    for (code, cancelled) in &acked {
+        let expected = if *cancelled { "cancelled" } else { "confirmed" };
+        assert_eq!(
+            states.get(code).map(String::as_str),
+            Some(expected),
+            "acknowledged booking {code}"
+        );
+    }
+    // No slot over capacity, and every slot row's count equals its live bookings.
+    let pool = reservation::db::connect(&Backend::Postgres(url), &PoolSettings::default()).unwrap();
+    let mut conn = pool.get().unwrap();
+    let out = reservation::db::queries::slots_out_of_step(&mut conn.conn()).unwrap();
+    assert!(out.is_empty(), "slots out of step: {out:?}");
+    assert_eq!(
+        reservation::db::queries::citizens_with_several_live_bookings(&mut conn.conn()).unwrap(),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_one_database_racing_for_ten_places_get_exactly_ten_between_them() {
+    let pg = PgServer::start();
+    let url = pg.create_database();
+    let a = spawn_app_on(Backend::Postgres(url.clone()), |_| {}).await;
+    let cohort = a.open_cohort(1000.0).await;
+    let center = a.center("서울").await;
+    let (first, second) = a.pair(center, 10).await;
+    // More places elsewhere, so that admission lets all thirty in (it stops at the supply).
+    a.slots(center, &[(1, "11:00", 100), (29, "11:00", 100)])
+        .await;
+    // The second process loads what the first created; each holds its own view of the ten
+    // places, so only the database can keep them to ten.
+    let b = spawn_app_on(Backend::Postgres(url.clone()), |_| {}).await;
+    assert_eq!(b.slot_remaining(center, first).await, 10);
+    let sessions = join_all((0..30).map(|n| a.session(cohort, n))).await;
+    let answers = join_all(sessions.iter().enumerate().map(|(n, s)| {
+        let app = if n % 2 == 0 { &a } else { &b };
+        async move { app.book(s, first, None).await.status().as_u16() }
+    }))
+    .await;
+    let booked = answers.iter().filter(|s| **s == 201).count();
+    let full = answers.iter().filter(|s| **s == 409).count();
+    assert_eq!((booked, full), (10, 20), "answers: {answers:?}");
+    assert_eq!(
+        pg.psql(
+            &url,
+            "SELECT count(*) FROM bookings WHERE state = 'confirmed'"
+        ),
+        "10"
+    );
+    assert_eq!(
+        pg.psql(
+            &url,
+            &format!("SELECT booked FROM slots WHERE id IN ({first}, {second}) ORDER BY id")
+        ),
+        "10\n10"
+    );
+}
+
+#[actix::test]
+async fn a_server_whose_fsync_is_off_is_refused_unless_unsafe_durability_is_allowed() {
+    let pg = PgServer::start_with(&["fsync=off"]);
+    let mut config = test_config(Backend::Postgres(pg.create_database()));
+    let Err(e) = Application::build(config.clone()).await else {
+        panic!("started on a server with fsync off");
+    };
+    assert!(e.contains("fsync"), "{e}");
+    config.pool.allow_unsafe_durability = true;
+    assert!(Application::build(config).await.is_ok());
+}
+
+#[test]
+fn on_postgresql_the_server_refuses_to_start_without_its_secrets_and_makes_no_sqlite_file() {
+    let pg = PgServer::start();
+    let url = pg.create_database();
+    let cwd = tempfile::tempdir().unwrap();
+    let run = |envs: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_reservation"));
+        cmd.current_dir(cwd.path())
+            .env_remove("SECRET_KEY")
+            .env_remove("ADMIN_TOKEN")
+            .env("DATABASE_URL", &url)
+            .env("BIND_ADDR", "127.0.0.1:0");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        cmd
+    };
+    for (missing, envs) in [
+        ("SECRET_KEY", vec![("ADMIN_TOKEN", "t")]),
+        ("ADMIN_TOKEN", vec![("SECRET_KEY", "s")]),
+    ] {
+        let out = run(&envs).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{missing}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(missing), "{err}");
+    }
+    // With both it starts, migrates and serves; nothing lands in its folder.
+    let mut child = run(&[("SECRET_KEY", "s"), ("ADMIN_TOKEN", "t")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pg.psql(
+        &url,
+        "SELECT count(*) FROM pg_tables WHERE tablename = 'bookings'",
+    ) != "1"
+    {
+        assert!(Instant::now() < deadline, "never migrated");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let left: Vec<_> = std::fs::read_dir(cwd.path()).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "files made beside a PostgreSQL server: {left:?}"
+    );
+}
