@@ -420,3 +420,64 @@ async fn the_openapi_document_is_served_and_names_every_path_of_the_contract() {
         ])
     );
 }
+
+#[tokio::test]
+async fn a_citizen_joining_an_idle_open_queue_is_told_an_eta_and_a_short_poll_at_once() {
+    let app = spawn_app().await;
+    let center = app.center("서울").await;
+    app.pair(center, 10).await;
+    // Nobody was ever admitted: no admission was measured yet.
+    let cohort = app.open_cohort(2.0).await;
+    let v = app.join(cohort).await;
+    assert_eq!(v["state"], "waiting", "{v}");
+    assert!(
+        v["eta_seconds"].is_u64(),
+        "no ETA for the front of the line: {v}"
+    );
+    assert_eq!(v["poll_after_seconds"], 1, "{v}");
+}
+
+#[tokio::test]
+async fn stats_count_people_admitted_not_ticket_numbers_across_a_restart() {
+    let app = spawn_app().await;
+    let center = app.center("서울").await;
+    app.pair(center, 10).await;
+    let cohort = app.open_cohort(100.0).await;
+    for _ in 0..2 {
+        let t = app.join(cohort).await["ticket"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        app.pass_for(&t).await;
+    }
+    let admitted = |v: &Value| v["cohorts"][0]["admitted"].as_u64();
+    let stats: Value = app
+        .admin_get("/api/v1/admin/stats")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(admitted(&stats), Some(2), "{stats}");
+    assert_eq!(stats["nodes"].as_array().map(Vec::len), Some(1), "{stats}");
+    let app = app.restart();
+    let stats: Value = app
+        .admin_get("/api/v1/admin/stats")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(admitted(&stats), Some(2), "after a restart: {stats}");
+    let t = app.join(cohort).await["ticket"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.pass_for(&t).await;
+    let stats: Value = app
+        .admin_get("/api/v1/admin/stats")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(admitted(&stats), Some(3), "{stats}");
+    assert_eq!(stats["cohorts"][0]["waiting"], 0, "{stats}");
+}
