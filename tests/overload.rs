@@ -1,4 +1,5 @@
-//! Overload and slow clients, against the real binary.
+//! Overload and slow clients, against the real binary, on SQLite or (with
+//! `TEST_BACKEND=postgres`) on a throwaway PostgreSQL.
 //!
 //! `twice_capacity_is_refused_cleanly_and_recovers`: measures the server's capacity on a mix
 //! of polls, joins and bookings (bookings reach the single database writer), offers twice that
@@ -15,6 +16,8 @@
 #[path = "../examples/overload.rs"]
 #[allow(dead_code)]
 mod load;
+
+mod common;
 
 use load::{Ending, Raw};
 use std::io::{Read, Write};
@@ -48,7 +51,11 @@ async fn start(dir: &Path, env: &[(&str, String)]) -> Server {
         .unwrap()
         .port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_reservation"));
-    cmd.env("DATABASE_URL", dir.join("data").join("overload.db"))
+    let database = match common::fresh_database(dir) {
+        reservation::db::Backend::Sqlite(path) => path.into_os_string(),
+        reservation::db::Backend::Postgres(url) => url.into(),
+    };
+    cmd.env("DATABASE_URL", database)
         .env("BIND_ADDR", format!("127.0.0.1:{port}"))
         .env("ADMIN_TOKEN", ADMIN)
         .env("SECRET_KEY", SECRET)

@@ -1,12 +1,14 @@
 //! Tests of the real binary as an operator runs it: kill -9 in the middle of a booking rush,
 //! again and again (G3 no lost position, G4 an acknowledged booking survives a crash, G1 no
 //! overbooking, G5 one live booking per citizen); SIGTERM; and what the logs and the database
-//! file hold after a full journey.
+//! file hold after a full journey. The kill loop runs on PostgreSQL with `TEST_BACKEND=postgres`.
+
+mod common;
 
 use rand::{Rng, SeedableRng};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,9 +28,10 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn start(db: &Path, port: u16, log: Option<&Path>) -> Server {
+async fn start(db: impl AsRef<std::ffi::OsStr>, port: u16, log: Option<&Path>) -> Server {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_reservation"));
     cmd.env("DATABASE_URL", db)
+        .env("SECRET_KEY", "process-test-secret")
         .env("BIND_ADDR", format!("127.0.0.1:{port}"))
         .env("ADMIN_TOKEN", ADMIN)
         .env("IDENTITY_LATENCY_MS", "1")
@@ -171,7 +174,11 @@ async fn acknowledged_bookings_and_positions_survive_repeated_kill_minus_nine() 
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
     let dir = tempfile::tempdir().unwrap();
-    let db: PathBuf = dir.path().join("data").join("crash.db");
+    let database = common::fresh_database(dir.path());
+    let db: String = match &database {
+        reservation::db::Backend::Sqlite(path) => path.to_string_lossy().into(),
+        reservation::db::Backend::Postgres(url) => url.clone(),
+    };
     let port = free_port();
     let c = Client::builder()
         .timeout(Duration::from_secs(10))
@@ -290,7 +297,7 @@ async fn acknowledged_bookings_and_positions_survive_repeated_kill_minus_nine() 
                 }
             }
         }
-        let pool = reservation::db::connect(&db.clone().into(), &Default::default()).unwrap();
+        let pool = reservation::db::connect(&database, &Default::default()).unwrap();
         let mut conn = pool.get().unwrap();
         // Live bookings counted from the bookings: within capacity, and equal to the slot
         // rows' own counts.

@@ -53,6 +53,8 @@
 //! the seed, the last steps and the one-line command that replays it, such as
 //! `SIM_SEED=430 cargo test --release --test simulation -- --nocapture`.
 
+mod common;
+
 use actix::{Actor, Addr};
 use actix_web::web::Data;
 use chrono::{DateTime, Days, NaiveDate};
@@ -73,7 +75,7 @@ use reservation::actors::identity_pool::{
 use reservation::actors::CenterHandle;
 use reservation::config::{Config, IdentitySettings};
 use reservation::db::models::{NewCitizenRow, NewCohortRow};
-use reservation::db::{queries, DbConn};
+use reservation::db::{queries, Backend, DbConn};
 use reservation::domain::booking::{STATE_CANCELLED, STATE_CONFIRMED};
 use reservation::domain::cohort::{CohortPatch, NewCohort};
 use reservation::domain::identity::IdentityClaim;
@@ -82,7 +84,7 @@ use reservation::domain::slot::{bookable_pairs, NewCenter, NewSlot};
 use reservation::startup::{AppState, Application};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -1315,20 +1317,21 @@ impl SeedSim {
         let (row, _, _) = queries::find_booking(&mut conn.conn(), code)
             .map_err(|e| format!("harness: find_booking: {e}"))?
             .ok_or("harness: a booking just made is not on disk")?;
+        // `$n` parameters and `ON CONFLICT`: SQL both backends read.
         let sql = |q: &str, a: &str, b: &str, conn: &mut DbConn| {
-            diesel::sql_query(q)
+            reservation::run!(&mut conn.conn(), c => diesel::sql_query(q)
                 .bind::<diesel::sql_types::Text, _>(a)
                 .bind::<diesel::sql_types::Text, _>(b)
-                .execute(conn.sqlite().ok_or("harness: planted faults need SQLite")?)
-                .map_err(|e| format!("harness: planting: {e}"))
+                .execute(c))
+            .map_err(|e| format!("harness: planting: {e}"))
         };
         // A copy of this booking under another code, for `citizen`.
         let copy = "INSERT INTO bookings (code, citizen_key, cohort_id, ticket_seq, vaccine, \
                     center_id, first_slot_id, first_date, first_start, second_slot_id, \
-                    second_date, second_start, state, created_at) SELECT ?1 || 'X', ?2, \
+                    second_date, second_start, state, created_at) SELECT $1 || 'X', $2, \
                     cohort_id, ticket_seq, vaccine, center_id, first_slot_id, first_date, \
                     first_start, second_slot_id, second_date, second_start, state, created_at \
-                    FROM bookings WHERE code = ?1";
+                    FROM bookings WHERE code = $1";
         match fault {
             Fault::ExtraBooking => {
                 let full = queries::load_slots(&mut conn.conn())
@@ -1338,8 +1341,8 @@ impl SeedSim {
                 if full {
                     let stranger = format!("stranger:{}", self.seed);
                     sql(
-                        "INSERT OR IGNORE INTO citizens (key, masked_name, birth_date, created_at) \
-                         VALUES (?1, ?2, '1965-03-01', 0)",
+                        "INSERT INTO citizens (key, masked_name, birth_date, created_at) \
+                         VALUES ($1, $2, '1965-03-01', 0) ON CONFLICT DO NOTHING",
                         &stranger,
                         "x",
                         &mut conn,
@@ -1350,9 +1353,9 @@ impl SeedSim {
                 }
             }
             Fault::SecondBooking => {
-                diesel::sql_query("DROP INDEX IF EXISTS bookings_one_live")
-                    .execute(conn.sqlite().ok_or("harness: planted faults need SQLite")?)
-                    .map_err(|e| format!("harness: planting: {e}"))?;
+                reservation::run!(&mut conn.conn(), c =>
+                    diesel::sql_query("DROP INDEX IF EXISTS bookings_one_live").execute(c))
+                .map_err(|e| format!("harness: planting: {e}"))?;
                 sql(copy, code, &row.citizen_key, &mut conn)?;
                 self.fault_done = true;
                 self.note(format!("PLANTED: a second live booking beside {code}"));
@@ -2116,7 +2119,7 @@ enum LifeEnd {
 struct World {
     layer: Layer,
     fault: Option<Fault>,
-    db_path: PathBuf,
+    database: Backend,
     seeds: VecDeque<u64>,
     /// The cohorts each seed starts with.
     cohorts: HashMap<u64, Vec<(i32, i64)>>,
@@ -2129,8 +2132,10 @@ struct World {
     running: Arc<AtomicU64>,
 }
 
-fn config(db_path: &Path) -> Config {
-    let mut config = Config::new(db_path);
+fn config(database: &Backend) -> Config {
+    let mut config = Config::new(database.clone());
+    // The simulation's PostgreSQL runs with fsync off (`sim_database`): it checks logic.
+    config.pool.allow_unsafe_durability = true;
     config.admin_token = Some("sim".into());
     config.secret_key = Some("sim".into());
     config.workers = 1;
@@ -2140,7 +2145,7 @@ fn config(db_path: &Path) -> Config {
 }
 
 fn identity_settings() -> IdentitySettings {
-    config(Path::new("unused")).identity
+    config(&Backend::Sqlite("unused".into())).identity
 }
 
 impl World {
@@ -2162,7 +2167,7 @@ impl World {
     /// it, as operators of an earlier run would have: the application starts their queues
     /// from the database, with the shuffle seeds drawn here from the simulation seeds.
     fn write_cohorts(&mut self) -> Result<(), String> {
-        let pool = reservation::db::connect(&self.db_path.clone().into(), &Default::default())?;
+        let pool = reservation::db::connect(&self.database, &config(&self.database).pool)?;
         let mut conn = pool.get().map_err(|e| e.to_string())?;
         let base = reservation::now_s();
         for seed in self.seeds.clone() {
@@ -2210,15 +2215,18 @@ impl World {
             .map_or(self.seeds.front().copied().unwrap_or(0), |s| s.seed);
         let started_s = reservation::now_s();
         let t = Instant::now();
-        let app =
-            Application::build_with(config(&self.db_path), Arc::new(SeededProvider(plan)), false)
-                .await
-                .map_err(|e| {
-                    self.failure(
-                        seed,
-                        vec![format!("harness: the application did not start: {e}")],
-                    )
-                })?;
+        let app = Application::build_with(
+            config(&self.database),
+            Arc::new(SeededProvider(plan)),
+            false,
+        )
+        .await
+        .map_err(|e| {
+            self.failure(
+                seed,
+                vec![format!("harness: the application did not start: {e}")],
+            )
+        })?;
         let state = app.state();
         let handle = app.handle();
         actix_web::rt::spawn(app.run_until_stopped());
@@ -2313,7 +2321,7 @@ impl World {
         let Some(sim) = self.current.as_mut() else {
             return Ok(());
         };
-        let pool = reservation::db::connect(&self.db_path.clone().into(), &Default::default())?;
+        let pool = reservation::db::connect(&self.database, &config(&self.database).pool)?;
         let mut conn = pool.get().map_err(|e| e.to_string())?;
         sim.mark_uncertain(&mut conn)?;
         let fault = match sim.fault {
@@ -2324,10 +2332,11 @@ impl World {
             Fault::LostBooking => {
                 if let Some(b) = sim.bookings.iter().find(|b| b.acked && b.live) {
                     let code = b.code.clone();
-                    diesel::sql_query("DELETE FROM bookings WHERE code = ?")
-                        .bind::<diesel::sql_types::Text, _>(&code)
-                        .execute(conn.sqlite().ok_or("harness: planted faults need SQLite")?)
-                        .map_err(|e| e.to_string())?;
+                    reservation::run!(&mut conn.conn(), c =>
+                        diesel::sql_query("DELETE FROM bookings WHERE code = $1")
+                            .bind::<diesel::sql_types::Text, _>(&code)
+                            .execute(c))
+                    .map_err(|e| e.to_string())?;
                     sim.fault_done = true;
                     sim.note(format!("PLANTED: the restart lost booking {code}"));
                 }
@@ -2336,14 +2345,20 @@ impl World {
                 let admitted = sim.tickets.iter().any(|t| t.admitted_seen);
                 if admitted {
                     for c in &sim.cohorts {
-                        diesel::sql_query("UPDATE cohorts SET admitted_upto = 0 WHERE id = ?")
-                            .bind::<diesel::sql_types::Integer, _>(c.id)
-                            .execute(conn.sqlite().ok_or("harness: planted faults need SQLite")?)
-                            .map_err(|e| e.to_string())?;
-                        diesel::sql_query("DELETE FROM admissions WHERE cohort_id = ?")
-                            .bind::<diesel::sql_types::Integer, _>(c.id)
-                            .execute(conn.sqlite().ok_or("harness: planted faults need SQLite")?)
-                            .map_err(|e| e.to_string())?;
+                        let id = c.id;
+                        reservation::run!(&mut conn.conn(), c => {
+                            diesel::sql_query("UPDATE cohorts SET admitted_upto = 0 WHERE id = $1")
+                                .bind::<diesel::sql_types::Integer, _>(id)
+                                .execute(c)
+                                .and_then(|_| {
+                                    diesel::sql_query(
+                                        "DELETE FROM admissions WHERE cohort_id = $1",
+                                    )
+                                    .bind::<diesel::sql_types::Integer, _>(id)
+                                    .execute(c)
+                                })
+                        })
+                        .map_err(|e| e.to_string())?;
                     }
                     sim.fault_done = true;
                     sim.note("PLANTED: the restart lost the admission front".into());
@@ -2367,6 +2382,21 @@ fn temp_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("a temporary folder")
 }
 
+/// One world's database: a file in `dir`, or with `TEST_BACKEND=postgres` a database of its own
+/// on the simulation's PostgreSQL server, which runs with fsync off (like the SQLite files in
+/// memory: the simulation checks logic, not the disk).
+fn sim_database(dir: &tempfile::TempDir) -> Backend {
+    static SERVER: std::sync::OnceLock<common::pg::PgServer> = std::sync::OnceLock::new();
+    if common::on_postgres() {
+        let server = SERVER.get_or_init(|| {
+            common::pg::PgServer::start_with(&["fsync=off", "synchronous_commit=off"])
+        });
+        Backend::Postgres(server.create_database())
+    } else {
+        Backend::Sqlite(dir.path().join("sim.db"))
+    }
+}
+
 /// Runs `seeds` in one world (one database); the first failure ends it.
 fn run_world(
     layer: Layer,
@@ -2379,7 +2409,7 @@ fn run_world(
     let mut world = World {
         layer,
         fault,
-        db_path: dir.path().join("sim.db"),
+        database: sim_database(&dir),
         seeds: seeds.into(),
         cohorts: HashMap::new(),
         current: None,
