@@ -226,7 +226,8 @@ struct PgSession {
 impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for PgSession {
     fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
         conn.batch_execute(&format!(
-            "SET synchronous_commit = on; SET statement_timeout = {}; SET TIME ZONE 'UTC';",
+            "SET synchronous_commit = on; SET statement_timeout = {}; SET TIME ZONE 'UTC'; \
+             SET plan_cache_mode = force_custom_plan;",
             self.statement_timeout_ms
         ))
         .map_err(diesel::r2d2::Error::QueryError)

@@ -55,7 +55,7 @@ pub struct AdmissionRow {
 }
 
 #[derive(Debug, Clone, Insertable)]
-#[diesel(table_name = pass_claims)]
+#[diesel(table_name = pass_claims, treat_none_as_default_value = false)]
 pub struct NewPassClaim {
     pub cohort_id: i32,
     pub ticket_seq: i64,
@@ -108,7 +108,7 @@ pub struct NewSlotRow {
 }
 
 #[derive(Debug, Clone, Insertable)]
-#[diesel(table_name = citizens)]
+#[diesel(table_name = citizens, treat_none_as_default_value = false)]
 pub struct NewCitizenRow {
     pub key: String,
     pub masked_name: String,
@@ -138,8 +138,9 @@ pub struct BookingRow {
     pub cancelled_at: Option<i64>,
 }
 
+/// `None` is written as NULL (not DEFAULT), so that many rows go in one statement on SQLite.
 #[derive(Debug, Clone, Insertable)]
-#[diesel(table_name = bookings)]
+#[diesel(table_name = bookings, treat_none_as_default_value = false)]
 pub struct NewBookingRow {
     pub code: String,
     pub citizen_key: String,

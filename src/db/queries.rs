@@ -322,24 +322,6 @@ pub fn record_admission(
     })
 }
 
-/// Binds a pass to one identity. The primary key decides: a claim that finds the pass bound
-/// already (by another node, say) changes nothing, and the citizen it is bound to is answered.
-pub fn claim_pass(conn: &mut Conn, claim: &NewPassClaim) -> Result<String, Error> {
-    run!(conn, c => {
-        let inserted = diesel::insert_into(pass_claims::table)
-            .values(claim)
-            .on_conflict_do_nothing()
-            .execute(c)?;
-        if inserted > 0 {
-            return Ok(claim.citizen_key.clone());
-        }
-        pass_claims::table
-            .find((claim.cohort_id, claim.ticket_seq))
-            .select(pass_claims::citizen_key)
-            .first(c)
-    })
-}
-
 pub fn insert_center(conn: &mut Conn, row: &NewCenterRow) -> Result<i32, Error> {
     run!(conn, c => diesel::insert_into(centers::table)
         .values(row)
@@ -387,15 +369,6 @@ pub enum BookOutcome {
     SlotFull(i32),
 }
 
-/// Takes one place in a slot if one is left; false if the slot is full.
-fn take_place(conn: &mut Conn, slot_id: i32) -> Result<bool, Error> {
-    run!(conn, c => diesel::update(slots::table.find(slot_id))
-        .filter(slots::booked.lt(slots::capacity))
-        .set(slots::booked.eq(slots::booked + 1))
-        .execute(c)
-        .map(|n| n > 0))
-}
-
 /// Gives one place back to a slot.
 fn give_place(conn: &mut Conn, slot_id: i32) -> Result<(), Error> {
     run!(conn, c => diesel::update(slots::table.find(slot_id))
@@ -405,53 +378,378 @@ fn give_place(conn: &mut Conn, slot_id: i32) -> Result<(), Error> {
         .map(drop))
 }
 
-/// Books both doses, or nothing. The database has the last word on every rule that several
-/// nodes could break: each place is taken with a conditional update (never past capacity),
-/// and the booking row goes in only if the citizen holds no live one (a partial unique index).
-/// No statement here fails on a rule, so a refusal answers this booking alone and the batch
-/// commits without savepoints.
-pub fn insert_booking(
+/// Rows per statement when many go in one: far below SQLite's 32,766 bound parameters and
+/// PostgreSQL's 65,535 (a booking row has 15).
+const ROWS_PER_STATEMENT: usize = 1000;
+
+/// Books many at once, in order, each both doses or nothing, with a handful of statements for
+/// the whole batch instead of five per booking (on PostgreSQL each is a round trip): the
+/// citizens' bookings read at once, the slot rows read at once (the caller locked them), every
+/// decision taken in memory over those rows, one update per slot touched, the citizens and the
+/// bookings inserted many rows a statement. The database keeps the last word: the slot updates
+/// run under `CHECK (booked <= capacity)`, and a booking row that meets another live booking
+/// of its citizen (another node's, committed meanwhile) is not inserted
+/// (`ON CONFLICT DO NOTHING`); its places are given back and it is answered `AlreadyBooked`.
+/// Within the batch, a citizen's second booking is `AlreadyBooked`, or `Repeat` of the first
+/// with the same idempotency key.
+pub fn insert_bookings(
     conn: &mut Conn,
-    citizen: &NewCitizenRow,
-    row: &NewBookingRow,
-) -> Result<BookOutcome, Error> {
-    match find_for_citizen(conn, &row.citizen_key, row.idempotency_key.as_deref())? {
-        Some(b) if b.idempotency_key.is_some() && b.idempotency_key == row.idempotency_key => {
-            return Ok(BookOutcome::Repeat(b))
+    items: &[(&NewCitizenRow, &NewBookingRow)],
+) -> Result<Vec<BookOutcome>, Error> {
+    use std::collections::HashSet;
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<&str> = {
+        let mut k: Vec<&str> = items.iter().map(|(_, b)| b.citizen_key.as_str()).collect();
+        k.sort_unstable();
+        k.dedup();
+        k
+    };
+    let mut earlier: Vec<BookingRow> = Vec::new();
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        earlier.extend(run!(conn, c => bookings::table
+            .filter(bookings::citizen_key.eq_any(chunk))
+            .filter(
+                bookings::state
+                    .eq(STATE_CONFIRMED)
+                    .or(bookings::idempotency_key.is_not_null()),
+            )
+            .select(BookingRow::as_select())
+            .load(c))?);
+    }
+    let slot_ids: Vec<i32> = {
+        let mut ids: Vec<i32> = items
+            .iter()
+            .flat_map(|(_, b)| [b.first_slot_id, b.second_slot_id])
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    };
+    let mut room: HashMap<i32, i64> = run!(conn, c => slots::table
+        .filter(slots::id.eq_any(&slot_ids))
+        .select((slots::id, slots::capacity, slots::booked))
+        .load::<(i32, i32, i32)>(c))?
+    .into_iter()
+    .map(|(id, cap, booked)| (id, i64::from(cap - booked)))
+    .collect();
+
+    enum Plan {
+        Done(BookOutcome),
+        /// A repeat of the booking item `i` of this batch makes.
+        RepeatOf(usize),
+        Insert,
+    }
+    let mut live: HashSet<&str> = earlier
+        .iter()
+        .filter(|b| b.state == STATE_CONFIRMED)
+        .map(|b| b.citizen_key.as_str())
+        .collect();
+    let mut taken: HashMap<i32, i64> = HashMap::new();
+    let mut plans = Vec::with_capacity(items.len());
+    for (i, (_, b)) in items.iter().enumerate() {
+        let key = b.idempotency_key.as_deref();
+        let repeat_on_disk = key.and_then(|k| {
+            earlier
+                .iter()
+                .find(|e| e.citizen_key == b.citizen_key && e.idempotency_key.as_deref() == Some(k))
+        });
+        let repeat_here = key.and_then(|k| {
+            items[..i].iter().position(|(_, e)| {
+                e.citizen_key == b.citizen_key && e.idempotency_key.as_deref() == Some(k)
+            })
+        });
+        let plan = if let Some(row) = repeat_on_disk {
+            Plan::Done(BookOutcome::Repeat(row.clone()))
+        } else if let Some(j) = repeat_here.filter(|j| matches!(plans[*j], Plan::Insert)) {
+            Plan::RepeatOf(j)
+        } else if live.contains(b.citizen_key.as_str()) {
+            Plan::Done(BookOutcome::AlreadyBooked)
+        } else {
+            let mut full = None;
+            for id in [b.first_slot_id, b.second_slot_id] {
+                let left = room.get(&id).copied().unwrap_or(0);
+                if left <= 0 {
+                    full = Some(id);
+                    break;
+                }
+                room.insert(id, left - 1);
+            }
+            match full {
+                Some(id) => {
+                    // Give back the first dose's place if the second had none.
+                    if id == b.second_slot_id {
+                        *room.entry(b.first_slot_id).or_default() += 1;
+                    }
+                    Plan::Done(BookOutcome::SlotFull(id))
+                }
+                None => {
+                    for id in [b.first_slot_id, b.second_slot_id] {
+                        *taken.entry(id).or_default() += 1;
+                    }
+                    live.insert(b.citizen_key.as_str());
+                    Plan::Insert
+                }
+            }
+        };
+        plans.push(plan);
+    }
+
+    let to_insert: Vec<usize> = (0..items.len())
+        .filter(|i| matches!(plans[*i], Plan::Insert))
+        .collect();
+    let mut inserted: HashMap<String, BookingRow> = HashMap::new();
+    if !to_insert.is_empty() {
+        let mut ids: Vec<(&i32, &i64)> = taken.iter().collect();
+        ids.sort_unstable();
+        for (id, n) in ids {
+            add_places(conn, *id, *n)?;
         }
-        Some(_) => return Ok(BookOutcome::AlreadyBooked),
-        None => {}
-    }
-    if !take_place(conn, row.first_slot_id)? {
-        return Ok(BookOutcome::SlotFull(row.first_slot_id));
-    }
-    if !take_place(conn, row.second_slot_id)? {
-        give_place(conn, row.first_slot_id)?;
-        return Ok(BookOutcome::SlotFull(row.second_slot_id));
-    }
-    let booked: Option<BookingRow> = run!(conn, c => {
-        diesel::insert_into(citizens::table)
-            .values(citizen)
-            .on_conflict(citizens::key)
-            .do_update()
-            .set(citizens::masked_name.eq(&citizen.masked_name))
-            .execute(c)?;
-        diesel::insert_into(bookings::table)
-            .values(row)
-            .on_conflict_do_nothing()
-            .returning(BookingRow::as_returning())
-            .get_result(c)
-            .optional()
-    })?;
-    match booked {
-        Some(b) => Ok(BookOutcome::Booked(b)),
-        None => {
-            // Another node's live booking for this citizen committed in between.
-            give_place(conn, row.first_slot_id)?;
-            give_place(conn, row.second_slot_id)?;
-            Ok(BookOutcome::AlreadyBooked)
+        let mut citizens_rows: Vec<&NewCitizenRow> =
+            to_insert.iter().map(|i| items[*i].0).collect();
+        citizens_rows.sort_by(|a, b| a.key.cmp(&b.key));
+        citizens_rows.dedup_by(|a, b| a.key == b.key);
+        for chunk in citizens_rows.chunks(ROWS_PER_STATEMENT) {
+            upsert_citizens(conn, chunk)?;
+        }
+        for chunk in to_insert.chunks(ROWS_PER_STATEMENT) {
+            let rows: Vec<&NewBookingRow> = chunk.iter().map(|i| items[*i].1).collect();
+            for (id, code) in insert_booking_rows(conn, &rows)? {
+                if let Some(row) = rows.iter().find(|r| r.code == code) {
+                    inserted.insert(code, booking_row(id, row));
+                }
+            }
         }
     }
+    let mut out = Vec::with_capacity(items.len());
+    for (i, plan) in plans.into_iter().enumerate() {
+        let b = items[i].1;
+        out.push(match plan {
+            Plan::Done(outcome) => outcome,
+            Plan::Insert => match inserted.get(&b.code) {
+                Some(row) => BookOutcome::Booked(row.clone()),
+                None => {
+                    // Another node's live booking for this citizen committed in between.
+                    give_place(conn, b.first_slot_id)?;
+                    give_place(conn, b.second_slot_id)?;
+                    BookOutcome::AlreadyBooked
+                }
+            },
+            Plan::RepeatOf(j) => match inserted.get(&items[j].1.code) {
+                Some(row) => BookOutcome::Repeat(row.clone()),
+                None => BookOutcome::AlreadyBooked,
+            },
+        });
+    }
+    Ok(out)
+}
+
+/// The row a booking insert made, without reading it back.
+fn booking_row(id: i32, b: &NewBookingRow) -> BookingRow {
+    BookingRow {
+        id,
+        code: b.code.clone(),
+        citizen_key: b.citizen_key.clone(),
+        cohort_id: b.cohort_id,
+        ticket_seq: b.ticket_seq,
+        vaccine: b.vaccine.clone(),
+        center_id: b.center_id,
+        first_slot_id: b.first_slot_id,
+        first_date: b.first_date.clone(),
+        first_start: b.first_start.clone(),
+        second_slot_id: b.second_slot_id,
+        second_date: b.second_date.clone(),
+        second_start: b.second_start.clone(),
+        state: b.state.clone(),
+        idempotency_key: b.idempotency_key.clone(),
+        created_at: b.created_at,
+        cancelled_at: None,
+    }
+}
+
+#[derive(QueryableByName)]
+struct IdCode {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    id: i32,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    code: String,
+}
+
+#[derive(QueryableByName)]
+struct Bound {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    cohort_id: i32,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    ticket_seq: i64,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    citizen_key: String,
+}
+
+/// Inserts booking rows, skipping any that meets a unique index (`ON CONFLICT DO NOTHING`);
+/// the (id, code) of those inserted. On PostgreSQL one prepared statement over arrays
+/// (`unnest`), whatever the count: a multi-row `VALUES` would be a new statement to parse and
+/// plan for every batch size.
+fn insert_booking_rows(
+    conn: &mut Conn,
+    rows: &[&NewBookingRow],
+) -> Result<Vec<(i32, String)>, Error> {
+    use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text};
+    match conn {
+        Conn::Postgres(c) => {
+            let col =
+                |f: fn(&NewBookingRow) -> String| rows.iter().map(|r| f(r)).collect::<Vec<_>>();
+            let int = |f: fn(&NewBookingRow) -> i32| rows.iter().map(|r| f(r)).collect::<Vec<_>>();
+            let got: Vec<IdCode> = diesel::sql_query(
+                "INSERT INTO bookings (code, citizen_key, cohort_id, ticket_seq, vaccine, \
+                 center_id, first_slot_id, first_date, first_start, second_slot_id, second_date, \
+                 second_start, state, idempotency_key, created_at) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::int8[], $5::text[], \
+                 $6::int4[], $7::int4[], $8::text[], $9::text[], $10::int4[], $11::text[], \
+                 $12::text[], $13::text[], $14::text[], $15::int8[]) \
+                 ON CONFLICT DO NOTHING RETURNING id, code",
+            )
+            .bind::<Array<Text>, _>(col(|r| r.code.clone()))
+            .bind::<Array<Text>, _>(col(|r| r.citizen_key.clone()))
+            .bind::<Array<Integer>, _>(int(|r| r.cohort_id))
+            .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.ticket_seq).collect::<Vec<_>>())
+            .bind::<Array<Text>, _>(col(|r| r.vaccine.clone()))
+            .bind::<Array<Integer>, _>(int(|r| r.center_id))
+            .bind::<Array<Integer>, _>(int(|r| r.first_slot_id))
+            .bind::<Array<Text>, _>(col(|r| r.first_date.clone()))
+            .bind::<Array<Text>, _>(col(|r| r.first_start.clone()))
+            .bind::<Array<Integer>, _>(int(|r| r.second_slot_id))
+            .bind::<Array<Text>, _>(col(|r| r.second_date.clone()))
+            .bind::<Array<Text>, _>(col(|r| r.second_start.clone()))
+            .bind::<Array<Text>, _>(col(|r| r.state.clone()))
+            .bind::<Array<Nullable<Text>>, _>(
+                rows.iter()
+                    .map(|r| r.idempotency_key.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
+            .load(*c)?;
+            Ok(got.into_iter().map(|r| (r.id, r.code)).collect())
+        }
+        Conn::Sqlite(c) => {
+            let owned: Vec<NewBookingRow> = rows.iter().map(|r| (*r).clone()).collect();
+            diesel::insert_into(bookings::table)
+                .values(&owned)
+                .on_conflict_do_nothing()
+                .returning((bookings::id, bookings::code))
+                .get_results(*c)
+        }
+    }
+}
+
+/// Inserts citizens, or renews the masked name of those known.
+fn upsert_citizens(conn: &mut Conn, rows: &[&NewCitizenRow]) -> Result<(), Error> {
+    use diesel::sql_types::{Array, BigInt, Text};
+    match conn {
+        Conn::Postgres(c) => diesel::sql_query(
+            "INSERT INTO citizens (key, masked_name, birth_date, created_at) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[]) \
+             ON CONFLICT (key) DO UPDATE SET masked_name = excluded.masked_name",
+        )
+        .bind::<Array<Text>, _>(rows.iter().map(|r| r.key.clone()).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(
+            rows.iter()
+                .map(|r| r.masked_name.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Text>, _>(
+            rows.iter()
+                .map(|r| r.birth_date.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
+        .execute(*c)
+        .map(drop),
+        Conn::Sqlite(c) => {
+            let owned: Vec<NewCitizenRow> = rows.iter().map(|r| (*r).clone()).collect();
+            diesel::insert_into(citizens::table)
+                .values(&owned)
+                .on_conflict(citizens::key)
+                .do_update()
+                .set(citizens::masked_name.eq(diesel::upsert::excluded(citizens::masked_name)))
+                .execute(*c)
+                .map(drop)
+        }
+    }
+}
+
+/// Inserts pass claims, skipping those of passes bound already; the ones inserted.
+fn insert_claim_rows(
+    conn: &mut Conn,
+    rows: &[&NewPassClaim],
+) -> Result<Vec<(i32, i64, String)>, Error> {
+    use diesel::sql_types::{Array, BigInt, Integer, Text};
+    match conn {
+        Conn::Postgres(c) => {
+            let got: Vec<Bound> = diesel::sql_query(
+                "INSERT INTO pass_claims (cohort_id, ticket_seq, citizen_key, claimed_at) \
+                 SELECT * FROM unnest($1::int4[], $2::int8[], $3::text[], $4::int8[]) \
+                 ON CONFLICT DO NOTHING RETURNING cohort_id, ticket_seq, citizen_key",
+            )
+            .bind::<Array<Integer>, _>(rows.iter().map(|r| r.cohort_id).collect::<Vec<_>>())
+            .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.ticket_seq).collect::<Vec<_>>())
+            .bind::<Array<Text>, _>(
+                rows.iter()
+                    .map(|r| r.citizen_key.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.claimed_at).collect::<Vec<_>>())
+            .load(*c)?;
+            Ok(got
+                .into_iter()
+                .map(|b| (b.cohort_id, b.ticket_seq, b.citizen_key))
+                .collect())
+        }
+        Conn::Sqlite(c) => {
+            let owned: Vec<NewPassClaim> = rows.iter().map(|r| (*r).clone()).collect();
+            diesel::insert_into(pass_claims::table)
+                .values(&owned)
+                .on_conflict_do_nothing()
+                .returning((
+                    pass_claims::cohort_id,
+                    pass_claims::ticket_seq,
+                    pass_claims::citizen_key,
+                ))
+                .get_results(*c)
+        }
+    }
+}
+
+/// Takes `n` places of a slot at once, never past its capacity (the CHECK refuses).
+fn add_places(conn: &mut Conn, slot_id: i32, n: i64) -> Result<(), Error> {
+    let n = i32::try_from(n).unwrap_or(i32::MAX);
+    run!(conn, c => diesel::update(slots::table.find(slot_id))
+        .set(slots::booked.eq(slots::booked + n))
+        .execute(c)
+        .map(drop))
+}
+
+/// Binds many passes at once (`claim_pass` for each, in one statement): the citizen each pass
+/// is bound to afterwards, in order.
+pub fn claim_passes(conn: &mut Conn, claims: &[&NewPassClaim]) -> Result<Vec<String>, Error> {
+    let mut bound: HashMap<(i32, i64), String> = HashMap::new();
+    for chunk in claims.chunks(ROWS_PER_STATEMENT) {
+        let got = insert_claim_rows(conn, chunk)?;
+        bound.extend(got.into_iter().map(|(c, s, k)| ((c, s), k)));
+    }
+    claims
+        .iter()
+        .map(
+            |claim| match bound.get(&(claim.cohort_id, claim.ticket_seq)) {
+                Some(key) => Ok(key.clone()),
+                // Bound before (by another node, or earlier): whoever holds it.
+                None => run!(conn, c => pass_claims::table
+                .find((claim.cohort_id, claim.ticket_seq))
+                .select(pass_claims::citizen_key)
+                .first(c)),
+            },
+        )
+        .collect()
 }
 
 /// Cancels a live booking and gives both its places back; `None` if there is none with that
