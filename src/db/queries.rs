@@ -436,7 +436,7 @@ pub fn insert_bookings(
     .collect();
 
     enum Plan {
-        Done(BookOutcome),
+        Done(Box<BookOutcome>),
         /// A repeat of the booking item `i` of this batch makes.
         RepeatOf(usize),
         Insert,
@@ -461,11 +461,11 @@ pub fn insert_bookings(
             })
         });
         let plan = if let Some(row) = repeat_on_disk {
-            Plan::Done(BookOutcome::Repeat(row.clone()))
+            Plan::Done(Box::new(BookOutcome::Repeat(row.clone())))
         } else if let Some(j) = repeat_here.filter(|j| matches!(plans[*j], Plan::Insert)) {
             Plan::RepeatOf(j)
         } else if live.contains(b.citizen_key.as_str()) {
-            Plan::Done(BookOutcome::AlreadyBooked)
+            Plan::Done(Box::new(BookOutcome::AlreadyBooked))
         } else {
             let mut full = None;
             for id in [b.first_slot_id, b.second_slot_id] {
@@ -482,7 +482,7 @@ pub fn insert_bookings(
                     if id == b.second_slot_id {
                         *room.entry(b.first_slot_id).or_default() += 1;
                     }
-                    Plan::Done(BookOutcome::SlotFull(id))
+                    Plan::Done(Box::new(BookOutcome::SlotFull(id)))
                 }
                 None => {
                     for id in [b.first_slot_id, b.second_slot_id] {
@@ -526,7 +526,7 @@ pub fn insert_bookings(
     for (i, plan) in plans.into_iter().enumerate() {
         let b = items[i].1;
         out.push(match plan {
-            Plan::Done(outcome) => outcome,
+            Plan::Done(outcome) => *outcome,
             Plan::Insert => match inserted.get(&b.code) {
                 Some(row) => BookOutcome::Booked(row.clone()),
                 None => {
