@@ -5,12 +5,13 @@
 //! `synchronous_commit=on`).
 //!
 //! Group commit: while one transaction is on disk, new writes wait in `pending`; when it
-//! returns, all of them go into the next transaction together. Under load one fsync carries
-//! hundreds of bookings; when idle a write commits at once. A rule refusal inside a batch (a
-//! citizen who already booked) answers that write alone; so does a write the database refuses
-//! (each runs in its own savepoint; bookings, whose rules are checked before they write, skip
-//! it for speed, so a database error in one fails its batch). A failed commit fails the whole batch: every write of it is
-//! answered `Commit`, and nothing of it is on disk.
+//! returns, all of them go into the next transaction together. Under load one commit carries
+//! hundreds of writes; when idle a write commits at once. Bookings and pass claims, the bulk of
+//! a rush, are written a handful of statements for the whole batch (`queries::insert_bookings`,
+//! `queries::claim_passes`); a rule refusal among them (a citizen who already booked, a slot
+//! the database finds full) answers that write alone. Every other write runs alone in its own
+//! savepoint, so one the database refuses is answered alone too. A failed commit fails the
+//! whole batch: every write of it is answered `Commit`, and nothing of it is on disk.
 
 use crate::db::models::{
     BookingRow, NewBookingRow, NewCenterRow, NewCitizenRow, NewCohortRow, NewPassClaim, NewSlotRow,
