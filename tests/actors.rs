@@ -733,3 +733,115 @@ async fn after_a_crash_every_answered_ticket_keeps_its_exact_place_and_admission
         assert_eq!(pos(*seq, t), Some(i as u64 + 1 - admitted), "ticket {seq}");
     }
 }
+
+/// The writer's batch of bookings, decided together: a repeat within the batch, a second
+/// booking of one citizen, a slot that fills in the middle of the batch, a second dose with no
+/// place left (its first place given back); and afterwards every slot row's count equals the
+/// live bookings that hold it.
+#[actix::test]
+async fn a_batch_of_bookings_is_decided_in_order_as_if_one_at_a_time() {
+    use reservation::db::models::NewBookingRow;
+    use reservation::db::queries::BookOutcome;
+    let w = world().await;
+    let center = w.center().await;
+    // a: 10 places with its second dose b (10); c: 2 places, second d (2); e: 5 places whose
+    // second f has 1.
+    let ids = w
+        .slots(
+            &center,
+            &[
+                (0, 600, 10),
+                (28, 600, 10),
+                (1, 600, 2),
+                (29, 600, 2),
+                (2, 600, 5),
+                (30, 600, 1),
+            ],
+        )
+        .await;
+    let (a, b, c, d, e, f) = (ids[0], ids[1], ids[2], ids[3], ids[4], ids[5]);
+    let cohort = w.cohort(reservation::now_s() - 60, 10.0).await.shared.id;
+    let citizen = |k: &str| NewCitizenRow {
+        key: k.into(),
+        masked_name: "김*영".into(),
+        birth_date: "1965-03-01".into(),
+        created_at: 0,
+    };
+    let booking = |k: &str, first: i32, second: i32, idem: Option<&str>| NewBookingRow {
+        code: reservation::domain::booking::new_code(),
+        citizen_key: k.into(),
+        cohort_id: cohort,
+        ticket_seq: 0,
+        vaccine: "Moderna".into(),
+        center_id: center.shared.id,
+        first_slot_id: first,
+        first_date: "2030-01-01".into(),
+        first_start: "10:00".into(),
+        second_slot_id: second,
+        second_date: "2030-01-29".into(),
+        second_start: "10:00".into(),
+        state: "confirmed".into(),
+        idempotency_key: idem.map(str::to_string),
+        created_at: 0,
+    };
+    let rows = [
+        (citizen("A"), booking("A", a, b, Some("k1"))),
+        (citizen("A"), booking("A", a, b, Some("k1"))), // a repeat: the first booking again
+        (citizen("A"), booking("A", a, b, Some("k2"))), // a second live booking: refused
+        (citizen("B"), booking("B", c, d, None)),
+        (citizen("C"), booking("C", c, d, None)),
+        (citizen("D"), booking("D", c, d, None)), // c is full by now
+        (citizen("E"), booking("E", e, f, None)),
+        (citizen("F"), booking("F", e, f, None)), // f is full: e's place goes back
+    ];
+    let items: Vec<_> = rows.iter().map(|(c, b)| (c, b)).collect();
+    let mut pooled = w.state.pool.get().unwrap();
+    let out = pooled
+        .write_transaction(|conn| queries::insert_bookings(conn, &items))
+        .unwrap();
+    let first_code = match &out[0] {
+        BookOutcome::Booked(row) => row.code.clone(),
+        other => panic!("A's booking: {other:?}"),
+    };
+    assert!(
+        matches!(&out[1], BookOutcome::Repeat(r) if r.code == first_code),
+        "{:?}",
+        out[1]
+    );
+    assert!(matches!(out[2], BookOutcome::AlreadyBooked), "{:?}", out[2]);
+    assert!(matches!(out[3], BookOutcome::Booked(_)), "{:?}", out[3]);
+    assert!(matches!(out[4], BookOutcome::Booked(_)), "{:?}", out[4]);
+    assert!(
+        matches!(out[5], BookOutcome::SlotFull(id) if id == c),
+        "{:?}",
+        out[5]
+    );
+    assert!(matches!(out[6], BookOutcome::Booked(_)), "{:?}", out[6]);
+    assert!(
+        matches!(out[7], BookOutcome::SlotFull(id) if id == f),
+        "{:?}",
+        out[7]
+    );
+    let conn = &mut pooled.conn();
+    let booked: std::collections::HashMap<i32, i32> = queries::load_slots(conn)
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.id, s.booked))
+        .collect();
+    assert_eq!(
+        [a, b, c, d, e, f].map(|id| booked[&id]),
+        [1, 1, 2, 2, 1, 1],
+        "places taken per slot"
+    );
+    assert!(queries::slots_out_of_step(conn).unwrap().is_empty());
+    // The next batch sees what this one did: A's key k1 repeats from disk.
+    let again = [(citizen("A"), booking("A", a, b, Some("k1")))];
+    let items: Vec<_> = again.iter().map(|(c, b)| (c, b)).collect();
+    let out = pooled
+        .write_transaction(|conn| queries::insert_bookings(conn, &items))
+        .unwrap();
+    assert!(
+        matches!(&out[0], BookOutcome::Repeat(r) if r.code == first_code),
+        "{out:?}"
+    );
+}
