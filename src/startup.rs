@@ -286,7 +286,13 @@ fn queue_state(pool: &DbPool, row: &CohortRow, pass_ttl_s: i64) -> Result<QueueS
         None => Vec::new(),
     };
     Ok(QueueState {
-        tickets_reserved: row.tickets_reserved as u64,
+        // Never hand out a number at or below one the line already knows (a record that failed
+        // and was never repaired leaves `tickets_reserved` behind the opening or the front).
+        tickets_reserved: row
+            .tickets_reserved
+            .max(row.tickets_issued)
+            .max(row.pre_queue_count.unwrap_or(0))
+            .max(row.admitted_upto) as u64,
         pre_queue_count: row.pre_queue_count.map(|c| c as u64),
         admitted_upto: row.admitted_upto as u64,
         admitted_count: row.admitted_count as u64,

@@ -845,3 +845,67 @@ async fn a_batch_of_bookings_is_decided_in_order_as_if_one_at_a_time() {
         "{out:?}"
     );
 }
+
+/// Joins arriving between every tick keep a record of ticket numbers on its way almost all
+/// the time; the opening must not wait for a quiet moment.
+#[actix::test]
+async fn a_stream_of_joins_does_not_put_off_the_opening() {
+    let w = world().await;
+    let center = w.center().await;
+    w.slots(&center, &[(0, 600, 100), (28, 600, 100)]).await;
+    let opens = reservation::now_s() + 3600;
+    let cohort = w.cohort(opens, 10.0).await;
+    let mut ticks = 0;
+    while !cohort.shared.is_open_shuffled() {
+        let c = cohort.clone();
+        actix::spawn(async move {
+            let _ = c.take_ticket().await;
+        });
+        tokio::task::yield_now().await;
+        tick(&cohort, opens * 1000 + ticks * 100).await;
+        ticks += 1;
+        // The clock's period: the next tick comes that much later, as in production.
+        tokio::time::sleep(reservation::actors::cohort_queue::TICK).await;
+        assert!(
+            ticks <= 3,
+            "still not open after {ticks} ticks past opens_at"
+        );
+    }
+}
+
+/// A record of joins that failed before opening, and no join after it: the opening still
+/// knows that number is nobody, and after a restart no new join is handed a number the
+/// pre-queue already holds (it would be shuffled in ahead of the line).
+#[actix::test]
+async fn a_failed_record_before_opening_is_kept_by_the_opening_and_no_number_is_reused() {
+    let w = world().await;
+    let center = w.center().await;
+    w.slots(&center, &[(0, 600, 100), (28, 600, 100)]).await;
+    let opens = reservation::now_s() + 3600;
+    let id = w.cohort(opens, 10.0).await.shared.id;
+    let cohort = w.state.registry.cohort(id).unwrap();
+    w.state.store.send(FailNextCommits(1)).await.unwrap();
+    assert!(cohort.take_ticket().await.is_err());
+    // The opening (once the record of the gap on its way is done): one number, nobody.
+    for t in 0..3 {
+        if cohort.shared.is_open_shuffled() {
+            break;
+        }
+        tick(&cohort, opens * 1000 + t * 100).await;
+        tokio::time::sleep(reservation::actors::cohort_queue::TICK).await;
+    }
+    assert!(cohort.shared.is_open_shuffled());
+    assert_eq!(cohort.shared.waiting(), 0);
+
+    let w = w.restart().await;
+    let cohort = w.state.registry.cohort(id).unwrap();
+    assert_eq!(
+        cohort.shared.waiting(),
+        0,
+        "the failed number is nobody after a restart"
+    );
+    let seq = cohort.take_ticket().await.unwrap();
+    assert_eq!(seq, 1, "a number of the pre-queue was handed out again");
+    let s = cohort.shared.status(seq, opens * 1000 + 100);
+    assert_eq!((s.state, s.position), (TicketState::Waiting, Some(1)));
+}

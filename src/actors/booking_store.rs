@@ -43,9 +43,12 @@ pub enum Write {
         upto: u64,
         gaps: Option<String>,
     },
+    /// The pre-queue is frozen at `count` tickets; `gaps`: the ranges below it that are
+    /// nobody (JSON), which its shuffle takes as one place each.
     RecordOpening {
         cohort_id: i32,
         count: u64,
+        gaps: String,
     },
     RecordAdmission {
         cohort_id: i32,
@@ -343,8 +346,12 @@ fn apply(conn: &mut Conn, w: &Write) -> Result<Written, diesel::result::Error> {
             queries::record_tickets(conn, *cohort_id, *upto as i64, gaps.as_deref())?;
             Written::Done
         }
-        Write::RecordOpening { cohort_id, count } => {
-            queries::record_opening(conn, *cohort_id, *count as i64)?;
+        Write::RecordOpening {
+            cohort_id,
+            count,
+            gaps,
+        } => {
+            queries::record_opening(conn, *cohort_id, *count as i64, gaps)?;
             Written::Done
         }
         Write::RecordAdmission {

@@ -49,6 +49,8 @@ pub struct CohortShared {
     record_asked: AtomicBool,
     /// Ranges of numbers whose record failed: their joins were answered 503, nobody holds them.
     failed: RwLock<Vec<(u64, u64)>>,
+    /// Numbers whose joins stopped waiting for their record (answered 503).
+    abandoned: std::sync::Mutex<Vec<u64>>,
     admitted_upto: AtomicU64,
     /// People admitted since the cohort began (queue places passed less the gaps).
     admitted_people: AtomicU64,
@@ -100,6 +102,7 @@ impl CohortShared {
             settled: tokio::sync::Notify::new(),
             record_asked: AtomicBool::new(false),
             failed: RwLock::new(Vec::new()),
+            abandoned: std::sync::Mutex::new(Vec::new()),
             admitted_upto: AtomicU64::new(state.admitted_upto),
             admitted_people: AtomicU64::new(state.admitted_count),
             pre_queue: OnceLock::new(),
@@ -254,6 +257,11 @@ impl CohortHandle {
             }
         };
         if tokio::time::timeout(JOIN_DEADLINE, settled).await.is_err() {
+            shared
+                .abandoned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(seq);
             return Err(StoreError::Busy);
         }
         let failed = shared.failed.read().unwrap_or_else(|e| e.into_inner());
@@ -345,6 +353,8 @@ pub struct CohortQueue {
     claims: HashMap<u64, (String, i64)>,
     /// A record of ticket numbers is on its way.
     recording_tickets: bool,
+    /// The opening is due: no new record of tickets starts until it is done.
+    open_due: bool,
     /// The ticket-number ranges that are nobody and not yet shuffled into the pre-queue
     /// (restarts of old, failed records), as `cohorts.ticket_gaps` keeps them, and whether
     /// the disk is behind.
@@ -412,6 +422,7 @@ impl CohortQueue {
             gap_ranges,
             claims: state.claims,
             recording_tickets: false,
+            open_due: false,
             ticket_gaps: merge_gaps(state.gaps.iter().copied()),
             ticket_gaps_changed: false,
         }
@@ -527,8 +538,14 @@ impl CohortQueue {
         let cohort = self.shared.cohort();
         let now = now_ms.div_euclid(1000);
         if !self.shared.is_open_shuffled() {
+            if now < cohort.opens_at {
+                return None;
+            }
             // Not while numbers are on their way to disk: the opening freezes what is settled.
-            return (now >= cohort.opens_at && !self.recording_tickets).then(|| self.open());
+            // From now on no new record starts before the opening (`record_tickets`), so a
+            // stream of joins cannot put it off.
+            self.open_due = true;
+            return (!self.recording_tickets).then(|| self.open());
         }
         let dt = self.last_tick_ms.map_or(0, |t| (now_ms - t).clamp(0, 1000));
         self.last_tick_ms = Some(now_ms);
@@ -610,9 +627,20 @@ impl CohortQueue {
         // Numbers taken but not yet settled come after the pre-queue: they are joins of the
         // moment of opening.
         let count = self.shared.issued();
+        // The ranges that are nobody as this actor knows them, whether or not a record has
+        // taken them to disk yet.
+        let gaps = {
+            let pending = self
+                .shared
+                .pending_gaps
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            serde_json::to_string(&*pending).unwrap_or_else(|_| "[]".into())
+        };
         let write = Write::RecordOpening {
             cohort_id: self.shared.id,
             count,
+            gaps,
         };
         self.persist_step(write, move |act, ok| {
             let id = act.shared.id;
@@ -629,8 +657,10 @@ impl CohortQueue {
                 *act.shared.gaps.write().unwrap_or_else(|e| e.into_inner()) = pre.gaps().to_vec();
                 act.gap_ranges = pre.gaps().to_vec();
                 let _ = act.shared.pre_queue.set(pre);
-                // On disk the opening moved them to `pre_queue_gaps`.
+                // On disk the opening made them its `pre_queue_gaps`.
                 act.ticket_gaps.clear();
+                act.ticket_gaps_changed = false;
+                act.open_due = false;
                 log::info!(
                     "cohort {id} opened: {count} pre-queue tickets shuffled with seed {} \
                      ({skipped} numbers that are nobody taken as {} places)",
@@ -647,14 +677,28 @@ impl CohortQueue {
     /// settles them when it is done: on disk, or (if it failed) nobody. Joins that arrive
     /// meanwhile go into the next record, started as soon as this one returns.
     fn record_tickets(&mut self, ctx: &mut Context<Self>) {
-        if self.recording_tickets || self.step_in_flight && !self.shared.is_open_shuffled() {
-            // Asked again when the write on its way returns.
+        let before_opening = !self.shared.is_open_shuffled();
+        if self.recording_tickets || before_opening && (self.step_in_flight || self.open_due) {
+            // Asked again when the write on its way returns, or at the next tick.
             return;
         }
         self.shared.record_asked.store(false, Ordering::Release);
+        // Joins that gave up waiting (`JOIN_DEADLINE`) were answered 503: nobody holds them.
+        let abandoned: Vec<u64> = std::mem::take(
+            &mut *self
+                .shared
+                .abandoned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for seq in abandoned {
+            self.nobody(seq, seq + 1);
+        }
         let from = self.shared.durable.load(Ordering::Acquire);
         let upto = self.shared.next_seq.load(Ordering::Acquire);
-        if upto <= from {
+        // Also with no new join: ranges found to be nobody must reach the disk (a failed
+        // record's, until a record succeeds; this retries at every tick).
+        if upto <= from && !self.ticket_gaps_changed {
             return;
         }
         self.recording_tickets = true;
@@ -762,8 +806,10 @@ impl Actor for CohortQueue {
         ctx.set_mailbox_capacity(4096);
         if let Some(period) = self.settings.tick {
             ctx.run_interval(period, |act, ctx| {
+                // The step first: an opening that is due goes before the next record.
+                let write = act.step(crate::now_ms());
                 act.record_tickets(ctx);
-                if let Some(write) = act.step(crate::now_ms()) {
+                if let Some(write) = write {
                     ctx.spawn(write);
                 }
             });
@@ -775,10 +821,11 @@ impl Handler<Tick> for CohortQueue {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, msg: Tick, ctx: &mut Context<Self>) -> Self::Result {
-        // Joins that arrived while the opening was on its way.
+        // The step first: an opening that is due goes before the next record. Then joins that
+        // arrived while the opening was on its way, and gaps not yet on disk.
+        let step = self.step(msg.now_ms);
         self.record_tickets(ctx);
-        self.step(msg.now_ms)
-            .unwrap_or_else(|| Box::pin(fut::ready(())))
+        step.unwrap_or_else(|| Box::pin(fut::ready(())))
     }
 }
 

@@ -281,6 +281,7 @@ const MIGRATION_LOCK: i64 = 0x0076_6163_6369_6e65; // "vaccine"
 pub fn connect_postgres(url: &str, settings: &PoolSettings) -> Result<DbPool, String> {
     // `build_unchecked`: a node may start while the database is still coming up; the first
     // use below says whether it is there.
+    let url = &with_timeouts(url, settings);
     let pool = Pool::builder()
         .max_size(settings.max_size)
         .min_idle(Some(1))
@@ -307,18 +308,45 @@ pub fn connect_postgres(url: &str, settings: &PoolSettings) -> Result<DbPool, St
             ));
         }
     }
-    conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
-        .map_err(|e| format!("cannot take the migration lock: {e}"))?;
+    // The wait for another node's migrations, and a migration itself, may take longer than a
+    // statement may on the hot path.
+    conn.batch_execute(&format!(
+        "SET statement_timeout = 0; SELECT pg_advisory_lock({MIGRATION_LOCK})"
+    ))
+    .map_err(|e| format!("cannot take the migration lock: {e}"))?;
     let migrated = conn
         .run_pending_migrations(POSTGRES_MIGRATIONS)
         .map(drop)
         .map_err(|e| format!("migrations failed: {e}"));
     let unlocked = conn
-        .batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
+        .batch_execute(&format!(
+            "SELECT pg_advisory_unlock({MIGRATION_LOCK}); SET statement_timeout = {}",
+            settings.statement_timeout.as_millis()
+        ))
         .map_err(|e| format!("cannot release the migration lock: {e}"));
     migrated.and(unlocked)?;
     drop(pooled);
     Ok(DbPool::Postgres(pool))
+}
+
+/// The URL with libpq's own timeouts added where it names none: establishing a connection
+/// (`connect_timeout`, whole seconds) and data left unacknowledged on a connection whose peer
+/// vanished (`tcp_user_timeout`, ms), so that a database host that disappears fails a
+/// statement within seconds instead of blocking the writer for the kernel's minutes.
+fn with_timeouts(url: &str, settings: &PoolSettings) -> String {
+    let mut url = url.to_string();
+    let connect = settings.connect_timeout.as_secs().max(1);
+    let user = settings.statement_timeout.as_millis().max(1000);
+    for (name, value) in [
+        ("connect_timeout", connect.to_string()),
+        ("tcp_user_timeout", user.to_string()),
+    ] {
+        if !url.contains(&format!("{name}=")) {
+            url.push(if url.contains('?') { '&' } else { '?' });
+            url.push_str(&format!("{name}={value}"));
+        }
+    }
+    url
 }
 
 /// A URL fit for a log line: the password, if any, replaced.
@@ -366,6 +394,19 @@ mod tests {
         assert_eq!(
             Backend::from_url("r.db").data_dir(),
             Some(PathBuf::from("."))
+        );
+    }
+
+    #[test]
+    fn libpq_timeouts_are_added_unless_the_url_names_them() {
+        let s = PoolSettings::default();
+        assert_eq!(
+            with_timeouts("postgres://a@h/db", &s),
+            "postgres://a@h/db?connect_timeout=5&tcp_user_timeout=5000"
+        );
+        assert_eq!(
+            with_timeouts("postgres://a@h/db?connect_timeout=2", &s),
+            "postgres://a@h/db?connect_timeout=2&tcp_user_timeout=5000"
         );
     }
 

@@ -240,7 +240,8 @@ pub fn record_tickets(
     gaps: Option<&str>,
 ) -> Result<(), Error> {
     run!(conn, c => {
-        let target = cohorts::table.find(cohort_id).filter(cohorts::tickets_reserved.lt(upto));
+        // `<=`: a record may rewrite the same count with new gaps.
+        let target = cohorts::table.find(cohort_id).filter(cohorts::tickets_reserved.le(upto));
         match gaps {
             Some(g) => diesel::update(target)
                 .set((
@@ -256,7 +257,14 @@ pub fn record_tickets(
                 ))
                 .execute(c),
         }
-        .map(drop)
+        .and_then(|n| match n {
+            1 => Ok(()),
+            // Someone else (another process on this database) recorded numbers at or past
+            // these: handing them out would give two citizens one ticket.
+            _ => Err(Error::QueryBuilderError(
+                format!("ticket numbers below {upto} were recorded by another writer").into(),
+            )),
+        })
     })
 }
 
@@ -271,16 +279,21 @@ pub fn record_gaps(conn: &mut Conn, cohort_id: i32, gaps: &str, issued: i64) -> 
         .map(drop))
 }
 
-/// Freezes the pre-queue at `count` tickets, once. The ranges skipped before opening
-/// (`ticket_gaps`, all below `count`) become the opening's (`pre_queue_gaps`), which its shuffle
-/// takes as one place each; every number below `count` now counts as recorded.
-pub fn record_opening(conn: &mut Conn, cohort_id: i32, count: i64) -> Result<(), Error> {
+/// Freezes the pre-queue at `count` tickets, once, with `gaps` (the ranges below `count`
+/// that are nobody, as the queue knows them) as the ranges its shuffle takes as one place
+/// each; every number below `count` now counts as handed out and reserved.
+pub fn record_opening(
+    conn: &mut Conn,
+    cohort_id: i32,
+    count: i64,
+    gaps: &str,
+) -> Result<(), Error> {
     run!(conn, c => {
         let opened = diesel::update(cohorts::table.find(cohort_id))
             .filter(cohorts::pre_queue_count.is_null())
             .set((
                 cohorts::pre_queue_count.eq(count),
-                cohorts::pre_queue_gaps.eq(cohorts::ticket_gaps),
+                cohorts::pre_queue_gaps.eq(gaps),
                 cohorts::ticket_gaps.eq("[]"),
             ))
             .execute(c)?;
@@ -288,6 +301,10 @@ pub fn record_opening(conn: &mut Conn, cohort_id: i32, count: i64) -> Result<(),
             diesel::update(cohorts::table.find(cohort_id))
                 .filter(cohorts::tickets_issued.lt(count))
                 .set(cohorts::tickets_issued.eq(count))
+                .execute(c)?;
+            diesel::update(cohorts::table.find(cohort_id))
+                .filter(cohorts::tickets_reserved.lt(count))
+                .set(cohorts::tickets_reserved.eq(count))
                 .execute(c)?;
         }
         Ok(())

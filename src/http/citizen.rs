@@ -21,6 +21,9 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering;
+
+/// A booking not confirmed by then is answered 503 (the contract's 10 s for an outage).
+const BOOK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(9);
 use utoipa::{IntoParams, ToSchema};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -435,7 +438,19 @@ async fn book(
         idempotency_key: idem.clone(),
         now,
     };
-    let refused = match center.addr.send(Book(request)).await? {
+    // Bounded: a booking is answered within 10 s, whatever the database does. A booking still
+    // on its way may yet commit; a retry with the same Idempotency-Key then returns it.
+    let sent = tokio::time::timeout(BOOK_DEADLINE, center.addr.send(Book(request)))
+        .await
+        .map_err(|_| {
+            ApiError::unavailable(
+                "unavailable",
+                "the booking could not be confirmed in time; it may have been kept: retry \
+                 with the same Idempotency-Key to learn which",
+                2,
+            )
+        })?;
+    let refused = match sent? {
         Ok(booked) => {
             if !booked.repeat {
                 state

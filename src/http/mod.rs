@@ -243,7 +243,7 @@ async fn metrics(state: State) -> HttpResponse {
         "queue_admitted_total",
         "Tickets admitted so far.",
         "counter",
-        per_cohort(&|c| c.admitted() as f64),
+        per_cohort(&|c| c.admitted_people() as f64),
     );
     gauge(
         "queue_verified_total",
