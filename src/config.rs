@@ -15,6 +15,8 @@ pub struct Config {
     pub pool: PoolSettings,
     /// This node's name in `/metrics`, stats and logs (default: the bind address).
     pub node_name: Option<String>,
+    /// Load balancers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: crate::domain::client::TrustedProxies,
     pub admin_token: Option<String>,
     pub secret_key: Option<String>,
     pub identity: IdentitySettings,
@@ -149,6 +151,7 @@ impl Config {
             database: database.into(),
             pool: PoolSettings::default(),
             node_name: None,
+            trusted_proxies: Default::default(),
             admin_token: None,
             secret_key: None,
             identity: IdentitySettings::default(),
@@ -172,6 +175,9 @@ impl Config {
         c.admin_token = var("ADMIN_TOKEN");
         c.secret_key = var("SECRET_KEY");
         c.node_name = var("NODE_NAME");
+        if let Some(list) = var("TRUSTED_PROXIES") {
+            c.trusted_proxies = list.parse()?;
+        }
         if c.database.is_postgres() {
             // Every node must sign and check tokens alike, and nothing beside a database that
             // many nodes share can keep a generated secret for all of them.

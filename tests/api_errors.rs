@@ -1281,6 +1281,50 @@ async fn a_fourth_lookup_in_a_minute_answers_429_with_retry_after_but_the_help_d
     }
 }
 
+/// A lookup sent as if through a balancer at this test's peer address (127.0.0.1).
+async fn lookup_via(app: &TestApp, forwarded_for: &str) -> u16 {
+    app.client
+        .post(app.url("/api/v1/bookings/lookup"))
+        .header("X-Forwarded-For", forwarded_for)
+        .json(&json!({"code": NO_SUCH_CODE, "birth_date": BORN}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_lookups_are_limited_per_forwarded_client_and_otherwise_per_peer() {
+    // The balancer (this test, at 127.0.0.1) is trusted: each citizen it forwards has a limit.
+    let app = spawn_app_with(|c| {
+        c.lookups_per_minute = 2;
+        c.trusted_proxies = "127.0.0.1".parse().unwrap();
+    })
+    .await;
+    let a = "198.51.100.1, 203.0.113.10"; // the left part is the client's own claim
+    assert_eq!(
+        [lookup_via(&app, a).await, lookup_via(&app, a).await],
+        [404, 404]
+    );
+    assert_eq!(lookup_via(&app, a).await, 429, "the third of one client");
+    assert_eq!(
+        lookup_via(&app, "203.0.113.11").await,
+        404,
+        "another client behind it"
+    );
+    assert_eq!(
+        lookup_via(&app, "198.51.100.2, 203.0.113.10").await,
+        429,
+        "a forged left part changes nothing"
+    );
+    // Nobody trusted: the header is ignored and the peer is the client.
+    let app = spawn_app_with(|c| c.lookups_per_minute = 2).await;
+    assert_eq!(lookup_via(&app, "203.0.113.20").await, 404);
+    assert_eq!(lookup_via(&app, "203.0.113.21").await, 404);
+    assert_eq!(lookup_via(&app, "203.0.113.22").await, 429);
+}
+
 // ---------------------------------------------------------------------------------------------
 // slot_full, already_booked, no_second_dose_slot, wrong_vaccine
 // ---------------------------------------------------------------------------------------------

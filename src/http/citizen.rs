@@ -505,10 +505,16 @@ async fn book(
 }
 
 fn check_lookup_limit(state: &State, req: &HttpRequest) -> Result<(), ApiError> {
-    let ip = req
+    let peer = req
         .peer_addr()
         .map(|a| a.ip())
         .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    // Behind a balancer, its one address would be every citizen's: the client it names.
+    let forwarded = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok());
+    let ip = state.config.trusted_proxies.client(peer, forwarded);
     state.lookups.check_key(&ip).map_err(|not_until| {
         use governor::clock::{Clock, DefaultClock};
         let wait = not_until.wait_time_from(DefaultClock::default().now());
