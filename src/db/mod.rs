@@ -142,21 +142,9 @@ impl DbPool {
             Self::Postgres(p) => DbConn::Postgres(p.get()?),
         })
     }
-
-    pub fn is_postgres(&self) -> bool {
-        matches!(self, Self::Postgres(_))
-    }
 }
 
 impl DbConn {
-    /// The SQLite connection, for tools and tests that speak its dialect.
-    pub fn sqlite(&mut self) -> Option<&mut SqliteConnection> {
-        match self {
-            Self::Sqlite(c) => Some(&mut **c),
-            Self::Postgres(_) => None,
-        }
-    }
-
     /// The connection as the query functions take it.
     pub fn conn(&mut self) -> Conn<'_> {
         match self {

@@ -463,20 +463,27 @@ pub fn insert_bookings(
         .filter(|b| b.state == STATE_CONFIRMED)
         .map(|b| b.citizen_key.as_str())
         .collect();
+    // (citizen, idempotency key) -> the booking on disk, and -> the first item of this batch:
+    // looked up, not scanned, for each of up to thousands of items.
+    let mut on_disk: HashMap<(&str, &str), &BookingRow> = HashMap::new();
+    for e in &earlier {
+        if let Some(k) = e.idempotency_key.as_deref() {
+            on_disk.entry((e.citizen_key.as_str(), k)).or_insert(e);
+        }
+    }
+    let mut first_here: HashMap<(&str, &str), usize> = HashMap::new();
     let mut taken: HashMap<i32, i64> = HashMap::new();
     let mut plans = Vec::with_capacity(items.len());
     for (i, (_, b)) in items.iter().enumerate() {
-        let key = b.idempotency_key.as_deref();
-        let repeat_on_disk = key.and_then(|k| {
-            earlier
-                .iter()
-                .find(|e| e.citizen_key == b.citizen_key && e.idempotency_key.as_deref() == Some(k))
-        });
-        let repeat_here = key.and_then(|k| {
-            items[..i].iter().position(|(_, e)| {
-                e.citizen_key == b.citizen_key && e.idempotency_key.as_deref() == Some(k)
-            })
-        });
+        let key = b
+            .idempotency_key
+            .as_deref()
+            .map(|k| (b.citizen_key.as_str(), k));
+        let repeat_on_disk = key.and_then(|k| on_disk.get(&k).copied());
+        let repeat_here = key.and_then(|k| first_here.get(&k).copied());
+        if let Some(k) = key {
+            first_here.entry(k).or_insert(i);
+        }
         let plan = if let Some(row) = repeat_on_disk {
             Plan::Done(Box::new(BookOutcome::Repeat(row.clone())))
         } else if let Some(j) = repeat_here.filter(|j| matches!(plans[*j], Plan::Insert)) {
@@ -532,8 +539,10 @@ pub fn insert_bookings(
         }
         for chunk in to_insert.chunks(ROWS_PER_STATEMENT) {
             let rows: Vec<&NewBookingRow> = chunk.iter().map(|i| items[*i].1).collect();
+            let by_code: HashMap<&str, &NewBookingRow> =
+                rows.iter().map(|r| (r.code.as_str(), *r)).collect();
             for (id, code) in insert_booking_rows(conn, &rows)? {
-                if let Some(row) = rows.iter().find(|r| r.code == code) {
+                if let Some(row) = by_code.get(code.as_str()) {
                     inserted.insert(code, booking_row(id, row));
                 }
             }
