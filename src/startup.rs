@@ -5,6 +5,7 @@ use crate::actors::booking_store::{
     BookingStore, Persist, StoreError, StoreMetrics, Write, Written,
 };
 use crate::actors::center_inventory::{AddSlots, CenterInventory, CenterShared};
+use crate::actors::cluster_sync::{ClusterSync, ClusterView, NodeLoad, Spawner};
 use crate::actors::cohort_queue::{
     CohortHandle, CohortQueue, CohortShared, QueueSettings, QueueState, TICK,
 };
@@ -13,11 +14,10 @@ use crate::actors::identity_pool::{
 };
 use crate::actors::{CenterHandle, Registry};
 use crate::config::Config;
-use crate::db::models::{CohortRow, NewCenterRow, NewCohortRow};
+use crate::db::models::{CohortRow, NewCenterRow, NewCohortRow, SlotRow};
 use crate::db::{queries, DbPool};
-use crate::domain::cohort::{Cohort, NewCohort};
-use crate::domain::queue::{merge_gaps, Batch};
-use crate::domain::slot::{parse_time, NewCenter, NewSlot, Slot, SlotView};
+use crate::domain::cohort::NewCohort;
+use crate::domain::slot::{NewCenter, NewSlot, Slot, SlotView};
 use crate::domain::tokens::Signer;
 use crate::http::{self, HttpMetrics};
 use actix::prelude::*;
@@ -47,6 +47,8 @@ pub struct AppState {
     pub auto_tick: bool,
     /// What `/readyz` last found (stats show it).
     pub ready: std::sync::atomic::AtomicBool,
+    /// The nodes on this database, as the last sync read them (PostgreSQL).
+    pub cluster: Arc<ClusterView>,
 }
 
 impl AppState {
@@ -56,11 +58,12 @@ impl AppState {
             over_admission: self.config.over_admission,
             zone: self.config.zone,
             tick: self.auto_tick.then_some(TICK),
+            shared_database: self.config.database.is_postgres(),
         }
     }
 
     fn start_cohort(&self, row: &CohortRow, state: QueueState) -> CohortHandle {
-        let cohort = cohort_of(row);
+        let cohort = row.cohort();
         let seed = row.shuffle_seed as u64;
         let shared = Arc::new(CohortShared::new(
             cohort,
@@ -146,6 +149,7 @@ impl AppState {
             ticket_gaps: "[]".into(),
             pre_queue_gaps: "[]".into(),
             admitted_count: 0,
+            admission_clock_ms: 0,
         };
         let state = QueueState {
             pre_queue_count: row.pre_queue_count.map(|c| c as u64),
@@ -188,26 +192,6 @@ impl AppState {
     }
 }
 
-fn cohort_of(row: &CohortRow) -> Cohort {
-    Cohort {
-        id: row.id,
-        name: row.name.clone(),
-        birth_year_from: row.birth_year_from,
-        birth_year_to: row.birth_year_to,
-        opens_at: row.opens_at,
-        closes_at: row.closes_at,
-        vaccine: row.vaccine.clone(),
-        dose_interval_days: row.dose_interval_days,
-        admission_rate_per_s: row.admission_rate_per_s,
-        paused: row.paused,
-        birth_day_schedule: row
-            .birth_day_schedule
-            .as_deref()
-            .and_then(|s| serde_json::from_str(s).ok())
-            .unwrap_or_default(),
-    }
-}
-
 /// Reads a secret from `dir/name`, or makes one, keeps it there, and says it was new.
 fn secret_beside_data(dir: &Path, name: &str) -> Result<(String, bool), String> {
     let path = dir.join(name);
@@ -227,82 +211,6 @@ fn secret_beside_data(dir: &Path, name: &str) -> Result<(String, bool), String> 
         let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
     }
     Ok((value, true))
-}
-
-/// Rebuilds a queue's counters from the database.
-fn queue_state(pool: &DbPool, row: &CohortRow, pass_ttl_s: i64) -> Result<QueueState, String> {
-    let mut pooled = pool.get().map_err(|e| e.to_string())?;
-    let conn = &mut pooled.conn();
-    let now = crate::now_s();
-    let since_ms = (now - pass_ttl_s) * 1000;
-    let (mut from, rows) =
-        queries::load_admissions(conn, row.id, since_ms).map_err(|e| e.to_string())?;
-    let batches: Vec<Batch> = rows
-        .into_iter()
-        .map(|r| {
-            let b = Batch {
-                from: from as u64,
-                upto: r.upto as u64,
-                at_ms: r.admitted_at_ms,
-            };
-            from = r.upto;
-            b
-        })
-        .collect();
-    let claims = queries::load_pass_claims(conn, row.id, now - pass_ttl_s - 60)
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|(seq, key)| (seq, (key, now)))
-        .collect();
-    // Numbers reserved but never recorded as handed out are nobody. (Joins are answered only
-    // once recorded, so today both counts are written together and this range is empty; a
-    // database from before kept reserving ahead in blocks.) Before opening, keep
-    // every such range for the opening's shuffle; after, those the front has not passed or
-    // that the admission steps reloaded passed (they hold no place in reserve). This restart's
-    // range included, on disk before anything is served, so that a later restart still skips
-    // them and no position ever grows.
-    let parse = |text: &str| serde_json::from_str::<Vec<(u64, u64)>>(text).unwrap_or_default();
-    let mut gaps = parse(&row.ticket_gaps);
-    let (issued, reserved) = (row.tickets_issued as u64, row.tickets_reserved as u64);
-    let admitted = row.admitted_upto as u64;
-    let from = match row.pre_queue_count {
-        None => issued,
-        Some(count) => {
-            let kept_from = batches.first().map_or(admitted, |b: &Batch| b.from);
-            gaps.retain(|(_, to)| *to > kept_from);
-            // Every number below the count was handed out before the opening.
-            issued.max(count as u64).max(admitted)
-        }
-    };
-    gaps.push((from, reserved.max(from)));
-    let gaps = merge_gaps(gaps);
-    let text = serde_json::to_string(&gaps).map_err(|e| e.to_string())?;
-    queries::record_gaps(conn, row.id, &text, row.tickets_reserved).map_err(|e| e.to_string())?;
-    let verified = queries::count_pass_claims(conn, row.id).map_err(|e| e.to_string())?;
-    // Tickets that booked since the oldest admission step reloaded: no place in reserve.
-    let booked_tickets = match batches.first() {
-        Some(b) => queries::tickets_that_booked(conn, row.id, b.at_ms.div_euclid(1000))
-            .map_err(|e| e.to_string())?,
-        None => Vec::new(),
-    };
-    Ok(QueueState {
-        // Never hand out a number at or below one the line already knows (a record that failed
-        // and was never repaired leaves `tickets_reserved` behind the opening or the front).
-        tickets_reserved: row
-            .tickets_reserved
-            .max(row.tickets_issued)
-            .max(row.pre_queue_count.unwrap_or(0))
-            .max(row.admitted_upto) as u64,
-        pre_queue_count: row.pre_queue_count.map(|c| c as u64),
-        admitted_upto: row.admitted_upto as u64,
-        admitted_count: row.admitted_count as u64,
-        gaps,
-        pre_queue_gaps: parse(&row.pre_queue_gaps),
-        batches,
-        booked_tickets,
-        claims,
-        verified: verified as u64,
-    })
 }
 
 pub struct Application {
@@ -378,9 +286,21 @@ impl Application {
             http_metrics: HttpMetrics::default(),
             auto_tick,
             ready: std::sync::atomic::AtomicBool::new(true),
+            cluster: Arc::default(),
             config,
         });
         restore(&state, &pool)?;
+        if state.config.database.is_postgres() {
+            // Other nodes may share this database: follow what they and the operators change.
+            ClusterSync::new(
+                pool.clone(),
+                state.registry.clone(),
+                Arc::new(Spawn::new(state.clone())),
+                state.cluster.clone(),
+                state.config.node(),
+            )
+            .start();
+        }
         if state.config.demo {
             crate::demo::seed(&state).await?;
         }
@@ -497,6 +417,77 @@ fn connections_allowed(wanted: usize) -> usize {
     fit
 }
 
+/// What `ClusterSync` asks of the application.
+struct Spawn {
+    state: web::Data<AppState>,
+    /// (when, requests answered) at the last heartbeat, for the rate.
+    last: std::sync::Mutex<(std::time::Instant, u64)>,
+}
+
+impl Spawn {
+    fn new(state: web::Data<AppState>) -> Self {
+        let answered = Self::answered(&state);
+        Self {
+            state,
+            last: std::sync::Mutex::new((std::time::Instant::now(), answered)),
+        }
+    }
+
+    fn answered(state: &AppState) -> u64 {
+        let m = &state.http_metrics;
+        [
+            &m.ok,
+            &m.client_errors,
+            &m.rate_limited,
+            &m.server_errors,
+            &m.unavailable,
+        ]
+        .iter()
+        .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+        .sum()
+    }
+}
+
+impl Spawner for Spawn {
+    fn start_cohort(&self, row: &CohortRow, state: QueueState) {
+        self.state.start_cohort(row, state);
+    }
+
+    fn start_center(&self, center: CenterShared, slots: Vec<SlotRow>) {
+        let slots = slots
+            .iter()
+            .filter_map(|r| r.slot().map_err(|e| log::error!("{e}")).ok())
+            .collect();
+        self.state.start_center(center, slots);
+    }
+
+    fn node_load(&self) -> NodeLoad {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.state;
+        let answered = Self::answered(s);
+        let now = std::time::Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let secs = now.duration_since(last.0).as_secs_f64();
+        let requests_per_s = if secs > 0.0 {
+            answered.saturating_sub(last.1) as f64 / secs
+        } else {
+            0.0
+        };
+        *last = (now, answered);
+        NodeLoad {
+            ready: s.ready.load(Relaxed),
+            requests_per_s: (requests_per_s * 10.0).round() / 10.0,
+            in_flight: s.http_metrics.in_flight.load(Relaxed),
+            identity_in_flight: s.identity_load.in_flight.load(Relaxed),
+            identity_capacity: s.identity_load.max_in_flight.load(Relaxed),
+        }
+    }
+
+    fn pass_ttl_s(&self) -> i64 {
+        self.state.config.pass_ttl_s
+    }
+}
+
 /// Starts one actor per cohort and per center as the database left them.
 fn restore(state: &AppState, pool: &DbPool) -> Result<(), String> {
     let mut pooled = pool.get().map_err(|e| e.to_string())?;
@@ -506,23 +497,15 @@ fn restore(state: &AppState, pool: &DbPool) -> Result<(), String> {
     let slots = queries::load_slots(conn).map_err(|e| e.to_string())?;
     drop(pooled);
     for row in &cohorts {
-        let qs = queue_state(pool, row, state.config.pass_ttl_s)?;
+        let qs = QueueState::load(pool, row, state.config.pass_ttl_s)?;
         state.start_cohort(row, qs);
     }
     let mut by_center: std::collections::HashMap<i32, Vec<Slot>> = Default::default();
     for row in slots {
-        let date =
-            chrono::NaiveDate::parse_from_str(&row.date, "%Y-%m-%d").map_err(|e| e.to_string())?;
-        let slot = Slot {
-            id: row.id,
-            date,
-            start: parse_time("start_time", &row.start_time).map_err(|e| e.0)?,
-            end: parse_time("end_time", &row.end_time).map_err(|e| e.0)?,
-            vaccine: row.vaccine,
-            capacity: i64::from(row.capacity),
-            booked: i64::from(row.booked),
-        };
-        by_center.entry(row.center_id).or_default().push(slot);
+        by_center
+            .entry(row.center_id)
+            .or_default()
+            .push(row.slot()?);
     }
     for c in centers {
         let slots = by_center.remove(&c.id).unwrap_or_default();

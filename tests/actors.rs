@@ -610,28 +610,29 @@ async fn a_pass_verifies_one_identity_only() {
 }
 
 #[actix::test]
-async fn a_join_whose_record_fails_is_refused_and_its_number_holds_no_place_even_after_a_restart() {
+async fn a_join_whose_record_fails_is_refused_and_takes_no_number_even_after_a_restart() {
     let w = world().await;
     let center = w.center().await;
     w.slots(&center, &[(0, 600, 100), (28, 600, 100)]).await;
     let now = reservation::now_ms();
     let id = w.cohort(now / 1000 - 60, 10.0).await.shared.id;
     let cohort = w.state.registry.cohort(id).unwrap();
-    // The first join's number goes to disk in a commit that fails.
+    // The first join takes its number in a commit that fails: the counter on disk did not
+    // move, so the number is nobody's and the next join takes it.
     w.state.store.send(FailNextCommits(1)).await.unwrap();
     assert!(
         cohort.take_ticket().await.is_err(),
         "the join fails with it"
     );
     let seqs = w.tickets(&cohort, 3).await;
-    assert_eq!(seqs, vec![1, 2, 3], "number 0 is spent, and nobody's");
+    assert_eq!(seqs, vec![0, 1, 2], "the failed join took no number");
     for (i, seq) in seqs.iter().enumerate() {
         let s = cohort.shared.status(*seq, now);
         assert_eq!(s.position, Some(i as u64 + 1), "ticket {seq}");
     }
     assert_eq!(cohort.shared.waiting(), 3);
 
-    // The gap is on disk with the next record: a restart still counts three people.
+    // A restart still counts three people, in the same places.
     let w = w.restart().await;
     let cohort = w.state.registry.cohort(id).unwrap();
     for (i, seq) in seqs.iter().enumerate() {
@@ -642,11 +643,11 @@ async fn a_join_whose_record_fails_is_refused_and_its_number_holds_no_place_even
             "ticket {seq} after a restart"
         );
     }
-    // 10/s: the first step admits one, the first citizen, not the number nobody holds.
+    // 10/s: the first step admits one, the first citizen.
     let end = run_clock(&cohort, now + 100, 2).await;
     assert_eq!(cohort.shared.admitted_people(), 1);
-    assert_eq!(cohort.shared.status(1, end).state, TicketState::Admitted);
-    assert_eq!(cohort.shared.status(2, end).position, Some(1));
+    assert_eq!(cohort.shared.status(0, end).state, TicketState::Admitted);
+    assert_eq!(cohort.shared.status(1, end).position, Some(1));
 }
 
 #[actix::test]
@@ -873,11 +874,11 @@ async fn a_stream_of_joins_does_not_put_off_the_opening() {
     }
 }
 
-/// A record of joins that failed before opening, and no join after it: the opening still
-/// knows that number is nobody, and after a restart no new join is handed a number the
-/// pre-queue already holds (it would be shuffled in ahead of the line).
+/// A record of joins that failed before opening, and no join after it: the failed join took
+/// no number, so the opening counts nobody for it, and after a restart no new join is handed
+/// a number the pre-queue holds (it would be shuffled in ahead of the line).
 #[actix::test]
-async fn a_failed_record_before_opening_is_kept_by_the_opening_and_no_number_is_reused() {
+async fn a_failed_record_before_opening_takes_no_number_and_none_is_reused() {
     let w = world().await;
     let center = w.center().await;
     w.slots(&center, &[(0, 600, 100), (28, 600, 100)]).await;
@@ -886,7 +887,7 @@ async fn a_failed_record_before_opening_is_kept_by_the_opening_and_no_number_is_
     let cohort = w.state.registry.cohort(id).unwrap();
     w.state.store.send(FailNextCommits(1)).await.unwrap();
     assert!(cohort.take_ticket().await.is_err());
-    // The opening (once the record of the gap on its way is done): one number, nobody.
+    // The opening: no number was taken.
     for t in 0..3 {
         if cohort.shared.is_open_shuffled() {
             break;
@@ -905,7 +906,10 @@ async fn a_failed_record_before_opening_is_kept_by_the_opening_and_no_number_is_
         "the failed number is nobody after a restart"
     );
     let seq = cohort.take_ticket().await.unwrap();
-    assert_eq!(seq, 1, "a number of the pre-queue was handed out again");
+    assert_eq!(
+        seq, 0,
+        "the failed join took no number, and the pre-queue is empty"
+    );
     let s = cohort.shared.status(seq, opens * 1000 + 100);
     assert_eq!((s.state, s.position), (TicketState::Waiting, Some(1)));
 }

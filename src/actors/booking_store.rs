@@ -16,7 +16,7 @@
 use crate::db::models::{
     BookingRow, NewBookingRow, NewCenterRow, NewCitizenRow, NewCohortRow, NewPassClaim, NewSlotRow,
 };
-use crate::db::queries::{self, BookOutcome};
+use crate::db::queries::{self, AdmissionState, BookOutcome, TakenTickets};
 use crate::db::{Conn, DbPool};
 use crate::domain::cohort::CohortPatch;
 use actix::prelude::*;
@@ -36,26 +36,31 @@ pub enum Write {
     UpdateCohort(i32, CohortPatch),
     CreateCenter(NewCenterRow),
     CreateSlots(Vec<NewSlotRow>),
-    /// Ticket numbers below `upto` are handed out; `gaps`: the ranges among them that are
-    /// nobody, when they changed (JSON).
-    RecordTickets {
-        cohort_id: i32,
-        upto: u64,
-        gaps: Option<String>,
-    },
-    /// The pre-queue is frozen at `count` tickets; `gaps`: the ranges below it that are
-    /// nobody (JSON), which its shuffle takes as one place each.
-    RecordOpening {
+    /// The next `count` ticket numbers for a batch of joins; `gaps`: numbers whose joins gave
+    /// up waiting (nobody holds them).
+    TakeTickets {
         cohort_id: i32,
         count: u64,
-        gaps: String,
+        gaps: Vec<(u64, u64)>,
     },
+    /// The pre-queue is frozen at the numbers taken so far, once (by whichever node).
+    RecordOpening {
+        cohort_id: i32,
+    },
+    /// Queue indices `from..upto` are admitted (`people` of them), if `from` is still the
+    /// front on disk; the admission clock moves to `clock_ms`.
     RecordAdmission {
         cohort_id: i32,
+        from: u64,
         upto: u64,
-        /// People admitted in all, this step included.
         people: u64,
         at_ms: i64,
+        clock_ms: i64,
+    },
+    /// Bookings made by tickets of admission steps: `(upto, n)` per step.
+    CountBooked {
+        cohort_id: i32,
+        steps: Vec<(u64, u64)>,
     },
     ClaimPass(NewPassClaim),
     Book {
@@ -78,6 +83,11 @@ pub enum Written {
     Cancelled(Option<BookingRow>),
     /// The citizen key a pass is bound to (the claimant's, or an earlier claimant's).
     Claimed(String),
+    Tickets(TakenTickets),
+    /// The pre-queue's count and the ranges its shuffle takes as one place each (JSON).
+    Opened(u64, String),
+    /// `None`: admitted; else the front had moved (another node), and this is how it stands.
+    Admission(Option<AdmissionState>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -263,9 +273,27 @@ fn commit(
         // nothing else and are written together at the end. Every other write runs alone, in
         // order, in its own savepoint, so one that breaks a constraint is answered alone.
         let mut results: Vec<Option<Result<Written, String>>> = vec![None; writes.len()];
+        // Rows are locked in one order by every node's writer, so that two transactions never
+        // wait for each other: slots (above), then cohorts by id, then admission steps; the
+        // writes on a cohort's row (and its steps) do not depend on the others in the batch.
+        let mut on_cohorts: Vec<(u8, i32, usize)> = writes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| cohort_lock(w).map(|(rank, id)| (rank, id, i)))
+            .collect();
+        on_cohorts.sort_unstable();
+        for (_, _, i) in &on_cohorts {
+            results[*i] = Some(
+                conn.savepoint(|sp| apply(sp, &writes[*i]))
+                    .map_err(|e: diesel::result::Error| e.to_string()),
+            );
+        }
         let mut run: Vec<usize> = Vec::new();
         let mut claims: Vec<usize> = Vec::new();
         for (i, w) in writes.iter().enumerate() {
+            if results[i].is_some() {
+                continue;
+            }
             match w {
                 Write::Book { .. } => run.push(i),
                 Write::ClaimPass(_) => claims.push(i),
@@ -305,6 +333,19 @@ fn commit(
     .map_err(|e: diesel::result::Error| e.to_string())
 }
 
+/// Where a write takes its row locks among the cohorts' rows: (0, cohort) for the cohort row
+/// itself, (1, cohort) for its admission steps; `None` for the writes that lock no such row.
+fn cohort_lock(w: &Write) -> Option<(u8, i32)> {
+    match w {
+        Write::UpdateCohort(id, _)
+        | Write::TakeTickets { cohort_id: id, .. }
+        | Write::RecordOpening { cohort_id: id }
+        | Write::RecordAdmission { cohort_id: id, .. } => Some((0, *id)),
+        Write::CountBooked { cohort_id, .. } => Some((1, *cohort_id)),
+        _ => None,
+    }
+}
+
 /// Writes the bookings at `run` (indices into `writes`) in one go and empties it.
 fn book_run(
     conn: &mut Conn,
@@ -338,29 +379,33 @@ fn apply(conn: &mut Conn, w: &Write) -> Result<Written, diesel::result::Error> {
         }
         Write::CreateCenter(row) => Written::Id(queries::insert_center(conn, row)?),
         Write::CreateSlots(rows) => Written::Ids(queries::insert_slots(conn, rows)?),
-        Write::RecordTickets {
-            cohort_id,
-            upto,
-            gaps,
-        } => {
-            queries::record_tickets(conn, *cohort_id, *upto as i64, gaps.as_deref())?;
-            Written::Done
-        }
-        Write::RecordOpening {
+        Write::TakeTickets {
             cohort_id,
             count,
             gaps,
-        } => {
-            queries::record_opening(conn, *cohort_id, *count as i64, gaps)?;
-            Written::Done
+        } => Written::Tickets(queries::take_tickets(conn, *cohort_id, *count, gaps)?),
+        Write::RecordOpening { cohort_id } => {
+            let (count, gaps) = queries::record_opening(conn, *cohort_id)?;
+            Written::Opened(count, gaps)
         }
         Write::RecordAdmission {
             cohort_id,
+            from,
             upto,
             people,
             at_ms,
-        } => {
-            queries::record_admission(conn, *cohort_id, *upto as i64, *people as i64, *at_ms)?;
+            clock_ms,
+        } => Written::Admission(queries::record_admission(
+            conn,
+            *cohort_id,
+            *from as i64,
+            *upto as i64,
+            *people as i64,
+            *at_ms,
+            *clock_ms,
+        )?),
+        Write::CountBooked { cohort_id, steps } => {
+            queries::count_booked(conn, *cohort_id, steps)?;
             Written::Done
         }
         // Written in runs by `commit`; alone here for completeness.

@@ -113,6 +113,17 @@ pub struct Release {
 #[rtype(result = "Result<Vec<SlotView>, StoreError>")]
 pub struct AddSlots(pub Vec<NewSlot>);
 
+/// Slots another node created (read by `ClusterSync`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AddKnownSlots(pub Vec<crate::db::models::SlotRow>);
+
+/// The places of this center's slots as on disk, booked by every node: (slot, capacity,
+/// booked) (sent by `ClusterSync`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SyncPlaces(pub Vec<(i32, i64, i64)>);
+
 /// The slots from `today` on, with places left.
 #[derive(Message)]
 #[rtype(result = "Vec<SlotView>")]
@@ -124,6 +135,9 @@ pub struct CenterInventory {
     shared: Arc<CenterShared>,
     inventory: Inventory,
     store: Addr<BookingStore>,
+    /// Places taken in memory by bookings on their way to disk, per slot: not yet in the
+    /// counts a sync reads.
+    in_flight: std::collections::HashMap<i32, i64>,
 }
 
 impl CenterInventory {
@@ -134,6 +148,7 @@ impl CenterInventory {
             shared,
             inventory,
             store,
+            in_flight: Default::default(),
         };
         actor.publish();
         actor
@@ -191,6 +206,9 @@ impl Handler<Book> for CenterInventory {
         self.publish_change(&reservation.first, -1);
         self.publish_change(&reservation.second, -1);
         let (first, second) = (reservation.first, reservation.second);
+        for id in [first.id, second.id] {
+            *self.in_flight.entry(id).or_default() += 1;
+        }
         let booking = NewBookingRow {
             code: r.code,
             citizen_key: r.citizen.key.clone(),
@@ -217,6 +235,14 @@ impl Handler<Book> for CenterInventory {
                 .send(Persist(write))
                 .into_actor(self)
                 .map(move |res, act, _| {
+                    for id in [first.id, second.id] {
+                        if let Some(n) = act.in_flight.get_mut(&id) {
+                            *n -= 1;
+                            if *n <= 0 {
+                                act.in_flight.remove(&id);
+                            }
+                        }
+                    }
                     let outcome = match res {
                         Ok(Ok(Written::Book(outcome))) => outcome,
                         Ok(Ok(other)) => {
@@ -321,5 +347,38 @@ impl Handler<ListSlots> for CenterInventory {
 
     fn handle(&mut self, msg: ListSlots, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.inventory.listing(msg.today))
+    }
+}
+
+impl Handler<AddKnownSlots> for CenterInventory {
+    type Result = ();
+
+    fn handle(&mut self, msg: AddKnownSlots, _: &mut Context<Self>) {
+        for row in msg.0 {
+            if self.inventory.get(row.id).is_some() {
+                continue;
+            }
+            match row.slot() {
+                Ok(slot) => self.inventory.add(slot),
+                Err(e) => log::error!("center {}: {e}", self.shared.id),
+            }
+        }
+        self.publish();
+    }
+}
+
+impl Handler<SyncPlaces> for CenterInventory {
+    type Result = ();
+
+    fn handle(&mut self, msg: SyncPlaces, _: &mut Context<Self>) {
+        let mut changed = false;
+        for (id, capacity, booked) in msg.0 {
+            // What the other nodes booked, and this node's bookings still on their way.
+            let booked = booked + self.in_flight.get(&id).copied().unwrap_or(0);
+            changed |= self.inventory.set_places(id, capacity, booked);
+        }
+        if changed {
+            self.publish();
+        }
     }
 }

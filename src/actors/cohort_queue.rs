@@ -16,7 +16,9 @@
 use super::booking_store::{BookingStore, Persist, StoreError, Write, Written};
 use super::identity_pool::PoolLoad;
 use super::Registry;
-use crate::db::models::NewPassClaim;
+use crate::db::models::{CohortRow, NewPassClaim};
+use crate::db::queries::{self, AdmissionState};
+use crate::db::DbPool;
 use crate::domain::cohort::{Cohort, CohortPatch, CohortState};
 use crate::domain::queue::{gap_overlap, merge_gaps, Batch, PreQueue, QueueSnapshot, TicketStatus};
 use crate::domain::slot::bookable_pairs;
@@ -33,23 +35,30 @@ pub const TICK: Duration = Duration::from_millis(100);
 const RATE_WINDOW_MS: i64 = 30_000;
 /// A join whose number is not on disk by then is answered 503 (the database is gone).
 const JOIN_DEADLINE: Duration = Duration::from_secs(9);
+/// Batches of joins whose numbers are kept for the joins to read theirs (far more than can be
+/// settled and not yet read).
+const TAKEN_KEPT: usize = 4096;
 
 /// What a cohort's queue publishes for handlers to read without the mailbox.
 #[derive(Debug)]
 pub struct CohortShared {
     pub id: i32,
     info: RwLock<Cohort>,
-    /// Ticket numbers taken by joins.
-    next_seq: AtomicU64,
-    /// Numbers below this are settled: on disk (handed out), or in `failed` (nobody).
-    durable: AtomicU64,
-    /// Woken each time `durable` moves.
+    /// Joins that arrived at this node, counted: a join's place in this count says which
+    /// batch of joins takes its number.
+    arrived: AtomicU64,
+    /// Joins below this count are settled: their batch took its numbers, or failed.
+    settled_upto: AtomicU64,
+    /// Woken each time `settled_upto` moves.
     settled: tokio::sync::Notify,
-    /// A join asked the actor to record the numbers taken, and it has not started yet.
+    /// The numbers each recent batch of joins took: (arrivals from, to, first number), `None`
+    /// for a batch whose write failed (its joins were refused; it took no number).
+    taken: RwLock<VecDeque<(u64, u64, Option<u64>)>>,
+    /// Ticket numbers taken so far, by every node, as far as this node knows.
+    issued: AtomicU64,
+    /// A join asked the actor to record the joins waiting, and it has not started yet.
     record_asked: AtomicBool,
-    /// Ranges of numbers whose record failed: their joins were answered 503, nobody holds them.
-    failed: RwLock<Vec<(u64, u64)>>,
-    /// Numbers whose joins stopped waiting for their record (answered 503).
+    /// Joins (their arrival count) that stopped waiting for their number (answered 503).
     abandoned: std::sync::Mutex<Vec<u64>>,
     admitted_upto: AtomicU64,
     /// People admitted since the cohort began (queue places passed less the gaps).
@@ -87,6 +96,91 @@ pub struct QueueState {
     pub pre_queue_gaps: Vec<(u64, u64)>,
     /// Tickets that booked since the oldest of `batches` (their places are no longer held).
     pub booked_tickets: Vec<u64>,
+    /// `cohorts.admission_clock_ms`.
+    pub clock_ms: i64,
+}
+
+impl QueueState {
+    /// Rebuilds a queue's counters from the database.
+    pub fn load(pool: &DbPool, row: &CohortRow, pass_ttl_s: i64) -> Result<Self, String> {
+        let mut pooled = pool.get().map_err(|e| e.to_string())?;
+        let conn = &mut pooled.conn();
+        let now = crate::now_s();
+        let since_ms = (now - pass_ttl_s) * 1000;
+        let (mut from, rows) =
+            queries::load_admissions(conn, row.id, since_ms).map_err(|e| e.to_string())?;
+        let batches: Vec<Batch> = rows
+            .into_iter()
+            .map(|r| {
+                let b = Batch {
+                    from: from as u64,
+                    upto: r.upto as u64,
+                    at_ms: r.admitted_at_ms,
+                };
+                from = r.upto;
+                b
+            })
+            .collect();
+        let claims = queries::load_pass_claims(conn, row.id, now - pass_ttl_s - 60)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|(seq, key)| (seq, (key, now)))
+            .collect();
+        // Numbers reserved but never recorded as handed out are nobody. (Joins are answered only
+        // once recorded, so today both counts are written together and this range is empty; a
+        // database from before kept reserving ahead in blocks.) Before opening, keep
+        // every such range for the opening's shuffle; after, those the front has not passed or
+        // that the admission steps reloaded passed (they hold no place in reserve). This restart's
+        // range included, on disk before anything is served, so that a later restart still skips
+        // them and no position ever grows.
+        let parse = |text: &str| serde_json::from_str::<Vec<(u64, u64)>>(text).unwrap_or_default();
+        let mut gaps = parse(&row.ticket_gaps);
+        let (issued, reserved) = (row.tickets_issued as u64, row.tickets_reserved as u64);
+        let admitted = row.admitted_upto as u64;
+        let from = match row.pre_queue_count {
+            None => issued,
+            Some(count) => {
+                let kept_from = batches.first().map_or(admitted, |b: &Batch| b.from);
+                gaps.retain(|(_, to)| *to > kept_from);
+                // Every number below the count was handed out before the opening.
+                issued.max(count as u64).max(admitted)
+            }
+        };
+        gaps.push((from, reserved.max(from)));
+        let gaps = merge_gaps(gaps);
+        let text = serde_json::to_string(&gaps).map_err(|e| e.to_string())?;
+        // Never hand out a number at or below one the line already knows (a record that failed
+        // and was never repaired leaves `tickets_reserved` behind the opening or the front).
+        let count = row
+            .tickets_reserved
+            .max(row.tickets_issued)
+            .max(row.pre_queue_count.unwrap_or(0))
+            .max(row.admitted_upto);
+        if text != row.ticket_gaps || count != row.tickets_reserved || count != row.tickets_issued {
+            queries::record_gaps(conn, row.id, &text, count, row.tickets_reserved)
+                .map_err(|e| e.to_string())?;
+        }
+        let verified = queries::count_pass_claims(conn, row.id).map_err(|e| e.to_string())?;
+        // Tickets that booked since the oldest admission step reloaded: no place in reserve.
+        let booked_tickets = match batches.first() {
+            Some(b) => queries::tickets_that_booked(conn, row.id, b.at_ms.div_euclid(1000))
+                .map_err(|e| e.to_string())?,
+            None => Vec::new(),
+        };
+        Ok(Self {
+            tickets_reserved: count as u64,
+            pre_queue_count: row.pre_queue_count.map(|c| c as u64),
+            admitted_upto: row.admitted_upto as u64,
+            admitted_count: row.admitted_count as u64,
+            gaps,
+            pre_queue_gaps: parse(&row.pre_queue_gaps),
+            batches,
+            booked_tickets,
+            clock_ms: row.admission_clock_ms,
+            claims,
+            verified: verified as u64,
+        })
+    }
 }
 
 impl CohortShared {
@@ -95,13 +189,12 @@ impl CohortShared {
         let shared = Self {
             id: cohort.id,
             info: RwLock::new(cohort),
-            // Numbers below what was recorded before a restart were handed out: never hand
-            // them out again.
-            next_seq: AtomicU64::new(state.tickets_reserved),
-            durable: AtomicU64::new(state.tickets_reserved),
+            arrived: AtomicU64::new(0),
+            settled_upto: AtomicU64::new(0),
             settled: tokio::sync::Notify::new(),
+            taken: RwLock::new(VecDeque::new()),
+            issued: AtomicU64::new(state.tickets_reserved),
             record_asked: AtomicBool::new(false),
-            failed: RwLock::new(Vec::new()),
             abandoned: std::sync::Mutex::new(Vec::new()),
             admitted_upto: AtomicU64::new(state.admitted_upto),
             admitted_people: AtomicU64::new(state.admitted_count),
@@ -149,10 +242,19 @@ impl CohortShared {
         self.sold_out.load(Ordering::Relaxed)
     }
 
-    /// Ticket numbers settled: handed out (on disk), or skipped as nobody. A number taken by
-    /// a join whose record is still on its way counts once it is settled.
+    /// Ticket numbers taken (on disk), by every node as far as this one knows.
     pub fn issued(&self) -> u64 {
-        self.durable.load(Ordering::Acquire)
+        self.issued.load(Ordering::Acquire)
+    }
+
+    /// The number the join that arrived `arrival`-th took, once its batch is settled.
+    fn number_of(&self, arrival: u64) -> Option<u64> {
+        let taken = self.taken.read().unwrap_or_else(|e| e.into_inner());
+        let (from, _, base) = taken
+            .iter()
+            .rev()
+            .find(|(from, upto, _)| (*from..*upto).contains(&arrival))?;
+        base.map(|b| b + arrival - from)
     }
 
     /// The admission front: queue places below it were admitted (gaps included).
@@ -235,13 +337,14 @@ pub struct CohortHandle {
 }
 
 impl CohortHandle {
-    /// Takes the next ticket number and waits until it is on disk (group-committed with the
-    /// other joins of the moment), so that a ticket handed out is never handed out again, and
-    /// counts as a person, after any crash. If the record fails, the join fails and its number
-    /// is nobody: a gap that positions skip and admission jumps.
+    /// Takes the next ticket number, once it is on disk: the joins of the moment at this node
+    /// take theirs together, in one write of the cohort's counter (`queries::take_tickets`),
+    /// so a ticket handed out is never handed out again after any crash, and a join answered
+    /// before another arrived (at any node) holds the smaller number. If the write fails, the
+    /// join fails and took no number.
     pub async fn take_ticket(&self) -> Result<u64, StoreError> {
         let shared = &self.shared;
-        let seq = shared.next_seq.fetch_add(1, Ordering::AcqRel);
+        let arrival = shared.arrived.fetch_add(1, Ordering::AcqRel);
         if !shared.record_asked.swap(true, Ordering::AcqRel) {
             self.addr.do_send(RecordTickets);
         }
@@ -250,7 +353,7 @@ impl CohortHandle {
                 let woken = shared.settled.notified();
                 tokio::pin!(woken);
                 woken.as_mut().enable();
-                if shared.durable.load(Ordering::Acquire) > seq {
+                if shared.settled_upto.load(Ordering::Acquire) > arrival {
                     return;
                 }
                 woken.await;
@@ -261,14 +364,12 @@ impl CohortHandle {
                 .abandoned
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push(seq);
+                .push(arrival);
             return Err(StoreError::Busy);
         }
-        let failed = shared.failed.read().unwrap_or_else(|e| e.into_inner());
-        if in_gap(&failed, seq) {
-            return Err(StoreError::Commit("the join could not be recorded".into()));
-        }
-        Ok(seq)
+        shared
+            .number_of(arrival)
+            .ok_or_else(|| StoreError::Commit("the join could not be recorded".into()))
     }
 }
 
@@ -324,6 +425,18 @@ pub struct QueueSettings {
     pub zone: FixedOffset,
     /// The admission clock's period; `None` to drive it with `Tick` messages.
     pub tick: Option<Duration>,
+    /// Other nodes share the database (PostgreSQL): count this node's bookings per admission
+    /// step on disk, for every node's count of the places held.
+    pub shared_database: bool,
+}
+
+/// What a node read of its cohort from the database (sent by `ClusterSync`): what operators
+/// and the other nodes changed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Synced {
+    pub row: CohortRow,
+    pub admissions: AdmissionState,
 }
 
 pub struct CohortQueue {
@@ -335,31 +448,39 @@ pub struct CohortQueue {
     seed: u64,
     /// An opening or admission step is being made durable.
     step_in_flight: bool,
-    tokens: f64,
+    /// The instant up to which the admission rate has been spent (`cohorts.admission_clock_ms`
+    /// as this node last wrote or read it): a step of k people moves it k / rate seconds on.
+    clock_ms: i64,
+    /// This actor's first tick after the opening: a restart never admits for the time before
+    /// it (the first tick only starts the clock).
+    first_tick_ms: Option<i64>,
     /// The current admission rate after backpressure, at most the configured one.
     rate: f64,
     last_tick_ms: Option<i64>,
     last_decrease_ms: i64,
     last_busy: u64,
-    /// (at, admitted, tick length) of recent ticks that had someone waiting.
+    /// (at, admitted, tick length) of recent ticks that had someone waiting, and of the steps
+    /// other nodes made (length 0): the cohort's measured rate.
     history: VecDeque<(i64, u64, i64)>,
-    /// Bookings made by admitted tickets, per admission step (keyed by its `upto`), gaps
-    /// counted in as booked from the start.
-    booked: HashMap<u64, u64>,
+    /// Per admission step (keyed by its `upto`): the gaps it jumped, which hold no place.
+    skipped: HashMap<u64, u64>,
+    /// Per admission step: bookings its tickets made through this node.
+    mine: HashMap<u64, u64>,
+    /// Per admission step: bookings its tickets made, counted on disk by every node.
+    on_disk: HashMap<u64, u64>,
+    /// Per admission step: this node's bookings not yet added to the count on disk.
+    unflushed: HashMap<u64, u64>,
+    /// A count of bookings is on its way to disk.
+    flushing: bool,
     /// Every gap of this queue (queue indices), passed or not: a ticket inside one (handed
-    /// out in the last tick before a restart) is already counted in `booked` by its gap, so its
-    /// booking must not be counted again.
+    /// out in the last tick before a restart) is already counted by its gap, so its booking
+    /// must not be counted again.
     gap_ranges: Vec<(u64, u64)>,
     claims: HashMap<u64, (String, i64)>,
-    /// A record of ticket numbers is on its way.
+    /// A batch of joins is taking its numbers.
     recording_tickets: bool,
-    /// The opening is due: no new record of tickets starts until it is done.
-    open_due: bool,
-    /// The ticket-number ranges that are nobody and not yet shuffled into the pre-queue
-    /// (restarts of old, failed records), as `cohorts.ticket_gaps` keeps them, and whether
-    /// the disk is behind.
-    ticket_gaps: Vec<(u64, u64)>,
-    ticket_gaps_changed: bool,
+    /// Numbers whose joins gave up waiting, for the next batch to record as nobody.
+    gaps_out: Vec<(u64, u64)>,
 }
 
 impl CohortQueue {
@@ -376,7 +497,8 @@ impl CohortQueue {
         let rate = shared.cohort().admission_rate_per_s;
         // In the admission steps reloaded from disk, the gaps and the tickets that booked hold
         // no place in reserve.
-        let mut booked: HashMap<u64, u64> = HashMap::new();
+        let mut skipped: HashMap<u64, u64> = HashMap::new();
+        let mut mine: HashMap<u64, u64> = HashMap::new();
         let gap_ranges = shared
             .gaps
             .read()
@@ -388,7 +510,7 @@ impl CohortQueue {
             for b in batches.iter() {
                 let n = gap_overlap(gaps, b.from, b.upto);
                 if n > 0 {
-                    booked.insert(b.upto, n);
+                    skipped.insert(b.upto, n);
                 }
             }
             if let Some(pre) = shared.pre_queue.get() {
@@ -399,7 +521,7 @@ impl CohortQueue {
                     }
                     let i = batches.partition_point(|b| b.upto <= qidx);
                     if let Some(b) = batches.get(i).filter(|b| b.from <= qidx) {
-                        *booked.entry(b.upto).or_default() += 1;
+                        *mine.entry(b.upto).or_default() += 1;
                     }
                 }
             }
@@ -412,19 +534,22 @@ impl CohortQueue {
             settings,
             seed,
             step_in_flight: false,
-            tokens: 0.0,
+            clock_ms: state.clock_ms,
+            first_tick_ms: None,
             rate,
             last_tick_ms: None,
             last_decrease_ms: 0,
             last_busy: 0,
             history: VecDeque::new(),
-            booked,
+            skipped,
+            mine,
+            on_disk: HashMap::new(),
+            unflushed: HashMap::new(),
+            flushing: false,
             gap_ranges,
             claims: state.claims,
             recording_tickets: false,
-            open_due: false,
-            ticket_gaps: merge_gaps(state.gaps.iter().copied()),
-            ticket_gaps_changed: false,
+            gaps_out: Vec::new(),
         }
     }
 
@@ -453,18 +578,20 @@ impl CohortQueue {
             .sum()
     }
 
-    /// Admitted citizens whose passes may still be used and who have not booked.
+    /// Admitted citizens whose passes may still be used and who have not booked (through any
+    /// node: the larger of this node's count and the one on disk, which lags a little).
     fn held(&self) -> i64 {
         let batches = self
             .shared
             .batches
             .read()
             .unwrap_or_else(|e| e.into_inner());
+        let of = |m: &HashMap<u64, u64>, upto: u64| m.get(&upto).copied().unwrap_or(0);
         batches
             .iter()
             .map(|b| {
-                (b.upto - b.from).saturating_sub(self.booked.get(&b.upto).copied().unwrap_or(0))
-                    as i64
+                let booked = of(&self.mine, b.upto).max(of(&self.on_disk, b.upto));
+                (b.upto - b.from).saturating_sub(of(&self.skipped, b.upto) + booked) as i64
             })
             .sum()
     }
@@ -480,7 +607,9 @@ impl CohortQueue {
         let lapsed =
             batches.partition_point(|b| b.at_ms.div_euclid(1000) * 1000 + ttl_ms <= now_ms);
         for b in batches.drain(..lapsed) {
-            self.booked.remove(&b.upto);
+            self.skipped.remove(&b.upto);
+            self.mine.remove(&b.upto);
+            self.on_disk.remove(&b.upto);
         }
         drop(batches);
         let oldest = now_ms / 1000 - self.settings.pass_ttl_s - 60;
@@ -538,14 +667,7 @@ impl CohortQueue {
         let cohort = self.shared.cohort();
         let now = now_ms.div_euclid(1000);
         if !self.shared.is_open_shuffled() {
-            if now < cohort.opens_at {
-                return None;
-            }
-            // Not while numbers are on their way to disk: the opening freezes what is settled.
-            // From now on no new record starts before the opening (`record_tickets`), so a
-            // stream of joins cannot put it off.
-            self.open_due = true;
-            return (!self.recording_tickets).then(|| self.open());
+            return (now >= cohort.opens_at).then(|| self.open());
         }
         let dt = self.last_tick_ms.map_or(0, |t| (now_ms - t).clamp(0, 1000));
         self.last_tick_ms = Some(now_ms);
@@ -562,23 +684,28 @@ impl CohortQueue {
         let gaps = self.shared.gaps_ahead();
         // People waiting: the gaps are nobody (see `QueueSnapshot::gaps`).
         let backlog = issued.saturating_sub(admitted) - gap_overlap(&gaps, admitted, issued);
-        if !open || headroom <= 0 {
-            self.tokens = 0.0;
+        if !open || headroom <= 0 || backlog == 0 || self.rate <= 0.0 {
             self.publish_rate();
             return None;
         }
-        let mut k = 0;
-        if backlog == 0 {
-            self.tokens = 0.0;
-        } else {
-            self.tokens =
-                (self.tokens + self.rate * dt as f64 / 1000.0).min((self.rate * 0.25).max(1.0));
-            k = (self.tokens.floor() as u64)
-                .min(backlog)
-                .min(headroom as u64);
-            self.history.push_back((now_ms, k, dt));
-        }
+        // The rate is spent from the clock on disk (shared by every node), never for more
+        // than a quarter of a second back (or one admission's worth, at a slow rate), nor for
+        // the time before this actor started.
+        let window_ms = (250.0f64).max(1000.0 / self.rate);
+        let first = *self.first_tick_ms.get_or_insert(now_ms);
+        let clock = (self.clock_ms as f64)
+            .max(now_ms as f64 - window_ms)
+            .max(first as f64);
+        let due = ((now_ms as f64 - clock) * self.rate / 1000.0)
+            .floor()
+            .max(0.0) as u64;
+        let k = due.min(backlog).min(headroom as u64);
+        self.history.push_back((now_ms, k, dt));
         self.publish_rate();
+        if k == 0 {
+            return None;
+        }
+        let clock_ms = (clock + k as f64 * 1000.0 / self.rate).round() as i64;
         // The next `k` people in queue order, and every gap reached on the way (or right after
         // them), jumped without spending the rate on it.
         let (mut upto, mut skipped, mut left) = (admitted, 0, k);
@@ -592,19 +719,15 @@ impl CohortQueue {
             upto = to;
         }
         upto += left;
-        if upto == admitted {
-            return None;
-        }
-        self.tokens -= k as f64;
-        Some(self.admit(admitted, upto, skipped, now_ms))
+        Some(self.admit(admitted, upto, skipped, now_ms, clock_ms))
     }
 
-    /// Makes one step of the clock durable, then lets `done` apply it (`true`) or learn that
-    /// it failed (`false`). Nothing of a step is published before its write committed.
+    /// Makes one step of the clock durable, then lets `done` apply what the store answered.
+    /// Nothing of a step is published before its write committed.
     fn persist_step(
         &mut self,
         write: Write,
-        done: impl FnOnce(&mut Self, bool) + 'static,
+        done: impl FnOnce(&mut Self, Option<Written>) + 'static,
     ) -> ResponseActFuture<Self, ()> {
         self.step_in_flight = true;
         Box::pin(
@@ -613,77 +736,98 @@ impl CohortQueue {
                 .into_actor(self)
                 .map(move |res, act, _| {
                     act.step_in_flight = false;
-                    done(act, matches!(res, Ok(Ok(_))));
+                    done(act, res.ok().and_then(Result::ok));
                 }),
         )
     }
 
-    /// Freezes the pre-queue and shuffles it, once; made durable before anyone sees a place.
-    /// Every number below the count was handed out (a number is taken only once reserved, and
-    /// then always handed out), except the ranges a restart skipped: the write moves those,
-    /// as they are on disk, to the opening's record (`queries::record_opening`), and the
-    /// shuffle takes each as one place.
+    /// Freezes the pre-queue and shuffles it, once: the database takes the count of numbers
+    /// handed out and the ranges that are nobody under the cohort's row lock (whichever node
+    /// gets there first; the others read what it froze), and the shuffle, a function of the
+    /// count, the ranges and the seed, is the same at every node. Made durable before anyone
+    /// sees a place.
     fn open(&mut self) -> ResponseActFuture<Self, ()> {
-        // Numbers taken but not yet settled come after the pre-queue: they are joins of the
-        // moment of opening.
-        let count = self.shared.issued();
-        // The ranges that are nobody as this actor knows them, whether or not a record has
-        // taken them to disk yet.
-        let gaps = {
-            let pending = self
-                .shared
-                .pending_gaps
-                .read()
-                .unwrap_or_else(|e| e.into_inner());
-            serde_json::to_string(&*pending).unwrap_or_else(|_| "[]".into())
-        };
         let write = Write::RecordOpening {
             cohort_id: self.shared.id,
-            count,
-            gaps,
         };
-        self.persist_step(write, move |act, ok| {
-            let id = act.shared.id;
-            if ok {
-                let pending = act
-                    .shared
-                    .pending_gaps
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
-                let pre = PreQueue::with_gaps(count, act.seed, &pending);
-                let skipped = gap_overlap(pre.gaps(), 0, count);
-                // The gaps before the order: a poll that sees the order sees them.
-                *act.shared.gaps.write().unwrap_or_else(|e| e.into_inner()) = pre.gaps().to_vec();
-                act.gap_ranges = pre.gaps().to_vec();
-                let _ = act.shared.pre_queue.set(pre);
-                // On disk the opening made them its `pre_queue_gaps`.
-                act.ticket_gaps.clear();
-                act.ticket_gaps_changed = false;
-                act.open_due = false;
-                log::info!(
-                    "cohort {id} opened: {count} pre-queue tickets shuffled with seed {} \
-                     ({skipped} numbers that are nobody taken as {} places)",
-                    act.seed,
-                    pending.len()
-                );
-            } else {
-                log::error!("cohort {id}: could not record the opening; retrying");
-            }
+        self.persist_step(write, move |act, written| match written {
+            Some(Written::Opened(count, gaps)) => act.adopt_opening(count, &gaps),
+            _ => log::error!(
+                "cohort {}: could not record the opening; retrying",
+                act.shared.id
+            ),
         })
     }
 
-    /// Writes the numbers joins have taken since the last record, in one counter write, and
-    /// settles them when it is done: on disk, or (if it failed) nobody. Joins that arrive
-    /// meanwhile go into the next record, started as soon as this one returns.
+    /// The pre-queue as it was frozen on disk: `count` numbers, `gaps` (JSON) the ranges its
+    /// shuffle takes as one place each.
+    fn adopt_opening(&mut self, count: u64, gaps: &str) {
+        if self.shared.is_open_shuffled() {
+            return;
+        }
+        let ranges: Vec<(u64, u64)> = serde_json::from_str(gaps).unwrap_or_default();
+        let pre = PreQueue::with_gaps(count, self.seed, &ranges);
+        let skipped = gap_overlap(pre.gaps(), 0, count);
+        // The gaps before the order: a poll that sees the order sees them.
+        *self.shared.gaps.write().unwrap_or_else(|e| e.into_inner()) = pre.gaps().to_vec();
+        self.gap_ranges = pre.gaps().to_vec();
+        self.shared.issued.fetch_max(count, Ordering::AcqRel);
+        log::info!(
+            "cohort {} opened: {count} pre-queue tickets shuffled with seed {} ({skipped} \
+             numbers that are nobody taken as {} places)",
+            self.shared.id,
+            self.seed,
+            ranges.len()
+        );
+        let _ = self.shared.pre_queue.set(pre);
+        self.shared
+            .pending_gaps
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// The ranges of numbers that are nobody, as on disk (`cohorts.ticket_gaps`, JSON): before
+    /// the opening, those its shuffle will take as one place each; after, queue indices.
+    fn adopt_ticket_gaps(&mut self, text: &str) {
+        let ranges: Vec<(u64, u64)> = serde_json::from_str(text).unwrap_or_default();
+        if ranges.is_empty() {
+            return;
+        }
+        match self.shared.pre_queue.get() {
+            Some(pre) => {
+                let after: Vec<(u64, u64)> = ranges
+                    .into_iter()
+                    .map(|(f, t)| (f.max(pre.count), t))
+                    .filter(|(f, t)| f < t)
+                    .collect();
+                let mut gaps = self.shared.gaps.write().unwrap_or_else(|e| e.into_inner());
+                *gaps = merge_gaps(gaps.iter().copied().chain(after.iter().copied()));
+                self.gap_ranges = merge_gaps(self.gap_ranges.iter().copied().chain(after));
+            }
+            None => {
+                let mut pending = self
+                    .shared
+                    .pending_gaps
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner());
+                *pending = merge_gaps(pending.iter().copied().chain(ranges));
+            }
+        }
+    }
+
+    /// Takes numbers for the joins that arrived since the last batch, in one counter write,
+    /// and settles them when it is done: numbered, or (if it failed) refused. Joins that arrive
+    /// meanwhile go into the next batch, started as soon as this one returns.
     fn record_tickets(&mut self, ctx: &mut Context<Self>) {
-        let before_opening = !self.shared.is_open_shuffled();
-        if self.recording_tickets || before_opening && (self.step_in_flight || self.open_due) {
-            // Asked again when the write on its way returns, or at the next tick.
+        if self.recording_tickets {
+            // Asked again when the write on its way returns.
             return;
         }
         self.shared.record_asked.store(false, Ordering::Release);
-        // Joins that gave up waiting (`JOIN_DEADLINE`) were answered 503: nobody holds them.
+        let from = self.shared.settled_upto.load(Ordering::Acquire);
+        // Joins that gave up waiting (`JOIN_DEADLINE`) were answered 503: nobody holds their
+        // numbers (those still waiting for their batch are looked at after it).
         let abandoned: Vec<u64> = std::mem::take(
             &mut *self
                 .shared
@@ -691,24 +835,29 @@ impl CohortQueue {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()),
         );
-        for seq in abandoned {
-            self.nobody(seq, seq + 1);
+        let mut later = Vec::new();
+        for arrival in abandoned {
+            if arrival >= from {
+                later.push(arrival);
+            } else if let Some(seq) = self.shared.number_of(arrival) {
+                self.gaps_out.push((seq, seq + 1));
+            }
         }
-        let from = self.shared.durable.load(Ordering::Acquire);
-        let upto = self.shared.next_seq.load(Ordering::Acquire);
-        // Also with no new join: ranges found to be nobody must reach the disk (a failed
-        // record's, until a record succeeds; this retries at every tick).
-        if upto <= from && !self.ticket_gaps_changed {
+        self.shared
+            .abandoned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(later);
+        let upto = self.shared.arrived.load(Ordering::Acquire);
+        if upto <= from && self.gaps_out.is_empty() {
             return;
         }
         self.recording_tickets = true;
-        let gaps = self
-            .ticket_gaps_changed
-            .then(|| serde_json::to_string(&self.ticket_gaps).unwrap_or_else(|_| "[]".into()));
-        let wrote_gaps = gaps.is_some();
-        let write = Write::RecordTickets {
+        let gaps = merge_gaps(self.gaps_out.iter().copied());
+        let sent = self.gaps_out.len();
+        let write = Write::TakeTickets {
             cohort_id: self.shared.id,
-            upto,
+            count: upto - from,
             gaps,
         };
         ctx.spawn(
@@ -717,85 +866,153 @@ impl CohortQueue {
                 .into_actor(self)
                 .map(move |res, act, ctx| {
                     act.recording_tickets = false;
-                    if matches!(res, Ok(Ok(_))) {
-                        if wrote_gaps {
-                            act.ticket_gaps_changed = false;
+                    let base = match res {
+                        Ok(Ok(Written::Tickets(taken))) => {
+                            act.gaps_out.drain(..sent);
+                            act.shared
+                                .issued
+                                .fetch_max(taken.reserved, Ordering::AcqRel);
+                            act.adopt_ticket_gaps(&taken.gaps);
+                            Some(taken.base)
                         }
-                    } else {
-                        log::error!(
-                            "cohort {}: could not record {} joins; they were refused",
-                            act.shared.id,
-                            upto - from
-                        );
-                        act.nobody(from, upto);
+                        _ => {
+                            if upto > from {
+                                log::error!(
+                                    "cohort {}: could not record {} joins; they were refused",
+                                    act.shared.id,
+                                    upto - from
+                                );
+                            }
+                            None
+                        }
+                    };
+                    {
+                        let mut taken = act.shared.taken.write().unwrap_or_else(|e| e.into_inner());
+                        if upto > from {
+                            taken.push_back((from, upto, base));
+                        }
+                        while taken.len() > TAKEN_KEPT {
+                            taken.pop_front();
+                        }
                     }
-                    act.shared.durable.store(upto, Ordering::Release);
+                    act.shared.settled_upto.store(upto, Ordering::Release);
                     act.shared.settled.notify_waiters();
                     act.record_tickets(ctx);
                 }),
         );
     }
 
-    /// Ticket numbers `from..upto` are nobody: positions skip them, admission jumps them, and
-    /// the next record of tickets keeps them on disk.
-    fn nobody(&mut self, from: u64, upto: u64) {
-        self.shared
-            .failed
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((from, upto));
-        if self.shared.is_open_shuffled() {
-            // After opening a number is its queue index.
-            let mut gaps = self.shared.gaps.write().unwrap_or_else(|e| e.into_inner());
-            *gaps = merge_gaps(gaps.iter().copied().chain([(from, upto)]));
-            self.gap_ranges = merge_gaps(self.gap_ranges.iter().copied().chain([(from, upto)]));
-        } else {
-            let mut pending = self
-                .shared
-                .pending_gaps
-                .write()
-                .unwrap_or_else(|e| e.into_inner());
-            *pending = merge_gaps(pending.iter().copied().chain([(from, upto)]));
-        }
-        self.ticket_gaps = merge_gaps(self.ticket_gaps.iter().copied().chain([(from, upto)]));
-        self.ticket_gaps_changed = true;
-    }
-
     /// Admits queue indices `from..upto`, of which `skipped` are in gaps: nobody, so they hold
     /// no place in reserve (nor, for simplicity, do the few holders of numbers handed out in the
-    /// last tick before a crash, admitted with their gap).
+    /// last tick before a crash, admitted with their gap). Written only if `from` is still the
+    /// front on disk: if another node moved it, this node adopts what it finds instead.
     fn admit(
         &mut self,
         from: u64,
         upto: u64,
         skipped: u64,
         at_ms: i64,
+        clock_ms: i64,
     ) -> ResponseActFuture<Self, ()> {
-        let people = self.shared.admitted_people() + (upto - from - skipped);
+        let people = upto - from - skipped;
         let write = Write::RecordAdmission {
             cohort_id: self.shared.id,
+            from,
             upto,
             people,
             at_ms,
+            clock_ms,
         };
-        self.persist_step(write, move |act, ok| {
-            if ok {
+        self.persist_step(write, move |act, written| match written {
+            Some(Written::Admission(None)) => {
                 act.shared
                     .batches
                     .write()
                     .unwrap_or_else(|e| e.into_inner())
                     .push(Batch { from, upto, at_ms });
                 if skipped > 0 {
-                    act.booked.insert(upto, skipped);
+                    act.skipped.insert(upto, skipped);
                 }
-                act.shared.admitted_people.store(people, Ordering::Release);
+                act.clock_ms = act.clock_ms.max(clock_ms);
+                act.shared
+                    .admitted_people
+                    .fetch_add(people, Ordering::AcqRel);
                 act.shared.admitted_upto.store(upto, Ordering::Release);
-            } else {
-                // Nobody was told; the same tickets are admitted at a later tick.
-                log::error!("cohort {}: could not record an admission", act.shared.id);
-                act.tokens += (upto - from - skipped) as f64;
             }
+            // Another node admitted first: nobody was told of this step.
+            Some(Written::Admission(Some(state))) => act.adopt_admissions(state, at_ms),
+            // Nobody was told; the same tickets are admitted at a later tick.
+            _ => log::error!("cohort {}: could not record an admission", act.shared.id),
         })
+    }
+
+    /// The admission front and steps as on disk, made by any node: the steps past this node's
+    /// front are added (before the front moves, so a poll that sees the front sees its step),
+    /// and the bookings counted on disk per step replace the old counts.
+    fn adopt_admissions(&mut self, state: AdmissionState, now_ms: i64) {
+        let known = self.shared.admitted();
+        for row in &state.steps {
+            self.on_disk.insert(row.upto as u64, row.booked as u64);
+        }
+        self.clock_ms = self.clock_ms.max(state.clock_ms);
+        if state.admitted_upto <= known {
+            return;
+        }
+        {
+            let mut batches = self
+                .shared
+                .batches
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            let mut from = known;
+            for row in state.steps.iter().filter(|r| r.upto as u64 > known) {
+                let upto = row.upto as u64;
+                let skipped = gap_overlap(&self.gap_ranges, from, upto);
+                if skipped > 0 {
+                    self.skipped.insert(upto, skipped);
+                }
+                self.history.push_back((now_ms, upto - from - skipped, 0));
+                batches.push(Batch {
+                    from,
+                    upto,
+                    at_ms: row.admitted_at_ms,
+                });
+                from = upto;
+            }
+        }
+        self.shared
+            .admitted_people
+            .store(state.admitted_count, Ordering::Release);
+        self.shared
+            .admitted_upto
+            .store(state.admitted_upto, Ordering::Release);
+    }
+
+    /// This node's bookings per admission step, added to the counts on disk (on a shared
+    /// database only), one write for all of them.
+    fn flush_booked(&mut self, ctx: &mut Context<Self>) {
+        if self.flushing || self.unflushed.is_empty() {
+            return;
+        }
+        let steps: Vec<(u64, u64)> = self.unflushed.drain().collect();
+        self.flushing = true;
+        let write = Write::CountBooked {
+            cohort_id: self.shared.id,
+            steps: steps.clone(),
+        };
+        ctx.spawn(
+            self.store
+                .send(Persist(write))
+                .into_actor(self)
+                .map(move |res, act, _| {
+                    act.flushing = false;
+                    if !matches!(res, Ok(Ok(_))) {
+                        for (upto, n) in steps {
+                            *act.unflushed.entry(upto).or_default() += n;
+                        }
+                    }
+                }),
+        );
     }
 }
 
@@ -806,9 +1023,9 @@ impl Actor for CohortQueue {
         ctx.set_mailbox_capacity(4096);
         if let Some(period) = self.settings.tick {
             ctx.run_interval(period, |act, ctx| {
-                // The step first: an opening that is due goes before the next record.
                 let write = act.step(crate::now_ms());
                 act.record_tickets(ctx);
+                act.flush_booked(ctx);
                 if let Some(write) = write {
                     ctx.spawn(write);
                 }
@@ -821,10 +1038,9 @@ impl Handler<Tick> for CohortQueue {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, msg: Tick, ctx: &mut Context<Self>) -> Self::Result {
-        // The step first: an opening that is due goes before the next record. Then joins that
-        // arrived while the opening was on its way, and gaps not yet on disk.
         let step = self.step(msg.now_ms);
         self.record_tickets(ctx);
+        self.flush_booked(ctx);
         step.unwrap_or_else(|| Box::pin(fut::ready(())))
     }
 }
@@ -903,8 +1119,32 @@ impl Handler<TicketBooked> for CohortQueue {
             .unwrap_or_else(|e| e.into_inner());
         let i = batches.partition_point(|b| b.upto <= qidx);
         if let Some(b) = batches.get(i).filter(|b| b.from <= qidx) {
-            *self.booked.entry(b.upto).or_default() += 1;
+            *self.mine.entry(b.upto).or_default() += 1;
+            if self.settings.shared_database {
+                *self.unflushed.entry(b.upto).or_default() += 1;
+            }
         }
+    }
+}
+
+impl Handler<Synced> for CohortQueue {
+    type Result = ();
+
+    fn handle(&mut self, msg: Synced, _: &mut Context<Self>) {
+        let row = msg.row;
+        {
+            let mut info = self.shared.info.write().unwrap_or_else(|e| e.into_inner());
+            *info = row.cohort();
+            self.rate = self.rate.min(info.admission_rate_per_s);
+        }
+        self.shared
+            .issued
+            .fetch_max(row.tickets_reserved as u64, Ordering::AcqRel);
+        if let Some(count) = row.pre_queue_count {
+            self.adopt_opening(count as u64, &row.pre_queue_gaps);
+        }
+        self.adopt_ticket_gaps(&row.ticket_gaps);
+        self.adopt_admissions(msg.admissions, crate::now_ms());
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod booking_store;
 pub mod center_inventory;
+pub mod cluster_sync;
 pub mod cohort_queue;
 pub mod identity_pool;
 
@@ -65,6 +66,11 @@ impl Registry {
     pub fn center_of_slot(&self, slot_id: i32) -> Option<CenterHandle> {
         let center = *read(&self.slot_centers).get(&slot_id)?;
         self.center(center)
+    }
+
+    /// Every slot id served here.
+    pub fn slot_ids(&self) -> std::collections::HashSet<i32> {
+        read(&self.slot_centers).keys().copied().collect()
     }
 
     pub fn add_slots(&self, center_id: i32, slot_ids: impl IntoIterator<Item = i32>) {

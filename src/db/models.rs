@@ -1,6 +1,6 @@
 //! Rows as diesel reads and writes them (`Thing` read, `NewThing` inserted).
 
-use super::schema::{admissions, bookings, centers, citizens, cohorts, pass_claims, slots};
+use super::schema::{admissions, bookings, centers, citizens, cohorts, nodes, pass_claims, slots};
 use diesel::prelude::*;
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -26,6 +26,31 @@ pub struct CohortRow {
     pub ticket_gaps: String,
     pub pre_queue_gaps: String,
     pub admitted_count: i64,
+    /// The instant up to which the admission rate has been spent (see the migration).
+    pub admission_clock_ms: i64,
+}
+
+impl CohortRow {
+    /// The cohort as the domain knows it.
+    pub fn cohort(&self) -> crate::domain::cohort::Cohort {
+        crate::domain::cohort::Cohort {
+            id: self.id,
+            name: self.name.clone(),
+            birth_year_from: self.birth_year_from,
+            birth_year_to: self.birth_year_to,
+            opens_at: self.opens_at,
+            closes_at: self.closes_at,
+            vaccine: self.vaccine.clone(),
+            dose_interval_days: self.dose_interval_days,
+            admission_rate_per_s: self.admission_rate_per_s,
+            paused: self.paused,
+            birth_day_schedule: self
+                .birth_day_schedule
+                .as_deref()
+                .and_then(|s| serde_json::from_str(s).ok())
+                .unwrap_or_default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Insertable)]
@@ -52,6 +77,8 @@ pub struct AdmissionRow {
     pub cohort_id: i32,
     pub upto: i64,
     pub admitted_at_ms: i64,
+    /// Bookings made by this step's tickets, as counted so far.
+    pub booked: i64,
 }
 
 #[derive(Debug, Clone, Insertable)]
@@ -94,6 +121,23 @@ pub struct SlotRow {
     pub vaccine: String,
     /// Places held by live bookings (either dose).
     pub booked: i32,
+}
+
+impl SlotRow {
+    /// The slot as a center's inventory holds it.
+    pub fn slot(&self) -> Result<crate::domain::slot::Slot, String> {
+        use crate::domain::slot::parse_time;
+        Ok(crate::domain::slot::Slot {
+            id: self.id,
+            date: chrono::NaiveDate::parse_from_str(&self.date, "%Y-%m-%d")
+                .map_err(|e| format!("slot {}: {e}", self.id))?,
+            start: parse_time("start_time", &self.start_time).map_err(|e| e.0)?,
+            end: parse_time("end_time", &self.end_time).map_err(|e| e.0)?,
+            vaccine: self.vaccine.clone(),
+            capacity: i64::from(self.capacity),
+            booked: i64::from(self.booked),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Insertable)]
@@ -157,4 +201,15 @@ pub struct NewBookingRow {
     pub state: String,
     pub idempotency_key: Option<String>,
     pub created_at: i64,
+}
+
+/// One node's heartbeat.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = nodes)]
+pub struct NodeRow {
+    pub name: String,
+    pub last_seen_ms: i64,
+    pub ready: bool,
+    /// JSON: what the node reports of its load.
+    pub stats: String,
 }

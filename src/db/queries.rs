@@ -3,7 +3,7 @@
 //! one group commit.
 
 use super::models::*;
-use super::schema::{admissions, bookings, centers, citizens, cohorts, pass_claims, slots};
+use super::schema::{admissions, bookings, centers, citizens, cohorts, nodes, pass_claims, slots};
 use super::Conn;
 use crate::domain::booking::{STATE_CANCELLED, STATE_CONFIRMED};
 use crate::domain::cohort::CohortPatch;
@@ -75,6 +75,15 @@ pub fn count_pass_claims(conn: &mut Conn, cohort_id: i32) -> Result<i64, Error> 
         .filter(pass_claims::cohort_id.eq(cohort_id))
         .select(count_star())
         .first(c))
+}
+
+/// Passes claimed per cohort, by every node.
+pub fn pass_claims_per_cohort(conn: &mut Conn) -> Result<HashMap<i32, i64>, Error> {
+    let rows: Vec<(i32, i64)> = run!(conn, c => pass_claims::table
+        .group_by(pass_claims::cohort_id)
+        .select((pass_claims::cohort_id, count_star()))
+        .load(c))?;
+    Ok(rows.into_iter().collect())
 }
 
 pub fn load_centers(conn: &mut Conn) -> Result<Vec<CenterRow>, Error> {
@@ -230,113 +239,235 @@ pub fn update_cohort(conn: &mut Conn, id: i32, patch: &CohortPatch) -> Result<()
     })
 }
 
-/// Ticket numbers below `upto` are handed out (the joins waiting for this write are answered
-/// once it commits); `gaps` are the ranges among them that are nobody, when they changed.
-/// One counter write for a whole batch of joins.
-pub fn record_tickets(
+/// What a batch of joins got: numbers `base..base + count`, and the cohort as it then stood.
+#[derive(Debug, Clone)]
+pub struct TakenTickets {
+    pub base: u64,
+    /// The count after this batch: every number below it is reserved, by some node.
+    pub reserved: u64,
+    /// The ranges that are nobody (JSON, `cohorts.ticket_gaps`), this write's included.
+    pub gaps: String,
+}
+
+/// Takes the next `count` ticket numbers of the cohort for a batch of joins, from the counter
+/// in its row: the row lock orders the batches of every node, so a join answered before
+/// another one arrived (at any node) holds the smaller number. `gaps` (numbers whose joins
+/// gave up waiting) are merged into the row's ranges in the same write; after the opening,
+/// those below the pre-queue are dropped (the shuffle already counted them as people).
+pub fn take_tickets(
     conn: &mut Conn,
     cohort_id: i32,
-    upto: i64,
-    gaps: Option<&str>,
-) -> Result<(), Error> {
-    run!(conn, c => {
-        // `<=`: a record may rewrite the same count with new gaps.
-        let target = cohorts::table.find(cohort_id).filter(cohorts::tickets_reserved.le(upto));
-        match gaps {
-            Some(g) => diesel::update(target)
-                .set((
-                    cohorts::tickets_reserved.eq(upto),
-                    cohorts::tickets_issued.eq(upto),
-                    cohorts::ticket_gaps.eq(g),
-                ))
-                .execute(c),
-            None => diesel::update(target)
-                .set((
-                    cohorts::tickets_reserved.eq(upto),
-                    cohorts::tickets_issued.eq(upto),
-                ))
-                .execute(c),
-        }
-        .and_then(|n| match n {
-            1 => Ok(()),
-            // Someone else (another process on this database) recorded numbers at or past
-            // these: handing them out would give two citizens one ticket.
-            _ => Err(Error::QueryBuilderError(
-                format!("ticket numbers below {upto} were recorded by another writer").into(),
-            )),
-        })
+    count: u64,
+    gaps: &[(u64, u64)],
+) -> Result<TakenTickets, Error> {
+    let count = count as i64;
+    let (reserved, pre_queue, text): (i64, Option<i64>, String) = run!(conn, c => diesel::update(cohorts::table.find(cohort_id))
+        .set((
+            cohorts::tickets_reserved.eq(cohorts::tickets_reserved + count),
+            cohorts::tickets_issued.eq(cohorts::tickets_reserved + count),
+        ))
+        .returning((cohorts::tickets_reserved, cohorts::pre_queue_count, cohorts::ticket_gaps))
+        .get_result(c))?;
+    let floor = pre_queue.unwrap_or(0) as u64;
+    let fresh: Vec<(u64, u64)> = gaps
+        .iter()
+        .map(|(f, t)| ((*f).max(floor), *t))
+        .filter(|(f, t)| f < t)
+        .collect();
+    let text = if fresh.is_empty() {
+        text
+    } else {
+        let known: Vec<(u64, u64)> = serde_json::from_str(&text).unwrap_or_default();
+        let merged = crate::domain::queue::merge_gaps(known.into_iter().chain(fresh));
+        let merged = serde_json::to_string(&merged).unwrap_or_else(|_| "[]".into());
+        run!(conn, c => diesel::update(cohorts::table.find(cohort_id))
+            .set(cohorts::ticket_gaps.eq(&merged))
+            .execute(c))?;
+        merged
+    };
+    Ok(TakenTickets {
+        base: (reserved - count) as u64,
+        reserved: reserved as u64,
+        gaps: text,
     })
 }
 
-/// At start, before anything is served: the ranges to skip, and the numbers counted issued.
-pub fn record_gaps(conn: &mut Conn, cohort_id: i32, gaps: &str, issued: i64) -> Result<(), Error> {
+/// At start, before anything is served: the ranges to skip, and the numbers counted issued
+/// and reserved (`count`), if no other node took numbers since the row was read (`seen`):
+/// another node running means nothing of a crash is left to repair.
+pub fn record_gaps(
+    conn: &mut Conn,
+    cohort_id: i32,
+    gaps: &str,
+    count: i64,
+    seen: i64,
+) -> Result<(), Error> {
     run!(conn, c => diesel::update(cohorts::table.find(cohort_id))
+        .filter(cohorts::tickets_reserved.eq(seen))
         .set((
             cohorts::ticket_gaps.eq(gaps),
-            cohorts::tickets_issued.eq(issued),
+            cohorts::tickets_issued.eq(count),
+            cohorts::tickets_reserved.eq(count),
         ))
         .execute(c)
         .map(drop))
 }
 
-/// Freezes the pre-queue at `count` tickets, once, with `gaps` (the ranges below `count`
-/// that are nobody, as the queue knows them) as the ranges its shuffle takes as one place
-/// each; every number below `count` now counts as handed out and reserved.
-pub fn record_opening(
-    conn: &mut Conn,
-    cohort_id: i32,
-    count: i64,
-    gaps: &str,
-) -> Result<(), Error> {
-    run!(conn, c => {
-        let opened = diesel::update(cohorts::table.find(cohort_id))
+/// Freezes the pre-queue, once, whichever node gets there first: at the count of numbers
+/// taken so far (read under the row lock, so a batch of joins at any node is wholly before
+/// or wholly after it), with the ranges that are nobody as the ranges its shuffle takes as
+/// one place each. Answers the count and those ranges as they are on disk, also when another
+/// node opened the cohort before.
+pub fn record_opening(conn: &mut Conn, cohort_id: i32) -> Result<(u64, String), Error> {
+    let (count, gaps): (Option<i64>, String) = run!(conn, c => {
+        diesel::update(cohorts::table.find(cohort_id))
             .filter(cohorts::pre_queue_count.is_null())
             .set((
-                cohorts::pre_queue_count.eq(count),
-                cohorts::pre_queue_gaps.eq(gaps),
+                cohorts::pre_queue_count.eq(cohorts::tickets_reserved.nullable()),
+                cohorts::pre_queue_gaps.eq(cohorts::ticket_gaps),
                 cohorts::ticket_gaps.eq("[]"),
+                cohorts::tickets_issued.eq(cohorts::tickets_reserved),
             ))
             .execute(c)?;
-        if opened > 0 {
-            diesel::update(cohorts::table.find(cohort_id))
-                .filter(cohorts::tickets_issued.lt(count))
-                .set(cohorts::tickets_issued.eq(count))
-                .execute(c)?;
-            diesel::update(cohorts::table.find(cohort_id))
-                .filter(cohorts::tickets_reserved.lt(count))
-                .set(cohorts::tickets_reserved.eq(count))
-                .execute(c)?;
-        }
-        Ok(())
-    })
+        cohorts::table
+            .find(cohort_id)
+            .select((cohorts::pre_queue_count, cohorts::pre_queue_gaps))
+            .first(c)
+    })?;
+    Ok((count.unwrap_or(0) as u64, gaps))
 }
 
-/// Queue indices below `upto` are admitted, `people` of them in all since the cohort began.
+/// A cohort's admission front as it is on disk, and the steps after `after` (or still live
+/// since `live_since_ms` with bookings counted): what a node that fell behind adopts.
+#[derive(Debug, Clone, Default)]
+pub struct AdmissionState {
+    pub admitted_upto: u64,
+    pub admitted_count: u64,
+    pub clock_ms: i64,
+    pub steps: Vec<AdmissionRow>,
+}
+
+/// Admits queue indices `from..upto` (`people` of them), if `from` is still the front on
+/// disk, and moves the admission clock to `clock_ms`: a compare-and-set that any node may
+/// make. Only one of several nodes stepping from the same front succeeds; a node that lost
+/// (or fell behind) admits nobody and gets the state on disk to adopt. `None`: admitted.
 pub fn record_admission(
     conn: &mut Conn,
     cohort_id: i32,
+    from: i64,
     upto: i64,
     people: i64,
     at_ms: i64,
-) -> Result<(), Error> {
-    run!(conn, c => {
-        diesel::insert_into(admissions::table)
+    clock_ms: i64,
+) -> Result<Option<AdmissionState>, Error> {
+    let moved = run!(conn, c => diesel::update(cohorts::table.find(cohort_id))
+        .filter(cohorts::admitted_upto.eq(from))
+        .set((
+            cohorts::admitted_upto.eq(upto),
+            cohorts::admitted_count.eq(cohorts::admitted_count + people),
+            cohorts::admission_clock_ms.eq(clock_ms),
+        ))
+        .execute(c))?;
+    if moved == 1 {
+        run!(conn, c => diesel::insert_into(admissions::table)
             .values((
                 admissions::cohort_id.eq(cohort_id),
                 admissions::upto.eq(upto),
                 admissions::admitted_at_ms.eq(at_ms),
             ))
             .on_conflict_do_nothing()
-            .execute(c)?;
-        diesel::update(cohorts::table.find(cohort_id))
-            .filter(cohorts::admitted_upto.lt(upto))
-            .set((
-                cohorts::admitted_upto.eq(upto),
-                cohorts::admitted_count.eq(people),
-            ))
-            .execute(c)
-            .map(drop)
+            .execute(c))?;
+        return Ok(None);
+    }
+    admission_state(conn, cohort_id, from, i64::MAX).map(Some)
+}
+
+/// The front on disk and the steps past `after`, plus those since `live_since_ms` whose
+/// tickets booked (their `booked` counts), oldest first.
+pub fn admission_state(
+    conn: &mut Conn,
+    cohort_id: i32,
+    after: i64,
+    live_since_ms: i64,
+) -> Result<AdmissionState, Error> {
+    run!(conn, c => {
+        let (upto, count, clock): (i64, i64, i64) = cohorts::table
+            .find(cohort_id)
+            .select((cohorts::admitted_upto, cohorts::admitted_count, cohorts::admission_clock_ms))
+            .first(c)?;
+        // Read after the row: a step is its row and its front in one transaction, so every
+        // step up to the front read is here (later ones are left for the next read).
+        let steps = admissions::table
+            .filter(admissions::cohort_id.eq(cohort_id))
+            .filter(admissions::upto.le(upto))
+            .filter(
+                admissions::upto.gt(after).or(admissions::admitted_at_ms
+                    .ge(live_since_ms)
+                    .and(admissions::booked.gt(0))),
+            )
+            .order(admissions::upto)
+            .select(AdmissionRow::as_select())
+            .load(c)?;
+        Ok(AdmissionState {
+            admitted_upto: upto as u64,
+            admitted_count: count as u64,
+            clock_ms: clock,
+            steps,
+        })
     })
+}
+
+/// Bookings made by tickets of admission steps: `(upto, n)` adds `n` to the step's count.
+pub fn count_booked(conn: &mut Conn, cohort_id: i32, steps: &[(u64, u64)]) -> Result<(), Error> {
+    run!(conn, c => {
+        for (upto, n) in steps {
+            diesel::update(admissions::table.find((cohort_id, *upto as i64)))
+                .set(admissions::booked.eq(admissions::booked + *n as i64))
+                .execute(c)?;
+        }
+        Ok(())
+    })
+}
+
+/// This node's heartbeat.
+pub fn heartbeat(conn: &mut Conn, row: &NodeRow) -> Result<(), Error> {
+    run!(conn, c => diesel::insert_into(nodes::table)
+        .values(row)
+        .on_conflict(nodes::name)
+        .do_update()
+        .set((
+            nodes::last_seen_ms.eq(row.last_seen_ms),
+            nodes::ready.eq(row.ready),
+            nodes::stats.eq(&row.stats),
+        ))
+        .execute(c)
+        .map(drop))
+}
+
+/// Nodes seen since `since_ms`, by name.
+pub fn nodes_seen(conn: &mut Conn, since_ms: i64) -> Result<Vec<NodeRow>, Error> {
+    run!(conn, c => nodes::table
+        .filter(nodes::last_seen_ms.ge(since_ms))
+        .order(nodes::name)
+        .select(NodeRow::as_select())
+        .load(c))
+}
+
+/// Every slot's places: (id, center, capacity, booked).
+pub fn slot_places(conn: &mut Conn) -> Result<Vec<(i32, i32, i32, i32)>, Error> {
+    run!(conn, c => slots::table
+        .order(slots::id)
+        .select((slots::id, slots::center_id, slots::capacity, slots::booked))
+        .load(c))
+}
+
+/// The slots with these ids.
+pub fn slots_by_ids(conn: &mut Conn, ids: &[i32]) -> Result<Vec<SlotRow>, Error> {
+    run!(conn, c => slots::table
+        .filter(slots::id.eq_any(ids))
+        .order(slots::id)
+        .select(SlotRow::as_select())
+        .load(c))
 }
 
 pub fn insert_center(conn: &mut Conn, row: &NewCenterRow) -> Result<i32, Error> {

@@ -5,6 +5,7 @@ diesel::table! {
         cohort_id -> Integer,
         upto -> BigInt,
         admitted_at_ms -> BigInt,
+        booked -> BigInt,
     }
 }
 
@@ -71,6 +72,16 @@ diesel::table! {
         ticket_gaps -> Text,
         pre_queue_gaps -> Text,
         admitted_count -> BigInt,
+        admission_clock_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    nodes (name) {
+        name -> Text,
+        last_seen_ms -> BigInt,
+        ready -> Bool,
+        stats -> Text,
     }
 }
 
@@ -109,6 +120,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     centers,
     citizens,
     cohorts,
+    nodes,
     pass_claims,
     slots,
 );

@@ -302,6 +302,19 @@ impl Inventory {
         })
     }
 
+    /// Sets a slot's capacity and places taken (as another node's bookings left them);
+    /// answers whether anything changed.
+    pub fn set_places(&mut self, id: i32, capacity: i64, booked: i64) -> bool {
+        match self.slots.get_mut(&id) {
+            Some(s) if (s.capacity, s.booked) != (capacity, booked) => {
+                s.capacity = capacity;
+                s.booked = booked;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Gives back the places of a cancelled or failed booking.
     pub fn release(&mut self, first_id: i32, second_id: i32) {
         for id in [first_id, second_id] {

@@ -3,6 +3,7 @@
 
 use super::citizen::{booking_view, read, store_error};
 use super::{bearer, resource, Body, State};
+use crate::actors::cluster_sync::NodeLoad;
 use crate::actors::cohort_queue::PatchCohort;
 use crate::db::queries;
 use crate::domain::booking::parse_code;
@@ -219,6 +220,13 @@ pub(crate) struct NodeStats {
     ready: bool,
     /// When the node last answered for itself (RFC 3339).
     last_seen: String,
+    /// Requests answered per second, over the node's last heartbeat period.
+    requests_per_s: f64,
+    /// Citizens' requests in flight at the node.
+    in_flight: u64,
+    /// Identity checks in flight at the node, and the most it lets run at once.
+    identity_in_flight: u64,
+    identity_capacity: u64,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -235,6 +243,13 @@ pub(crate) struct Stats {
     responses((status = 200, description = "Per cohort and overall", body = Stats)))]
 async fn stats(_: Admin, state: State) -> Result<HttpResponse, ApiError> {
     let (per_cohort, confirmed, cancelled) = read(&state, queries::booking_counts).await?;
+    let shared_database = state.config.database.is_postgres();
+    // Passes claimed at every node, on a shared database (each node counts only its own).
+    let verified = if shared_database {
+        Some(read(&state, queries::pass_claims_per_cohort).await?)
+    } else {
+        None
+    };
     let cohorts = state
         .registry
         .cohorts()
@@ -245,21 +260,53 @@ async fn stats(_: Admin, state: State) -> Result<HttpResponse, ApiError> {
                 id: s.id,
                 waiting: s.waiting(),
                 admitted: s.admitted_people(),
-                verified: s.verified(),
+                verified: match &verified {
+                    Some(v) => v.get(&s.id).copied().unwrap_or(0) as u64,
+                    None => s.verified(),
+                },
                 booked: per_cohort.get(&s.id).copied().unwrap_or(0),
                 admission_rate_per_s: s.measured_rate(),
                 sold_out: s.is_sold_out(),
             }
         })
         .collect();
-    // One node until nodes share a database (the cluster's node table comes with it).
-    let nodes = vec![NodeStats {
-        name: state.config.node(),
-        ready: state.ready.load(std::sync::atomic::Ordering::Relaxed),
-        last_seen: chrono::Utc::now()
+    let time = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap_or_default()
             .with_timezone(&state.config.zone)
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
-    }];
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+    };
+    let nodes = if shared_database {
+        // The heartbeats of the nodes on this database (`ClusterSync`).
+        state
+            .cluster
+            .nodes()
+            .into_iter()
+            .map(|n| {
+                let load: NodeLoad = serde_json::from_str(&n.stats).unwrap_or_default();
+                NodeStats {
+                    name: n.name,
+                    ready: n.ready,
+                    last_seen: time(n.last_seen_ms),
+                    requests_per_s: load.requests_per_s,
+                    in_flight: load.in_flight,
+                    identity_in_flight: load.identity_in_flight,
+                    identity_capacity: load.identity_capacity,
+                }
+            })
+            .collect()
+    } else {
+        use std::sync::atomic::Ordering::Relaxed;
+        vec![NodeStats {
+            name: state.config.node(),
+            ready: state.ready.load(Relaxed),
+            last_seen: time(crate::now_ms()),
+            requests_per_s: 0.0,
+            in_flight: state.http_metrics.in_flight.load(Relaxed),
+            identity_in_flight: state.identity_load.in_flight.load(Relaxed),
+            identity_capacity: state.identity_load.max_in_flight.load(Relaxed),
+        }]
+    };
     Ok(HttpResponse::Ok().json(Stats {
         cohorts,
         bookings_confirmed: confirmed,

@@ -1,0 +1,3 @@
+DROP TABLE nodes;
+ALTER TABLE admissions DROP COLUMN booked;
+ALTER TABLE cohorts DROP COLUMN admission_clock_ms;

@@ -1,0 +1,263 @@
+//! `ClusterSync`: on a database that several nodes share (PostgreSQL), the actor that keeps
+//! this node's actors in step with what the other nodes and the operators changed. Every
+//! `SYNC_PERIOD` it reads, in one blocking job off the actors' thread:
+//! - the cohorts (settings, the counter of ticket numbers, the opening, the ranges that are
+//!   nobody) and each one's admission front and the steps past this node's (`Synced`);
+//! - the centers and slots (new ones start here; every slot's places, `SyncPlaces`);
+//! - the nodes' heartbeats (this node's written first), for the cluster's stats.
+//!
+//! Nothing decided here: the database decides what must be decided once (capacity, one live
+//! booking per citizen, one identity per pass, the order of the line, each admission step) in
+//! the writes themselves; this only brings every node's view of it up to date, within
+//! `SYNC_PERIOD` plus one read. A plain periodic read rather than LISTEN/NOTIFY: it needs no
+//! connection of its own, cannot miss a message across a reconnection, and a quarter of a
+//! second is well within the contract's one second; it costs a few small queries a period.
+
+use super::center_inventory::{AddKnownSlots, CenterShared, SyncPlaces};
+use super::cohort_queue::{QueueState, Synced};
+use super::Registry;
+use crate::db::models::{CenterRow, CohortRow, NodeRow, SlotRow};
+use crate::db::queries::{self, AdmissionState};
+use crate::db::DbPool;
+use actix::prelude::*;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// How often a node reads what the others changed.
+pub const SYNC_PERIOD: Duration = Duration::from_millis(250);
+/// Nodes whose heartbeat is older than this are left out of the stats.
+const NODE_SEEN_MS: i64 = 60_000;
+
+/// What this node reports of itself with its heartbeat.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct NodeLoad {
+    pub ready: bool,
+    pub requests_per_s: f64,
+    pub in_flight: u64,
+    pub identity_in_flight: u64,
+    pub identity_capacity: u64,
+}
+
+/// What the sync needs from the application: starting the actors of cohorts and centers that
+/// another node created, and this node's load (implemented by `startup::AppState`).
+pub trait Spawner: Send + Sync + 'static {
+    fn start_cohort(&self, row: &CohortRow, state: QueueState);
+    fn start_center(&self, center: CenterShared, slots: Vec<SlotRow>);
+    fn node_load(&self) -> NodeLoad;
+    fn pass_ttl_s(&self) -> i64;
+}
+
+/// The nodes seen in the last minute, as the last sync read them.
+#[derive(Debug, Default)]
+pub struct ClusterView {
+    nodes: RwLock<Vec<NodeRow>>,
+}
+
+impl ClusterView {
+    pub fn nodes(&self) -> Vec<NodeRow> {
+        self.nodes.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+pub struct ClusterSync {
+    pool: DbPool,
+    registry: Arc<Registry>,
+    spawner: Arc<dyn Spawner>,
+    view: Arc<ClusterView>,
+    node: String,
+    busy: bool,
+}
+
+/// What one sync read.
+struct Read {
+    known: Vec<(CohortRow, AdmissionState)>,
+    new_cohorts: Vec<(CohortRow, QueueState)>,
+    new_centers: Vec<CenterRow>,
+    new_slots: Vec<SlotRow>,
+    places: Vec<(i32, i32, i32, i32)>,
+    nodes: Vec<NodeRow>,
+}
+
+/// What one sync asks: this node's heartbeat, and what it already knows.
+struct Ask {
+    heartbeat: NodeRow,
+    /// Known cohorts: id -> this node's admission front.
+    cohorts: HashMap<i32, u64>,
+    centers: HashSet<i32>,
+    slots: HashSet<i32>,
+    live_since_ms: i64,
+    pass_ttl_s: i64,
+}
+
+impl ClusterSync {
+    pub fn new(
+        pool: DbPool,
+        registry: Arc<Registry>,
+        spawner: Arc<dyn Spawner>,
+        view: Arc<ClusterView>,
+        node: String,
+    ) -> Self {
+        Self {
+            pool,
+            registry,
+            spawner,
+            view,
+            node,
+            busy: false,
+        }
+    }
+
+    fn ask(&self) -> Ask {
+        let now_ms = crate::now_ms();
+        let load = self.spawner.node_load();
+        let pass_ttl_s = self.spawner.pass_ttl_s();
+        Ask {
+            heartbeat: NodeRow {
+                name: self.node.clone(),
+                last_seen_ms: now_ms,
+                ready: load.ready,
+                stats: serde_json::to_string(&load).unwrap_or_else(|_| "{}".into()),
+            },
+            cohorts: self
+                .registry
+                .cohorts()
+                .iter()
+                .map(|c| (c.shared.id, c.shared.admitted()))
+                .collect(),
+            centers: self
+                .registry
+                .centers()
+                .iter()
+                .map(|c| c.shared.id)
+                .collect(),
+            slots: self.registry.slot_ids(),
+            live_since_ms: now_ms - pass_ttl_s * 1000,
+            pass_ttl_s,
+        }
+    }
+
+    fn apply(&mut self, read: Read) {
+        for (row, admissions) in read.known {
+            if let Some(c) = self.registry.cohort(row.id) {
+                c.addr.do_send(Synced { row, admissions });
+            }
+        }
+        for (row, state) in read.new_cohorts {
+            if self.registry.cohort(row.id).is_none() {
+                log::info!("cohort {} was created at another node; serving it", row.id);
+                self.spawner.start_cohort(&row, state);
+            }
+        }
+        let mut new_slots: HashMap<i32, Vec<SlotRow>> = HashMap::new();
+        for s in read.new_slots {
+            new_slots.entry(s.center_id).or_default().push(s);
+        }
+        for c in read.new_centers {
+            if self.registry.center(c.id).is_none() {
+                let slots = new_slots.remove(&c.id).unwrap_or_default();
+                let shared = CenterShared::new(c.id, c.name, c.region, c.address);
+                self.spawner.start_center(shared, slots);
+            }
+        }
+        for (center_id, slots) in new_slots {
+            if let Some(center) = self.registry.center(center_id) {
+                self.registry
+                    .add_slots(center_id, slots.iter().map(|s| s.id));
+                center.addr.do_send(AddKnownSlots(slots));
+            }
+        }
+        let mut places: HashMap<i32, Vec<(i32, i64, i64)>> = HashMap::new();
+        for (id, center, capacity, booked) in read.places {
+            places
+                .entry(center)
+                .or_default()
+                .push((id, i64::from(capacity), i64::from(booked)));
+        }
+        for (center_id, slots) in places {
+            if let Some(center) = self.registry.center(center_id) {
+                center.addr.do_send(SyncPlaces(slots));
+            }
+        }
+        *self.view.nodes.write().unwrap_or_else(|e| e.into_inner()) = read.nodes;
+    }
+}
+
+/// The blocking part of a sync: every read, on one pooled connection.
+fn read(pool: &DbPool, ask: Ask) -> Result<Read, String> {
+    let err = |e: diesel::result::Error| e.to_string();
+    let mut pooled = pool.get().map_err(|e| e.to_string())?;
+    let conn = &mut pooled.conn();
+    queries::heartbeat(conn, &ask.heartbeat).map_err(err)?;
+    let nodes =
+        queries::nodes_seen(conn, ask.heartbeat.last_seen_ms - NODE_SEEN_MS).map_err(err)?;
+    let mut known = Vec::new();
+    let mut fresh = Vec::new();
+    for row in queries::load_cohorts(conn).map_err(err)? {
+        match ask.cohorts.get(&row.id) {
+            Some(front) => {
+                let state =
+                    queries::admission_state(conn, row.id, *front as i64, ask.live_since_ms)
+                        .map_err(err)?;
+                known.push((row, state));
+            }
+            None => fresh.push(row),
+        }
+    }
+    drop(pooled);
+    let mut new_cohorts = Vec::new();
+    for row in fresh {
+        let state = QueueState::load(pool, &row, ask.pass_ttl_s)?;
+        new_cohorts.push((row, state));
+    }
+    let mut pooled = pool.get().map_err(|e| e.to_string())?;
+    let conn = &mut pooled.conn();
+    let new_centers: Vec<CenterRow> = queries::load_centers(conn)
+        .map_err(err)?
+        .into_iter()
+        .filter(|c| !ask.centers.contains(&c.id))
+        .collect();
+    let places = queries::slot_places(conn).map_err(err)?;
+    let unknown: Vec<i32> = places
+        .iter()
+        .map(|p| p.0)
+        .filter(|id| !ask.slots.contains(id))
+        .collect();
+    let new_slots = if unknown.is_empty() {
+        Vec::new()
+    } else {
+        queries::slots_by_ids(conn, &unknown).map_err(err)?
+    };
+    Ok(Read {
+        known,
+        new_cohorts,
+        new_centers,
+        new_slots,
+        places,
+        nodes,
+    })
+}
+
+impl Actor for ClusterSync {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(SYNC_PERIOD, |act, ctx| {
+            if act.busy {
+                return;
+            }
+            act.busy = true;
+            let ask = act.ask();
+            let pool = act.pool.clone();
+            let job = tokio::task::spawn_blocking(move || read(&pool, ask));
+            ctx.spawn(job.into_actor(act).map(|joined, act, _| {
+                act.busy = false;
+                match joined {
+                    Ok(Ok(read)) => act.apply(read),
+                    Ok(Err(e)) => log::warn!("cluster sync: {e}"),
+                    Err(e) => log::error!("cluster sync thread: {e}"),
+                }
+            }));
+        });
+    }
+}
