@@ -67,6 +67,7 @@ pub struct ClusterSync {
     view: Arc<ClusterView>,
     node: String,
     busy: bool,
+    syncs: u64,
 }
 
 /// What one sync read.
@@ -88,6 +89,8 @@ struct Ask {
     slots: HashSet<i32>,
     live_since_ms: i64,
     pass_ttl_s: i64,
+    /// Forget the counts of the shared limits' windows that ended before this (unix s).
+    forget_attempts_before: Option<i64>,
 }
 
 impl ClusterSync {
@@ -105,6 +108,7 @@ impl ClusterSync {
             view,
             node,
             busy: false,
+            syncs: 0,
         }
     }
 
@@ -134,6 +138,9 @@ impl ClusterSync {
             slots: self.registry.slot_ids(),
             live_since_ms: now_ms - pass_ttl_s * 1000,
             pass_ttl_s,
+            // About once a minute, whichever node: windows are at most the pass lifetime long.
+            forget_attempts_before: (self.syncs % 240 == 0)
+                .then(|| now_ms / 1000 - 2 * pass_ttl_s.max(600)),
         }
     }
 
@@ -189,6 +196,9 @@ fn read(pool: &DbPool, ask: Ask) -> Result<Read, String> {
     let mut pooled = pool.get().map_err(|e| e.to_string())?;
     let conn = &mut pooled.conn();
     queries::heartbeat(conn, &ask.heartbeat).map_err(err)?;
+    if let Some(before) = ask.forget_attempts_before {
+        queries::forget_attempts(conn, before).map_err(err)?;
+    }
     let nodes =
         queries::nodes_seen(conn, ask.heartbeat.last_seen_ms - NODE_SEEN_MS).map_err(err)?;
     let mut known = Vec::new();
@@ -248,6 +258,7 @@ impl Actor for ClusterSync {
             }
             act.busy = true;
             let ask = act.ask();
+            act.syncs += 1;
             let pool = act.pool.clone();
             let job = tokio::task::spawn_blocking(move || read(&pool, ask));
             ctx.spawn(job.into_actor(act).map(|joined, act, _| {

@@ -1,9 +1,12 @@
 //! Synchronous queries, each written once for both backends (`run!`). Reads take any pooled
 //! connection; writes are called only by the `BookingStore` actor, inside the transaction of
-//! one group commit.
+//! one group commit, except what no booking depends on: a node's heartbeat and the counts of
+//! the limits shared across nodes.
 
 use super::models::*;
-use super::schema::{admissions, bookings, centers, citizens, cohorts, nodes, pass_claims, slots};
+use super::schema::{
+    admissions, bookings, centers, citizens, cohorts, limit_hits, nodes, pass_claims, slots,
+};
 use super::Conn;
 use crate::domain::booking::{STATE_CANCELLED, STATE_CONFIRMED};
 use crate::domain::cohort::CohortPatch;
@@ -427,6 +430,90 @@ pub fn count_booked(conn: &mut Conn, cohort_id: i32, steps: &[(u64, u64)]) -> Re
         }
         Ok(())
     })
+}
+
+/// One attempt against each limit `(key, window_s, allowed)`, counted at every node alike
+/// (PostgreSQL, where nodes share the database; each node keeps its own on SQLite). Each is a
+/// sliding window estimated from fixed ones: the attempts in this window, plus those of the
+/// window before weighted by how much of it still overlaps. Past any limit nothing is counted
+/// and the answer is the seconds to wait. The counts need no durability (a crash forgets a
+/// few attempts), so they commit without waiting for the disk.
+pub fn count_attempt(
+    conn: &mut Conn,
+    limits: &[(String, i64, i64)],
+    now_s: i64,
+) -> Result<Option<u64>, Error> {
+    let Conn::Postgres(c) = conn else {
+        return Ok(None);
+    };
+    let c: &mut diesel::PgConnection = c;
+    let mut wait = None;
+    let counted = c.transaction(|c| {
+        diesel::sql_query("SET LOCAL synchronous_commit TO OFF").execute(c)?;
+        for (key, window, allowed) in limits {
+            let window = (*window).max(1);
+            let start = now_s - now_s.rem_euclid(window);
+            let hits: i64 = diesel::insert_into(limit_hits::table)
+                .values((
+                    limit_hits::key.eq(key),
+                    limit_hits::window_start.eq(start),
+                    limit_hits::hits.eq(1i64),
+                ))
+                .on_conflict((limit_hits::key, limit_hits::window_start))
+                .do_update()
+                .set(limit_hits::hits.eq(limit_hits::hits + 1))
+                .returning(limit_hits::hits)
+                .get_result(c)?;
+            let before: i64 = limit_hits::table
+                .find((key, start - window))
+                .select(limit_hits::hits)
+                .first(c)
+                .optional()?
+                .unwrap_or(0);
+            let overlap = 1.0 - (now_s - start) as f64 / window as f64;
+            if before as f64 * overlap + hits as f64 > *allowed as f64 {
+                // Until the window before weighs little enough, or this one ends.
+                let left = (window - (now_s - start)).max(1) as u64;
+                wait = Some(wait.map_or(left, |w: u64| w.max(left)));
+            }
+        }
+        if wait.is_some() {
+            return Err(Error::RollbackTransaction);
+        }
+        Ok(())
+    });
+    match counted {
+        Ok(()) => Ok(None),
+        Err(Error::RollbackTransaction) => Ok(wait),
+        Err(e) => Err(e),
+    }
+}
+
+/// Takes back one attempt from each key (a check that never reached the provider).
+pub fn refund_attempt(
+    conn: &mut Conn,
+    limits: &[(String, i64, i64)],
+    now_s: i64,
+) -> Result<(), Error> {
+    let Conn::Postgres(c) = conn else {
+        return Ok(());
+    };
+    let c: &mut diesel::PgConnection = c;
+    for (key, window, _) in limits {
+        let window = (*window).max(1);
+        let start = now_s - now_s.rem_euclid(window);
+        diesel::update(limit_hits::table.find((key, start)))
+            .filter(limit_hits::hits.gt(0))
+            .set(limit_hits::hits.eq(limit_hits::hits - 1))
+            .execute(c)?;
+    }
+    Ok(())
+}
+
+/// Forgets the attempt counts of windows that ended before `before_s`.
+pub fn forget_attempts(conn: &mut Conn, before_s: i64) -> Result<usize, Error> {
+    run!(conn, c => diesel::delete(limit_hits::table.filter(limit_hits::window_start.lt(before_s)))
+        .execute(c))
 }
 
 /// This node's heartbeat.

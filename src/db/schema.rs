@@ -77,6 +77,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    limit_hits (key, window_start) {
+        key -> Text,
+        window_start -> BigInt,
+        hits -> BigInt,
+    }
+}
+
+diesel::table! {
     nodes (name) {
         name -> Text,
         last_seen_ms -> BigInt,
@@ -120,6 +128,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     centers,
     citizens,
     cohorts,
+    limit_hits,
     nodes,
     pass_claims,
     slots,

@@ -233,28 +233,56 @@ async fn verify(
         ));
     }
     let limit_key = state.signer.keyed_hash("limit", &claim.canonical(), 16);
+    let pass_key = format!("{}:{}", pass.cohort_id, pass.seq);
     let birth_date = claim.birth_date.to_string();
     let masked_name = mask_name(&claim.name);
-    let vouched = state
+    // With nodes on one database, the limits per identity and per pass are counted there (each
+    // node's pool still keeps its own, which can only be stricter).
+    let shared = state.config.database.is_postgres().then(|| {
+        let id = &state.config.identity;
+        vec![
+            (
+                format!("identity:{limit_key}"),
+                id.attempt_window_s as i64,
+                id.attempts_per_window as i64,
+            ),
+            (
+                format!("pass:{pass_key}"),
+                id.pass_attempt_window_s as i64,
+                id.pass_attempts_per_window as i64,
+            ),
+        ]
+    });
+    let now = crate::now_s();
+    if let Some(limits) = shared.clone() {
+        if let Some(wait) = read(&state, move |c| queries::count_attempt(c, &limits, now)).await? {
+            return Err(ApiError::rate_limited(wait));
+        }
+    }
+    let answer = state
         .identity
         .send(VerifyForPass {
             claim,
             limit_key,
-            pass_key: format!("{}:{}", pass.cohort_id, pass.seq),
+            pass_key,
         })
-        .await?
-        .map_err(|e| match e {
-            VerifyError::Busy { retry_after } => ApiError::unavailable(
-                "identity_busy",
-                "identity checks are busy; your place is kept, try again shortly",
-                retry_after,
-            ),
-            VerifyError::RateLimited { retry_after } => ApiError::rate_limited(retry_after),
-            VerifyError::Rejected => ApiError::unauthorized(
-                "identity_rejected",
-                "the identity provider could not confirm these details",
-            ),
-        })?;
+        .await?;
+    if let (Err(VerifyError::Busy { .. }), Some(limits)) = (&answer, shared) {
+        // Never reached the provider: a citizen told "busy" has not used a check.
+        let _ = read(&state, move |c| queries::refund_attempt(c, &limits, now)).await;
+    }
+    let vouched = answer.map_err(|e| match e {
+        VerifyError::Busy { retry_after } => ApiError::unavailable(
+            "identity_busy",
+            "identity checks are busy; your place is kept, try again shortly",
+            retry_after,
+        ),
+        VerifyError::RateLimited { retry_after } => ApiError::rate_limited(retry_after),
+        VerifyError::Rejected => ApiError::unauthorized(
+            "identity_rejected",
+            "the identity provider could not confirm these details",
+        ),
+    })?;
     let citizen_key = state.signer.keyed_hash("citizen", &vouched.person_id, 32);
     let claimed = cohort
         .addr
@@ -504,7 +532,9 @@ async fn book(
     })
 }
 
-fn check_lookup_limit(state: &State, req: &HttpRequest) -> Result<(), ApiError> {
+/// The lookup limit per client: counted on the shared database when nodes share one (every
+/// node counts alike), else in this process.
+async fn check_lookup_limit(state: &State, req: &HttpRequest) -> Result<(), ApiError> {
     let peer = req
         .peer_addr()
         .map(|a| a.ip())
@@ -515,6 +545,18 @@ fn check_lookup_limit(state: &State, req: &HttpRequest) -> Result<(), ApiError> 
         .get_all("x-forwarded-for")
         .filter_map(|v| v.to_str().ok());
     let ip = state.config.trusted_proxies.client(peer, forwarded);
+    if state.config.database.is_postgres() {
+        let limit = [(
+            format!("lookup:{ip}"),
+            60,
+            i64::from(state.config.lookups_per_minute),
+        )];
+        let now = crate::now_s();
+        return match read(state, move |c| queries::count_attempt(c, &limit, now)).await? {
+            Some(wait) => Err(ApiError::rate_limited(wait)),
+            None => Ok(()),
+        };
+    }
     state.lookups.check_key(&ip).map_err(|not_until| {
         use governor::clock::{Clock, DefaultClock};
         let wait = not_until.wait_time_from(DefaultClock::default().now());
@@ -554,7 +596,7 @@ async fn lookup(
     req: HttpRequest,
     body: Body<LookupRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    check_lookup_limit(&state, &req)?;
+    check_lookup_limit(&state, &req).await?;
     let (row, masked) = find_matching(&state, &body.code, &body.birth_date)
         .await?
         .ok_or_else(|| ApiError::not_found("booking with this code and birth date"))?;
@@ -586,7 +628,7 @@ async fn cancel(
     path: web::Path<String>,
     body: Body<CancelRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    check_lookup_limit(&state, &req)?;
+    check_lookup_limit(&state, &req).await?;
     let (row, _) = find_matching(&state, &path, &body.birth_date)
         .await?
         .ok_or_else(|| ApiError::not_found("booking with this code and birth date"))?;

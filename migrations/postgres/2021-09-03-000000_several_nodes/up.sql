@@ -16,3 +16,11 @@ CREATE TABLE nodes (
     -- {"requests_per_s", "in_flight", "identity_in_flight", "identity_capacity"}
     stats TEXT NOT NULL DEFAULT '{}'
 );
+-- Limits that hold across nodes (checks per identity and per pass, lookups per client):
+-- attempts per key and fixed window, read as a sliding window with the window before.
+CREATE TABLE limit_hits (
+    key TEXT NOT NULL,
+    window_start BIGINT NOT NULL,
+    hits BIGINT NOT NULL,
+    PRIMARY KEY (key, window_start)
+);
