@@ -58,7 +58,6 @@ impl AppState {
             over_admission: self.config.over_admission,
             zone: self.config.zone,
             tick: self.auto_tick.then_some(TICK),
-            shared_database: self.config.database.is_postgres(),
         }
     }
 

@@ -1165,6 +1165,7 @@ impl SeedSim {
             code,
             cohort_id: self.cohorts[ticket.cohort].id,
             ticket_seq: ticket.seq,
+            step: None,
             idempotency_key: idem,
             now: self.now_s(),
         }

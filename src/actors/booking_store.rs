@@ -57,15 +57,13 @@ pub enum Write {
         at_ms: i64,
         clock_ms: i64,
     },
-    /// Bookings made by tickets of admission steps: `(upto, n)` per step.
-    CountBooked {
-        cohort_id: i32,
-        steps: Vec<(u64, u64)>,
-    },
     ClaimPass(NewPassClaim),
     Book {
         citizen: Box<NewCitizenRow>,
         booking: Box<NewBookingRow>,
+        /// The admission step (its `upto`) that admitted the ticket, if still on record: its
+        /// count of bookings moves with the booking, in the same transaction.
+        step: Option<u64>,
     },
     Cancel {
         code: String,
@@ -333,15 +331,14 @@ fn commit(
     .map_err(|e: diesel::result::Error| e.to_string())
 }
 
-/// Where a write takes its row locks among the cohorts' rows: (0, cohort) for the cohort row
-/// itself, (1, cohort) for its admission steps; `None` for the writes that lock no such row.
+/// Where a write takes its row locks among the cohorts' rows (the rank leaves room for more
+/// kinds of rows); `None` for the writes that lock no cohort row.
 fn cohort_lock(w: &Write) -> Option<(u8, i32)> {
     match w {
         Write::UpdateCohort(id, _)
         | Write::TakeTickets { cohort_id: id, .. }
         | Write::RecordOpening { cohort_id: id }
         | Write::RecordAdmission { cohort_id: id, .. } => Some((0, *id)),
-        Write::CountBooked { cohort_id, .. } => Some((1, *cohort_id)),
         _ => None,
     }
 }
@@ -359,11 +356,33 @@ fn book_run(
     let items: Vec<(&NewCitizenRow, &NewBookingRow)> = run
         .iter()
         .filter_map(|i| match &writes[*i] {
-            Write::Book { citizen, booking } => Some((&**citizen, &**booking)),
+            Write::Book {
+                citizen, booking, ..
+            } => Some((&**citizen, &**booking)),
             _ => None,
         })
         .collect();
     let outcomes = queries::insert_bookings(conn, &items)?;
+    // Bookings per admission step, in the same transaction as the bookings: what a step's
+    // tickets hold in reserve is right on disk whichever node dies. In (cohort, step) order,
+    // after the slots and cohorts, as every writer locks them.
+    let mut steps: std::collections::BTreeMap<(i32, u64), u64> = Default::default();
+    for (i, outcome) in run.iter().zip(&outcomes) {
+        if let (
+            Write::Book {
+                booking,
+                step: Some(step),
+                ..
+            },
+            BookOutcome::Booked(_),
+        ) = (&writes[*i], outcome)
+        {
+            *steps.entry((booking.cohort_id, *step)).or_default() += 1;
+        }
+    }
+    for ((cohort_id, step), n) in steps {
+        queries::count_booked(conn, cohort_id, &[(step, n)])?;
+    }
     for (i, outcome) in run.drain(..).zip(outcomes) {
         results[i] = Some(Ok(Written::Book(outcome)));
     }
@@ -404,17 +423,15 @@ fn apply(conn: &mut Conn, w: &Write) -> Result<Written, diesel::result::Error> {
             *at_ms,
             *clock_ms,
         )?),
-        Write::CountBooked { cohort_id, steps } => {
-            queries::count_booked(conn, *cohort_id, steps)?;
-            Written::Done
-        }
         // Written in runs by `commit`; alone here for completeness.
         Write::ClaimPass(claim) => Written::Claimed(
             queries::claim_passes(conn, &[claim])?
                 .pop()
                 .unwrap_or_default(),
         ),
-        Write::Book { citizen, booking } => Written::Book(
+        Write::Book {
+            citizen, booking, ..
+        } => Written::Book(
             queries::insert_bookings(conn, &[(&**citizen, &**booking)])?
                 .pop()
                 .unwrap_or(BookOutcome::AlreadyBooked),

@@ -77,6 +77,8 @@ pub struct BookingRequest {
     pub code: String,
     pub cohort_id: i32,
     pub ticket_seq: u64,
+    /// The admission step that admitted the ticket (`CohortShared::step_of`).
+    pub step: Option<u64>,
     pub idempotency_key: Option<String>,
     pub now: i64,
 }
@@ -229,6 +231,7 @@ impl Handler<Book> for CenterInventory {
         let write = Write::Book {
             citizen: Box::new(r.citizen),
             booking: Box::new(booking),
+            step: r.step,
         };
         Box::pin(
             self.store

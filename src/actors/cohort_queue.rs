@@ -303,6 +303,18 @@ impl CohortShared {
         gaps.clone()
     }
 
+    /// The admission step (its `upto`) that admitted ticket `seq`, while it is on record and
+    /// the ticket is not in a gap (whose places are not held).
+    pub fn step_of(&self, seq: u64) -> Option<u64> {
+        let qidx = self.pre_queue.get()?.queue_index(seq);
+        if in_gap(&self.gaps.read().unwrap_or_else(|e| e.into_inner()), qidx) {
+            return None;
+        }
+        let batches = self.batches.read().unwrap_or_else(|e| e.into_inner());
+        let i = batches.partition_point(|b| b.upto <= qidx);
+        batches.get(i).filter(|b| b.from <= qidx).map(|b| b.upto)
+    }
+
     /// What the holder of ticket `seq` is told at `now_ms`.
     pub fn status(&self, seq: u64, now_ms: i64) -> TicketStatus {
         let (opens_at, closes_at, paused) = {
@@ -425,9 +437,6 @@ pub struct QueueSettings {
     pub zone: FixedOffset,
     /// The admission clock's period; `None` to drive it with `Tick` messages.
     pub tick: Option<Duration>,
-    /// Other nodes share the database (PostgreSQL): count this node's bookings per admission
-    /// step on disk, for every node's count of the places held.
-    pub shared_database: bool,
 }
 
 /// What a node read of its cohort from the database (sent by `ClusterSync`): what operators
@@ -466,12 +475,9 @@ pub struct CohortQueue {
     skipped: HashMap<u64, u64>,
     /// Per admission step: bookings its tickets made through this node.
     mine: HashMap<u64, u64>,
-    /// Per admission step: bookings its tickets made, counted on disk by every node.
+    /// Per admission step: bookings its tickets made through any node, as counted on disk
+    /// with each booking (read by the last sync).
     on_disk: HashMap<u64, u64>,
-    /// Per admission step: this node's bookings not yet added to the count on disk.
-    unflushed: HashMap<u64, u64>,
-    /// A count of bookings is on its way to disk.
-    flushing: bool,
     /// Every gap of this queue (queue indices), passed or not: a ticket inside one (handed
     /// out in the last tick before a restart) is already counted by its gap, so its booking
     /// must not be counted again.
@@ -544,8 +550,6 @@ impl CohortQueue {
             skipped,
             mine,
             on_disk: HashMap::new(),
-            unflushed: HashMap::new(),
-            flushing: false,
             gap_ranges,
             claims: state.claims,
             recording_tickets: false,
@@ -987,33 +991,6 @@ impl CohortQueue {
             .admitted_upto
             .store(state.admitted_upto, Ordering::Release);
     }
-
-    /// This node's bookings per admission step, added to the counts on disk (on a shared
-    /// database only), one write for all of them.
-    fn flush_booked(&mut self, ctx: &mut Context<Self>) {
-        if self.flushing || self.unflushed.is_empty() {
-            return;
-        }
-        let steps: Vec<(u64, u64)> = self.unflushed.drain().collect();
-        self.flushing = true;
-        let write = Write::CountBooked {
-            cohort_id: self.shared.id,
-            steps: steps.clone(),
-        };
-        ctx.spawn(
-            self.store
-                .send(Persist(write))
-                .into_actor(self)
-                .map(move |res, act, _| {
-                    act.flushing = false;
-                    if !matches!(res, Ok(Ok(_))) {
-                        for (upto, n) in steps {
-                            *act.unflushed.entry(upto).or_default() += n;
-                        }
-                    }
-                }),
-        );
-    }
 }
 
 impl Actor for CohortQueue {
@@ -1025,7 +1002,6 @@ impl Actor for CohortQueue {
             ctx.run_interval(period, |act, ctx| {
                 let write = act.step(crate::now_ms());
                 act.record_tickets(ctx);
-                act.flush_booked(ctx);
                 if let Some(write) = write {
                     ctx.spawn(write);
                 }
@@ -1040,7 +1016,6 @@ impl Handler<Tick> for CohortQueue {
     fn handle(&mut self, msg: Tick, ctx: &mut Context<Self>) -> Self::Result {
         let step = self.step(msg.now_ms);
         self.record_tickets(ctx);
-        self.flush_booked(ctx);
         step.unwrap_or_else(|| Box::pin(fut::ready(())))
     }
 }
@@ -1120,9 +1095,6 @@ impl Handler<TicketBooked> for CohortQueue {
         let i = batches.partition_point(|b| b.upto <= qidx);
         if let Some(b) = batches.get(i).filter(|b| b.from <= qidx) {
             *self.mine.entry(b.upto).or_default() += 1;
-            if self.settings.shared_database {
-                *self.unflushed.entry(b.upto).or_default() += 1;
-            }
         }
     }
 }
