@@ -3,10 +3,13 @@
 # on free loopback ports, and HAProxy in front (deploy/haproxy.cfg). Prints the URLs and waits;
 # Ctrl-C (or the end of --seconds) stops everything and removes the temporary folders.
 #
-#   scripts/cluster.sh [--nodes N] [--port P] [--seconds S]
+#   scripts/cluster.sh [--nodes N] [--port P] [--seconds S] [--rush [RUSH ARGS...]]
 #       --nodes    nodes to start (default 3), named node1..nodeN
 #       --port     the balancer's port on 127.0.0.1 (default 8080)
 #       --seconds  stop by itself after S seconds (default: wait for Ctrl-C)
+#       --rush     run the midnight-rush load generator (examples/rush.rs) through the
+#                  balancer instead of waiting, with the arguments after it (e.g.
+#                  --citizens 200000 --concurrency 256), check the database, and stop
 #
 # PROFILE=debug builds without optimisation (default release). Needs the PostgreSQL server
 # programs and HAProxy (Debian: apt-get install postgresql haproxy), curl and python3.
@@ -18,11 +21,14 @@ cd "$(dirname "$0")/.."
 nodes=3
 lb_port=8080
 seconds=
+rush=
+rush_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --nodes) nodes=$2; shift 2 ;;
     --port) lb_port=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
+    --rush) rush=1; shift; rush_args=("$@"); break ;;
     -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -32,10 +38,10 @@ command -v haproxy >/dev/null 2>&1 || { echo "scripts/cluster.sh needs HAProxy (
 
 profile="${PROFILE:-release}"
 if [ "$profile" = release ]; then
-  cargo build --release --quiet --bin reservation
+  cargo build --release --quiet --bin reservation ${rush:+--example rush}
   bin=target/release/reservation
 else
-  cargo build --quiet --bin reservation
+  cargo build --quiet --bin reservation ${rush:+--example rush}
   bin=target/debug/reservation
 fi
 
@@ -121,6 +127,11 @@ if [ -z "$ok" ]; then
 fi
 
 echo "machine: $(nproc) cores; profile: $profile; PostgreSQL: $PG_URL"
+if [ -n "$rush" ]; then
+  echo "rush through the balancer $lb, $nodes node(s)"
+  "$(dirname "$bin")/examples/rush" --base "$lb" --admin "$admin_token" --db "$PG_URL" "${rush_args[@]}"
+  exit $?
+fi
 echo "balancer:    $lb"
 for i in $(seq 1 "$nodes"); do
   echo "node$i:       http://127.0.0.1:${ports[$((i - 1))]}   (pid ${pids[$((i - 1))]}, log $work/node$i.log)"

@@ -913,6 +913,8 @@ async fn item6_every_nodes_waiting_tickets_read_sold_out_when_the_last_place_goe
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut booked = 0;
     let mut passes: HashMap<usize, String> = HashMap::new();
+    // The longest wait before the next poll any answer told.
+    let mut told_max = 1u64;
     while booked < 5 {
         assert!(
             Instant::now() < deadline,
@@ -924,6 +926,7 @@ async fn item6_every_nodes_waiting_tickets_read_sold_out_when_the_last_place_goe
                 continue;
             }
             let a = poll(&rec, At::Node(k % 3), t, key).await;
+            told_max = told_max.max(a.body["poll_after_seconds"].as_u64().unwrap_or(1));
             if a.body["state"] == "admitted" {
                 passes.insert(k, a.str("pass").unwrap());
                 let n = k as u32;
@@ -945,11 +948,13 @@ async fn item6_every_nodes_waiting_tickets_read_sold_out_when_the_last_place_goe
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // The last place went: every waiting ticket, at every node, reads sold_out at its first
-    // poll from now on.
+    // The last place went: every waiting ticket, at every node, reads sold_out at its next
+    // poll, made when its last answer told it to (`poll_after_seconds`, at least 1 s).
+    let last_place_at = Instant::now();
     let waiting: Vec<usize> = (0..tickets.len())
         .filter(|k| !passes.contains_key(k))
         .collect();
+    tokio::time::sleep_until((last_place_at + Duration::from_secs(told_max.max(1))).into()).await;
     let mut problems = Vec::new();
     for &k in &waiting {
         for i in 0..3 {

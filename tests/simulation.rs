@@ -1262,7 +1262,10 @@ impl SeedSim {
                 self.stats.bookings += 1;
                 let ticket = &self.tickets[s.ticket];
                 let cohort = self.cohort(env, ticket.cohort)?;
-                cohort.addr.do_send(TicketBooked { seq: ticket.seq });
+                cohort.addr.do_send(TicketBooked {
+                    seq: ticket.seq,
+                    booking: true,
+                });
                 self.bookings.push(BookingSim {
                     code: code.to_string(),
                     citizen: s.citizen,

@@ -17,6 +17,7 @@ use actix::prelude::*;
 use chrono::NaiveDate;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// What a center is, and what it publishes for readers.
 #[derive(Debug)]
@@ -121,10 +122,10 @@ pub struct AddSlots(pub Vec<NewSlot>);
 pub struct AddKnownSlots(pub Vec<crate::db::models::SlotRow>);
 
 /// The places of this center's slots as on disk, booked by every node: (slot, capacity,
-/// booked) (sent by `ClusterSync`).
+/// booked), read after `.0` (sent by `ClusterSync`).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct SyncPlaces(pub Vec<(i32, i64, i64)>);
+pub struct SyncPlaces(pub Instant, pub Vec<(i32, i64, i64)>);
 
 /// The slots from `today` on, with places left.
 #[derive(Message)]
@@ -140,6 +141,9 @@ pub struct CenterInventory {
     /// Places taken in memory by bookings on their way to disk, per slot: not yet in the
     /// counts a sync reads.
     in_flight: std::collections::HashMap<i32, i64>,
+    /// When this node last changed each slot's places (a booking taken, answered or given
+    /// back): a sync read started before that may have missed it, and leaves the slot alone.
+    changed: std::collections::HashMap<i32, Instant>,
 }
 
 impl CenterInventory {
@@ -151,6 +155,7 @@ impl CenterInventory {
             inventory,
             store,
             in_flight: Default::default(),
+            changed: Default::default(),
         };
         actor.publish();
         actor
@@ -175,7 +180,15 @@ impl CenterInventory {
             .or_default() += delta;
     }
 
+    fn touch(&mut self, ids: [i32; 2]) {
+        let now = Instant::now();
+        for id in ids {
+            self.changed.insert(id, now);
+        }
+    }
+
     fn release(&mut self, first: i32, second: i32) {
+        self.touch([first, second]);
         self.inventory.release(first, second);
         for id in [first, second] {
             if let Some(slot) = self.inventory.get(id).cloned() {
@@ -211,6 +224,7 @@ impl Handler<Book> for CenterInventory {
         for id in [first.id, second.id] {
             *self.in_flight.entry(id).or_default() += 1;
         }
+        self.touch([first.id, second.id]);
         let booking = NewBookingRow {
             code: r.code,
             citizen_key: r.citizen.key.clone(),
@@ -238,6 +252,7 @@ impl Handler<Book> for CenterInventory {
                 .send(Persist(write))
                 .into_actor(self)
                 .map(move |res, act, _| {
+                    act.touch([first.id, second.id]);
                     for id in [first.id, second.id] {
                         if let Some(n) = act.in_flight.get_mut(&id) {
                             *n -= 1;
@@ -274,9 +289,12 @@ impl Handler<Book> for CenterInventory {
                             act.release(first.id, second.id);
                             Err(BookError::AlreadyBooked)
                         }
-                        BookOutcome::SlotFull(_) => {
+                        BookOutcome::SlotFull(full) => {
                             // The database had the last word: another node took the place.
+                            // Full here too, until a sync reads how full.
                             act.release(first.id, second.id);
+                            act.inventory.fill(full);
+                            act.publish();
                             Err(BookError::Refused(Refusal::SlotFull))
                         }
                     }
@@ -375,7 +393,12 @@ impl Handler<SyncPlaces> for CenterInventory {
 
     fn handle(&mut self, msg: SyncPlaces, _: &mut Context<Self>) {
         let mut changed = false;
-        for (id, capacity, booked) in msg.0 {
+        let read_from = msg.0;
+        for (id, capacity, booked) in msg.1 {
+            if self.changed.get(&id).is_some_and(|at| *at >= read_from) {
+                // Changed here since the read began: the read may predate it. The next one.
+                continue;
+            }
             // What the other nodes booked, and this node's bookings still on their way.
             let booked = booked + self.in_flight.get(&id).copied().unwrap_or(0);
             changed |= self.inventory.set_places(id, capacity, booked);

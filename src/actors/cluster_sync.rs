@@ -78,6 +78,7 @@ struct Read {
     new_slots: Vec<SlotRow>,
     places: Vec<(i32, i32, i32, i32)>,
     nodes: Vec<NodeRow>,
+    asked_at: std::time::Instant,
 }
 
 /// What one sync asks: this node's heartbeat, and what it already knows.
@@ -89,6 +90,8 @@ struct Ask {
     slots: HashSet<i32>,
     live_since_ms: i64,
     pass_ttl_s: i64,
+    /// Before the read began: what a node changed since then, the read may have missed.
+    asked_at: std::time::Instant,
     /// Forget the counts of the shared limits' windows that ended before this (unix s).
     forget_attempts_before: Option<i64>,
 }
@@ -137,6 +140,7 @@ impl ClusterSync {
                 .collect(),
             slots: self.registry.slot_ids(),
             live_since_ms: now_ms - pass_ttl_s * 1000,
+            asked_at: std::time::Instant::now(),
             pass_ttl_s,
             // About once a minute, whichever node: windows are at most the pass lifetime long.
             forget_attempts_before: (self.syncs % 240 == 0)
@@ -147,7 +151,11 @@ impl ClusterSync {
     fn apply(&mut self, read: Read) {
         for (row, admissions) in read.known {
             if let Some(c) = self.registry.cohort(row.id) {
-                c.addr.do_send(Synced { row, admissions });
+                c.addr.do_send(Synced {
+                    row,
+                    admissions,
+                    asked_at: read.asked_at,
+                });
             }
         }
         for (row, state) in read.new_cohorts {
@@ -183,7 +191,7 @@ impl ClusterSync {
         }
         for (center_id, slots) in places {
             if let Some(center) = self.registry.center(center_id) {
-                center.addr.do_send(SyncPlaces(slots));
+                center.addr.do_send(SyncPlaces(read.asked_at, slots));
             }
         }
         *self.view.nodes.write().unwrap_or_else(|e| e.into_inner()) = read.nodes;
@@ -201,6 +209,11 @@ fn read(pool: &DbPool, ask: Ask) -> Result<Read, String> {
     }
     let nodes =
         queries::nodes_seen(conn, ask.heartbeat.last_seen_ms - NODE_SEEN_MS).map_err(err)?;
+    // The places before the cohorts' counts of bookings per step: a booking committed between
+    // the two reads then counts as no longer held but still bookable (admission may run a
+    // place ahead until the next read; the database refuses the overbooking), never as held
+    // and booked at once (a false `sold_out`).
+    let places = queries::slot_places(conn).map_err(err)?;
     let mut known = Vec::new();
     let mut fresh = Vec::new();
     for row in queries::load_cohorts(conn).map_err(err)? {
@@ -227,7 +240,6 @@ fn read(pool: &DbPool, ask: Ask) -> Result<Read, String> {
         .into_iter()
         .filter(|c| !ask.centers.contains(&c.id))
         .collect();
-    let places = queries::slot_places(conn).map_err(err)?;
     let unknown: Vec<i32> = places
         .iter()
         .map(|p| p.0)
@@ -245,6 +257,7 @@ fn read(pool: &DbPool, ask: Ask) -> Result<Read, String> {
         new_slots,
         places,
         nodes,
+        asked_at: ask.asked_at,
     })
 }
 

@@ -409,11 +409,14 @@ pub enum Claim {
     Other,
 }
 
-/// The holder of ticket `seq` booked: their admission no longer holds a place in reserve.
+/// The holder of ticket `seq` is booking (`booking: true`, sent as the booking goes to its
+/// center): their admission no longer holds a place in reserve; or the booking was refused
+/// (`false`): it holds one again.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct TicketBooked {
     pub seq: u64,
+    pub booking: bool,
 }
 
 /// Operators' changes: rate, closing time, pause.
@@ -446,6 +449,8 @@ pub struct QueueSettings {
 pub struct Synced {
     pub row: CohortRow,
     pub admissions: AdmissionState,
+    /// Before the read began.
+    pub asked_at: std::time::Instant,
 }
 
 pub struct CohortQueue {
@@ -487,6 +492,9 @@ pub struct CohortQueue {
     recording_tickets: bool,
     /// Numbers whose joins gave up waiting, for the next batch to record as nobody.
     gaps_out: Vec<(u64, u64)>,
+    /// When an operator's change through this node was applied: a sync read that began
+    /// before may predate it, and leaves the settings alone.
+    patched_at: Option<std::time::Instant>,
 }
 
 impl CohortQueue {
@@ -554,6 +562,7 @@ impl CohortQueue {
             claims: state.claims,
             recording_tickets: false,
             gaps_out: Vec::new(),
+            patched_at: None,
         }
     }
 
@@ -1094,7 +1103,12 @@ impl Handler<TicketBooked> for CohortQueue {
             .unwrap_or_else(|e| e.into_inner());
         let i = batches.partition_point(|b| b.upto <= qidx);
         if let Some(b) = batches.get(i).filter(|b| b.from <= qidx) {
-            *self.mine.entry(b.upto).or_default() += 1;
+            let n = self.mine.entry(b.upto).or_default();
+            *n = if msg.booking {
+                *n + 1
+            } else {
+                n.saturating_sub(1)
+            };
         }
     }
 }
@@ -1104,7 +1118,7 @@ impl Handler<Synced> for CohortQueue {
 
     fn handle(&mut self, msg: Synced, _: &mut Context<Self>) {
         let row = msg.row;
-        {
+        if self.patched_at.is_none_or(|at| at < msg.asked_at) {
             let mut info = self.shared.info.write().unwrap_or_else(|e| e.into_inner());
             *info = row.cohort();
             self.rate = self.rate.min(info.admission_rate_per_s);
@@ -1132,6 +1146,7 @@ impl Handler<PatchCohort> for CohortQueue {
                 .into_actor(self)
                 .map(move |res, act, _| {
                     res.map_err(|_| StoreError::Busy)??;
+                    act.patched_at = Some(std::time::Instant::now());
                     let mut info = act.shared.info.write().unwrap_or_else(|e| e.into_inner());
                     info.apply(&patch);
                     act.rate = act.rate.min(info.admission_rate_per_s);

@@ -302,6 +302,13 @@ impl Inventory {
         })
     }
 
+    /// Marks a slot full (the database refused a booking of it).
+    pub fn fill(&mut self, id: i32) {
+        if let Some(s) = self.slots.get_mut(&id) {
+            s.booked = s.booked.max(s.capacity);
+        }
+    }
+
     /// Sets a slot's capacity and places taken (as another node's bookings left them);
     /// answers whether anything changed.
     pub fn set_places(&mut self, id: i32, capacity: i64, booked: i64) -> bool {

@@ -467,6 +467,20 @@ async fn book(
         idempotency_key: idem.clone(),
         now,
     };
+    // The admission's place stops being held as the booking takes its place, not after: in
+    // between, a place counted both as held and as booked would read `sold_out` to the line.
+    // Taken back below if the booking is refused (a booking still on its way when the deadline
+    // passes may yet commit, so that one keeps it).
+    cohort.addr.do_send(TicketBooked {
+        seq: session.seq,
+        booking: true,
+    });
+    let unbooked = || {
+        cohort.addr.do_send(TicketBooked {
+            seq: session.seq,
+            booking: false,
+        })
+    };
     // Bounded: a booking is answered within 10 s, whatever the database does. A booking still
     // on its way may yet commit; a retry with the same Idempotency-Key then returns it.
     let sent = tokio::time::timeout(BOOK_DEADLINE, center.addr.send(Book(request)))
@@ -479,19 +493,30 @@ async fn book(
                 2,
             )
         })?;
-    let refused = match sent? {
-        Ok(booked) => {
-            if !booked.repeat {
+    let refused = match sent {
+        Ok(Ok(booked)) => {
+            if booked.repeat {
+                unbooked();
+            } else {
                 state
                     .http_metrics
                     .bookings_created
                     .fetch_add(1, Ordering::Relaxed);
-                cohort.addr.do_send(TicketBooked { seq: session.seq });
             }
             return Ok(HttpResponse::Created().json(booking_view(&booked.row, session.masked_name)));
         }
-        Err(BookError::Store(e)) => return Err(store_error(e)),
-        Err(refusal) => refusal,
+        Ok(Err(BookError::Store(e))) => {
+            unbooked();
+            return Err(store_error(e));
+        }
+        Ok(Err(refusal)) => {
+            unbooked();
+            refusal
+        }
+        Err(mailbox) => {
+            unbooked();
+            return Err(mailbox.into());
+        }
     };
     // Refused: a repeat of a booking that succeeded, or a citizen who already holds one, is
     // told that rather than why this slot would not do. (On success the writer made the same
