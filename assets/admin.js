@@ -76,7 +76,9 @@ function parseMetrics(text) {
   for (const line of String(text ?? '').split('\n')) {
     if (!line || line.startsWith('#')) continue;
     const cut = line.lastIndexOf(' ');
-    out.set(line.slice(0, cut), Number(line.slice(cut + 1)));
+    // Every sample carries the node that reported it; this page reads one node's figures.
+    const key = line.slice(0, cut).replace(/node="(?:[^"\\]|\\.)*",?/, '').replace('{}', '');
+    out.set(key, Number(line.slice(cut + 1)));
   }
   return out;
 }
@@ -152,7 +154,20 @@ function render() {
   renderTiles(L);
   renderCohorts(L);
   renderCenters(L);
+  renderNodes(L);
   renderCharts(L);
+}
+
+/** The nodes seen in the last minute: one on SQLite, every node of a cluster on PostgreSQL. */
+function renderNodes(L) {
+  const nodes = L.stats.nodes ?? [];
+  $('#node-table tbody').replaceChildren(...nodes.map((n) => h('tr', { 'data-name': n.name },
+    h('td', {}, n.name),
+    h('td', {}, h('span', { class: `badge ${n.ready ? 'state-open' : 'state-closed'}` }, t(n.ready ? 'node_ready' : 'node_not_ready'))),
+    h('td', {}, fmtWhen(n.last_seen)),
+    h('td', { class: 'num' }, fmtNum(n.requests_per_s ?? 0, 1)),
+    h('td', { class: 'num' }, fmtNum(n.in_flight ?? 0)),
+    h('td', { class: 'num' }, `${fmtNum(n.identity_in_flight ?? 0)} / ${fmtNum(n.identity_capacity ?? 0)}`))));
 }
 
 function renderTiles(L) {

@@ -7,6 +7,8 @@
 #       --nodes    nodes to start (default 3), named node1..nodeN
 #       --port     the balancer's port on 127.0.0.1 (default 8080)
 #       --seconds  stop by itself after S seconds (default: wait for Ctrl-C)
+#       --kill-after S  with --rush: kill -9 node2 S seconds into the rush (what a node's
+#                  death costs the rush)
 #       --rush     run the midnight-rush load generator (examples/rush.rs) through the
 #                  balancer instead of waiting, with the arguments after it (e.g.
 #                  --citizens 200000 --concurrency 256), check the database, and stop
@@ -23,11 +25,13 @@ lb_port=8080
 seconds=
 rush=
 rush_args=()
+kill_after=
 while [ $# -gt 0 ]; do
   case "$1" in
     --nodes) nodes=$2; shift 2 ;;
     --port) lb_port=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
+    --kill-after) kill_after=$2; shift 2 ;;
     --rush) rush=1; shift; rush_args=("$@"); break ;;
     -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
@@ -129,6 +133,9 @@ fi
 echo "machine: $(nproc) cores; profile: $profile; PostgreSQL: $PG_URL"
 if [ -n "$rush" ]; then
   echo "rush through the balancer $lb, $nodes node(s)"
+  if [ -n "$kill_after" ] && [ "$nodes" -ge 2 ]; then
+    (sleep "$kill_after"; kill -KILL "${pids[1]}" 2>/dev/null && echo "node2 killed at ${kill_after} s" >&2) &
+  fi
   "$(dirname "$bin")/examples/rush" --base "$lb" --admin "$admin_token" --db "$PG_URL" "${rush_args[@]}"
   exit $?
 fi

@@ -339,11 +339,19 @@ async fn metrics_show_queue_pool_and_store_figures_with_latency_histograms() {
     let res = app.client.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     let text = res.text().await.unwrap();
+    // Every sample carries the node's name (NODE_NAME, by default the bind address) first.
+    let node = regex::Regex::new(r#"node="[^"]*",?"#).unwrap();
+    assert!(
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .all(|l| node.is_match(l)),
+        "a sample without its node:\n{text}"
+    );
     let value = |line: &str| -> f64 {
         text.lines()
+            .map(|l| node.replace(l, "").replace("{}", ""))
             .find(|l| l.starts_with(line))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
+            .and_then(|l| l.rsplit(' ').next().and_then(|v| v.parse().ok()))
             .unwrap_or_else(|| panic!("no {line} in\n{text}"))
     };
     assert_eq!(

@@ -172,7 +172,7 @@ async fn twice_capacity_is_refused_cleanly_and_recovers() {
     assert!(
         metrics
             .lines()
-            .any(|l| l.starts_with("http_shed_total ") && !l.ends_with(" 0")),
+            .any(|l| l.starts_with("http_shed_total{node=") && !l.ends_with(" 0")),
         "shed answers counted on /metrics"
     );
 }

@@ -14,7 +14,7 @@
 //! second is well within the contract's one second; it costs a few small queries a period.
 
 use super::center_inventory::{AddKnownSlots, CenterShared, SyncPlaces};
-use super::cohort_queue::{QueueState, Synced};
+use super::cohort_queue::{FrontSynced, QueueState, Synced};
 use super::Registry;
 use crate::db::models::{CenterRow, CohortRow, NodeRow, SlotRow};
 use crate::db::queries::{self, AdmissionState};
@@ -26,6 +26,10 @@ use std::time::Duration;
 
 /// How often a node reads what the others changed.
 pub const SYNC_PERIOD: Duration = Duration::from_millis(250);
+/// How often a node reads the cohorts' admission fronts (two small reads a cohort): a ticket
+/// polled at two nodes 200 ms apart must never see its position grow, so no node's front may
+/// lag the database by that much.
+pub const FRONT_PERIOD: Duration = Duration::from_millis(50);
 /// Nodes whose heartbeat is older than this are left out of the stats.
 const NODE_SEEN_MS: i64 = 60_000;
 
@@ -67,6 +71,7 @@ pub struct ClusterSync {
     view: Arc<ClusterView>,
     node: String,
     busy: bool,
+    front_busy: bool,
     syncs: u64,
 }
 
@@ -111,6 +116,7 @@ impl ClusterSync {
             view,
             node,
             busy: false,
+            front_busy: false,
             syncs: 0,
         }
     }
@@ -198,6 +204,22 @@ impl ClusterSync {
     }
 }
 
+/// The fronts of the cohorts that moved past `fronts` (id, this node's front), with their new
+/// steps.
+fn read_fronts(pool: &DbPool, fronts: &[(i32, u64)]) -> Result<Vec<(i32, AdmissionState)>, String> {
+    let mut pooled = pool.get().map_err(|e| e.to_string())?;
+    let conn = &mut pooled.conn();
+    let mut out = Vec::new();
+    for (id, front) in fronts {
+        let state = queries::admission_state(conn, *id, *front as i64, i64::MAX)
+            .map_err(|e| e.to_string())?;
+        if state.admitted_upto > *front {
+            out.push((*id, state));
+        }
+    }
+    Ok(out)
+}
+
 /// The blocking part of a sync: every read, on one pooled connection.
 fn read(pool: &DbPool, ask: Ask) -> Result<Read, String> {
     let err = |e: diesel::result::Error| e.to_string();
@@ -265,6 +287,30 @@ impl Actor for ClusterSync {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(FRONT_PERIOD, |act, ctx| {
+            if act.front_busy {
+                return;
+            }
+            act.front_busy = true;
+            let fronts: Vec<(i32, u64)> = act
+                .registry
+                .cohorts()
+                .iter()
+                .map(|c| (c.shared.id, c.shared.admitted()))
+                .collect();
+            let pool = act.pool.clone();
+            let job = tokio::task::spawn_blocking(move || read_fronts(&pool, &fronts));
+            ctx.spawn(job.into_actor(act).map(|joined, act, _| {
+                act.front_busy = false;
+                if let Ok(Ok(fronts)) = joined {
+                    for (id, state) in fronts {
+                        if let Some(c) = act.registry.cohort(id) {
+                            c.addr.do_send(FrontSynced(state));
+                        }
+                    }
+                }
+            }));
+        });
         ctx.run_interval(SYNC_PERIOD, |act, ctx| {
             if act.busy {
                 return;

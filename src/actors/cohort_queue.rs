@@ -453,6 +453,13 @@ pub struct Synced {
     pub asked_at: std::time::Instant,
 }
 
+/// A cohort's admission front and the steps past this node's, read from the database more
+/// often than the rest (`ClusterSync`): a ticket polled at two nodes must never see its
+/// position grow.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FrontSynced(pub AdmissionState);
+
 pub struct CohortQueue {
     shared: Arc<CohortShared>,
     store: Addr<BookingStore>,
@@ -965,7 +972,9 @@ impl CohortQueue {
     fn adopt_admissions(&mut self, state: AdmissionState, now_ms: i64) {
         let known = self.shared.admitted();
         for row in &state.steps {
-            self.on_disk.insert(row.upto as u64, row.booked as u64);
+            // Counts only grow on disk; reads may arrive out of order (two loops read).
+            let n = self.on_disk.entry(row.upto as u64).or_default();
+            *n = (*n).max(row.booked as u64);
         }
         self.clock_ms = self.clock_ms.max(state.clock_ms);
         if state.admitted_upto <= known {
@@ -1110,6 +1119,14 @@ impl Handler<TicketBooked> for CohortQueue {
                 n.saturating_sub(1)
             };
         }
+    }
+}
+
+impl Handler<FrontSynced> for CohortQueue {
+    type Result = ();
+
+    fn handle(&mut self, msg: FrontSynced, _: &mut Context<Self>) {
+        self.adopt_admissions(msg.0, crate::now_ms());
     }
 }
 

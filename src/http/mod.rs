@@ -415,5 +415,41 @@ async fn metrics(state: State) -> HttpResponse {
     );
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(out)
+        .body(with_node_label(&out, &state.config.node()))
+}
+
+/// Every sample labelled with the node that reports it (`NODE_NAME`), so that one scrape
+/// configuration serves a whole cluster.
+fn with_node_label(text: &str, node: &str) -> String {
+    let node = node.replace('\\', "\\\\").replace('"', "\\\"");
+    let mut out = String::with_capacity(text.len() + text.len() / 4);
+    for line in text.lines() {
+        if line.starts_with('#') || line.is_empty() {
+            out.push_str(line);
+        } else if let Some(brace) = line.find('{').filter(|b| !line[..*b].contains(' ')) {
+            out.push_str(&line[..=brace]);
+            out.push_str(&format!("node=\"{node}\","));
+            out.push_str(&line[brace + 1..]);
+        } else if let Some(space) = line.find(' ') {
+            out.push_str(&line[..space]);
+            out.push_str(&format!("{{node=\"{node}\"}}"));
+            out.push_str(&line[space..]);
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_sample_carries_the_node_label() {
+        let text = "# HELP a x\n# TYPE a gauge\na 1\nb{cohort=\"2\"} 3\n";
+        assert_eq!(
+            super::with_node_label(text, "n\"1"),
+            "# HELP a x\n# TYPE a gauge\na{node=\"n\\\"1\"} 1\nb{node=\"n\\\"1\",cohort=\"2\"} 3\n"
+        );
+    }
 }
