@@ -1501,7 +1501,8 @@ async fn item10_the_primary_killed_mid_rush_fails_over_to_its_synchronous_standb
     let grown = check_positions_never_grow(&events).len();
     eprintln!(
         "item 10: {} of 180 places left, {} citizens told sold_out; {reserved} ticket numbers \
-         taken on disk for {joined} joins answered 201{}; {grown} polls saw a position grow",
+         taken on disk for {joined} joins answered 201{}; {grown} polls saw a position grow; \
+         test time {:.1} s",
         180 - booked.len(),
         reasons
             .get("ticket Some(\"sold_out\")")
@@ -1511,7 +1512,8 @@ async fn item10_the_primary_killed_mid_rush_fails_over_to_its_synchronous_standb
             " (NOTE: numbers of joins refused whose commit survived on the standby)"
         } else {
             ""
-        }
+        },
+        test_start.elapsed().as_secs_f64()
     );
     assert!(
         test_start.elapsed() < Duration::from_secs(60),
