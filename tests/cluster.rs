@@ -1329,6 +1329,205 @@ async fn item9_the_database_killed_mid_rush_gets_503s_then_every_node_is_ready_w
 }
 
 // ---------------------------------------------------------------------------------------------
+// 10. Failover to a standby.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item10_the_primary_killed_mid_rush_fails_over_to_its_synchronous_standby_losing_nothing() {
+    let test_start = Instant::now();
+    // A primary whose commits wait for a synchronous standby; the nodes' DATABASE_URL names
+    // both, with target_session_attrs=read-write.
+    let cluster = Cluster::start_with_standby(3).await;
+    assert!(
+        cluster
+            .db_url()
+            .contains(&format!(",127.0.0.1:{}/", cluster.standby().port()))
+            && cluster.db_url().contains("target_session_attrs=read-write"),
+        "{}",
+        cluster.db_url()
+    );
+    let rec = cluster.recorder();
+    let cohort = create_cohort(&rec, At::Node(0), 2000.0, false).await;
+    let mut slots = Vec::new();
+    let mut probes = vec![Probe::Cohort(cohort)];
+    for k in 0..3 {
+        let center = create_center(&rec, At::Node(0)).await;
+        let (first, _) = add_pair(&rec, At::Node(0), center, 9 + k, 60).await;
+        slots.push(first);
+        probes.push(Probe::Slot(center, first));
+    }
+    ensure_everywhere(&cluster, &rec, &probes).await;
+
+    // The rush of item 8 (fewer citizens: 180 places, 240 citizens), each citizen a task of its
+    // own so that the kill and the promotion below (blocking calls) never hold it up.
+    let citizens = 240u32;
+    let done = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let sem = Arc::new(tokio::sync::Semaphore::new(32));
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let tasks: Vec<_> = (0..citizens)
+        .map(|n| {
+            let (rec, sem, done, slots) = (rec.clone(), sem.clone(), done.clone(), slots.clone());
+            tokio::spawn(async move {
+                let _p = sem.acquire().await.unwrap();
+                let s = session(&rec, |_| At::Lb, cohort, n, deadline).await;
+                let mut order = slots.clone();
+                order.rotate_left(n as usize % 3);
+                let o = match s {
+                    Ok(s) => book(&rec, At::Lb, &s, &order, n, deadline).await,
+                    Err(e) => Outcome::Refused(e),
+                };
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                o
+            })
+        })
+        .collect();
+
+    // A quarter of the way in: kill -9 the primary, promote the standby right away, then time
+    // each node's way back to /readyz 200.
+    while done.load(std::sync::atomic::Ordering::Relaxed) < citizens / 4 {
+        assert!(Instant::now() < deadline, "the rush made no progress");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cluster.pg().kill9();
+    let t_kill = cluster.now();
+    cluster.promote_standby();
+    let t_promoted = cluster.now();
+    let promoted = Instant::now();
+    let ready: Vec<f64> = join_all((0..3).map(|i| {
+        let rec = &rec;
+        async move {
+            loop {
+                let a = rec.get(At::Node(i), "/readyz").send().await;
+                if a.status == 200 {
+                    return promoted.elapsed().as_secs_f64();
+                }
+                if promoted.elapsed() > Duration::from_secs(15) {
+                    return f64::INFINITY;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }))
+    .await;
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.expect("a citizen's task"));
+    }
+    let rush_end = cluster.now();
+
+    let booked = codes_booked(&outcomes);
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for o in &outcomes {
+        if let Outcome::Refused(r) = o {
+            *reasons.entry(r.chars().take(60).collect()).or_default() += 1;
+        }
+    }
+    let events = cluster.history.events();
+    let bookings_201 = |from: f64, to: f64| {
+        events
+            .iter()
+            .filter(|e| e.path == "/api/v1/bookings" && e.status == 201)
+            .filter(|e| e.end > from && e.end <= to)
+            .count()
+    };
+    let (before, after) = (
+        bookings_201(0.0, t_kill),
+        bookings_201(t_promoted, f64::MAX),
+    );
+    let slowest = events
+        .iter()
+        .filter(|e| e.to == "lb")
+        .map(|e| e.end - e.start)
+        .fold(0.0, f64::max);
+    let unavailable = events
+        .iter()
+        .filter(|e| e.to == "lb" && e.status == 503)
+        .count();
+    eprintln!(
+        "item 10: {} booked of {citizens} ({before} acknowledged before the kill, {after} after \
+         the promotion); primary killed at {t_kill:.2} s, standby promoted {:.2} s later; nodes \
+         ready {:?} s after the promotion; {unavailable} answers 503 through the balancer, \
+         slowest answer {slowest:.2} s; rush over at {rush_end:.2} s",
+        booked.len(),
+        t_promoted - t_kill,
+        ready
+            .iter()
+            .map(|t| (t * 100.0).round() / 100.0)
+            .collect::<Vec<_>>()
+    );
+    fail_if(check_only_contract_answers(&events), "answers", &cluster);
+    assert!(
+        ready.iter().all(|&t| t <= 10.0),
+        "every node ready within 10 s of the promotion: {ready:?}\n{}",
+        cluster.logs()
+    );
+    // Every 201 is in the promoted database (psql goes to the standby now), and its counts.
+    fail_if(
+        check_acknowledged_in_db(&cluster, &booked),
+        "durable across the failover",
+        &cluster,
+    );
+    fail_if(check_slots_in_db(&cluster), "slots", &cluster);
+    assert!(
+        before > 0 && after > 0,
+        "the kill was not mid-rush: {before} bookings before it, {after} after the promotion"
+    );
+    // The rush completes: every citizen booked or told there is no place (409, sold_out),
+    // retrying 503s through the failover, before the deadline.
+    let stuck: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| match o {
+            Outcome::Booked(_) => false,
+            Outcome::Refused(r) => !(r.starts_with("409") || r.contains("sold_out")),
+        })
+        .collect();
+    assert!(
+        stuck.is_empty(),
+        "{} citizens ended otherwise than booked or no place: {:?}\n{}",
+        stuck.len(),
+        &stuck[..stuck.len().min(10)],
+        cluster.history.summary()
+    );
+    // Not part of item 10, said rather than asserted. A join batch whose commit reached the
+    // standby but whose answer died with the primary is refused by its node (the citizens
+    // retry and get new numbers) yet stands in the promoted database: those ticket numbers
+    // are nobody, are admitted all the same, and hold places for the pass lifetime. And a node
+    // cut off from the database during the failover serves positions from before it, which
+    // can be larger than another node's (item 5 covers a node's death, not the database's).
+    // (Places left unbooked happen here without any kill too: these citizens stop at their
+    // first `sold_out`, which the over-admission factor makes come and go near the end.)
+    let reserved: usize = cluster
+        .psql("select tickets_reserved from cohorts")
+        .parse()
+        .unwrap();
+    let joined = events
+        .iter()
+        .filter(|e| e.method == "POST" && e.path.ends_with("/queue") && e.status == 201)
+        .count();
+    let grown = check_positions_never_grow(&events).len();
+    eprintln!(
+        "item 10: {} of 180 places left, {} citizens told sold_out; {reserved} ticket numbers \
+         taken on disk for {joined} joins answered 201{}; {grown} polls saw a position grow; \
+         test time {:.1} s",
+        180 - booked.len(),
+        reasons
+            .get("ticket Some(\"sold_out\")")
+            .copied()
+            .unwrap_or(0),
+        if reserved > joined {
+            " (NOTE: numbers of joins refused whose commit survived on the standby)"
+        } else {
+            ""
+        },
+        test_start.elapsed().as_secs_f64()
+    );
+    assert!(
+        test_start.elapsed() < Duration::from_secs(60),
+        "the test took {:?}",
+        test_start.elapsed()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // The invariants, checked from the history (and the database).
 
 /// Every answer is 2xx, a 4xx of the contract with its code, or 503 with `Retry-After`;

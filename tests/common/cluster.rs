@@ -11,6 +11,8 @@
 //! cluster.restart(1).await;                       // same port, same NODE_NAME; waits ready
 //! cluster.pg().kill9(); cluster.pg().start_again();
 //! cluster.psql("select count(*) from bookings");
+//! let cluster = Cluster::start_with_standby(3).await; // + a synchronous standby, nodes on both
+//! cluster.pg().kill9(); cluster.promote_standby();    // failover; psql now goes to the standby
 //! ```
 //!
 //! - Nodes are `node1..noden` (index 0 is `node1`), each with `TRUSTED_PROXIES=127.0.0.1`,
@@ -63,7 +65,12 @@ pub enum At {
 enum PgRef {
     Shared(&'static PgServer),
     Own(Box<PgServer>),
+    /// A primary and its synchronous standby ([`Cluster::start_with_standby`]).
+    WithStandby(Box<PgServer>, Box<PgServer>),
 }
+
+/// The name the primary's `synchronous_standby_names` waits for.
+pub const STANDBY_NAME: &str = "standby1";
 
 struct Node {
     name: String,
@@ -76,7 +83,12 @@ pub struct Cluster {
     nodes: Mutex<Vec<Node>>,
     haproxy: Mutex<Option<Child>>,
     lb_port: u16,
+    /// What the nodes get as `DATABASE_URL` (both hosts when there is a standby).
     db_url: String,
+    /// The database's name, for `psql`.
+    db_name: String,
+    /// Set by [`Cluster::promote_standby`]: `psql` then goes to the standby.
+    promoted: std::sync::atomic::AtomicBool,
     pub t0: Instant,
     pub history: History,
     dir: tempfile::TempDir,
@@ -105,15 +117,44 @@ impl Cluster {
         Cluster::launch(n, PgRef::Own(Box::new(server)), &[]).await
     }
 
+    /// `n` nodes on a primary of their own with a synchronous streaming standby
+    /// (`PgServer::start_primary`/`start_standby`), their `DATABASE_URL` naming both hosts
+    /// with `target_session_attrs=read-write`, so that libpq connects to whichever of the two
+    /// takes writes (the standby once promoted).
+    pub async fn start_with_standby(n: usize) -> Cluster {
+        let (primary, standby) = tokio::task::spawn_blocking(|| {
+            let primary = PgServer::start_primary(STANDBY_NAME);
+            let standby = primary.start_standby(STANDBY_NAME);
+            (primary, standby)
+        })
+        .await
+        .expect("start PostgreSQL and its standby");
+        Cluster::launch(
+            n,
+            PgRef::WithStandby(Box::new(primary), Box::new(standby)),
+            &[],
+        )
+        .await
+    }
+
     async fn launch(n: usize, pg: PgRef, env: &[(&str, &str)]) -> Cluster {
         assert!(n >= 1);
         haproxy_bin();
         let guard = one_at_a_time();
         let server: &PgServer = match &pg {
             PgRef::Shared(s) => s,
-            PgRef::Own(s) => s,
+            PgRef::Own(s) | PgRef::WithStandby(s, _) => s,
         };
-        let db_url = server.create_database();
+        let mut db_url = server.create_database();
+        let db_name = db_url.rsplit('/').next().unwrap().to_string();
+        if let PgRef::WithStandby(primary, standby) = &pg {
+            // Created on the primary, replicated like everything else.
+            db_url = format!(
+                "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/{db_name}?target_session_attrs=read-write",
+                primary.port(),
+                standby.port()
+            );
+        }
         let dir = tempfile::Builder::new()
             .prefix("cluster-")
             .tempdir()
@@ -144,6 +185,8 @@ impl Cluster {
             haproxy: Mutex::new(None),
             lb_port: free_port(),
             db_url,
+            db_name,
+            promoted: std::sync::atomic::AtomicBool::new(false),
             t0,
             history: History::default(),
             dir,
@@ -194,17 +237,38 @@ impl Cluster {
     pub fn pg(&self) -> &PgServer {
         match &self.pg {
             PgRef::Shared(s) => s,
-            PgRef::Own(s) => s,
+            PgRef::Own(s) | PgRef::WithStandby(s, _) => s,
         }
+    }
+
+    /// The standby (only on [`Cluster::start_with_standby`]).
+    pub fn standby(&self) -> &PgServer {
+        match &self.pg {
+            PgRef::WithStandby(_, s) => s,
+            _ => panic!("this cluster has no standby"),
+        }
+    }
+
+    /// Promotes the standby (returns once it takes writes); `psql` goes to it from then on.
+    pub fn promote_standby(&self) {
+        self.standby().promote();
+        self.promoted
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn db_url(&self) -> &str {
         &self.db_url
     }
 
-    /// `psql` on this cluster's database (see `PgServer::psql`).
+    /// `psql` on this cluster's database (see `PgServer::psql`), at the primary (the
+    /// standby once promoted).
     pub fn psql(&self, sql: &str) -> String {
-        self.pg().psql(&self.db_url, sql)
+        let server = if self.promoted.load(std::sync::atomic::Ordering::SeqCst) {
+            self.standby()
+        } else {
+            self.pg()
+        };
+        server.psql(&self.db_name, sql)
     }
 
     /// A recording HTTP client (every answer goes into [`Cluster::history`]).

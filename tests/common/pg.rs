@@ -29,6 +29,10 @@
 //! - `start_again(&self)`: same folder, same port; first waits until no process of the previous
 //!   run is attached to its shared memory (after `kill9`), then waits until it accepts
 //!   connections (after crash recovery).
+//! - `start_primary(standby_name)`, `primary.start_standby(standby_name) -> PgServer`,
+//!   `standby.promote()`: a primary whose commits wait for a synchronous streaming standby
+//!   (`pg_basebackup -R` into a folder of its own, on its own port; returned once the primary
+//!   reports it `streaming`/`sync`), and its promotion (`pg_promote`, waited for).
 //! - `port()`, `data_dir()`, `postmaster_pid()`, `log_tail(lines)`.
 //! - `Drop`: immediate stop, then the directory is removed.
 //! - `shared() -> &'static PgServer`: one server per test binary, started on first use; tests
@@ -136,12 +140,98 @@ impl PgServer {
             .arg(data.join("."))
             .current_dir(&root);
         expect_success(run_bounded(cp, QUERY_TIMEOUT), "copy the template cluster");
+        PgServer::boot(dir, extra.iter().map(|s| s.to_string()).collect())
+    }
+
+    /// A primary for [`PgServer::start_standby`]: WAL for streaming, and every commit waits
+    /// until the standby named `standby` has flushed it (`synchronous_standby_names`), so an
+    /// acknowledged commit survives the primary's death. Until that standby streams, commits
+    /// on it wait: start the standby before writing anything.
+    pub fn start_primary(standby: &str) -> PgServer {
+        PgServer::start_with(&[
+            "wal_level=replica",
+            "max_wal_senders=8",
+            &format!("synchronous_standby_names={standby}"),
+            "synchronous_commit=on",
+        ])
+    }
+
+    /// A hot standby of this server (a primary from [`PgServer::start_primary`]), streaming
+    /// under `application_name` `name` from a fresh `pg_basebackup`, on its own free port and
+    /// folder (known to the watchdog like every server's); returns once the primary reports it
+    /// `streaming` and `sync`. initdb's pg_hba.conf already trusts replication from 127.0.0.1.
+    pub fn start_standby(&self, name: &str) -> PgServer {
+        let dir = new_dir("pg-standby");
+        let data = dir.path().join("data");
+        make_owned_dir(&data);
+        make_owned_dir(&dir.path().join("s"));
+        // -R: standby.signal (and a primary_conninfo, overridden below to carry the name the
+        // primary's synchronous_standby_names waits for).
+        let mut bb = as_server_user(Command::new(&bins().pg_basebackup));
+        bb.arg("-D")
+            .arg(&data)
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args(["-X", "stream", "--checkpoint=fast", "--no-sync", "-R"])
+            .env("PGCONNECT_TIMEOUT", "10")
+            .current_dir(dir.path());
+        expect_success(run_bounded(bb, QUERY_TIMEOUT), "pg_basebackup");
+        let conninfo = format!(
+            "primary_conninfo=host=127.0.0.1 port={} user=postgres application_name={name} \
+             connect_timeout=2",
+            self.port
+        );
+        let standby = PgServer::boot(dir, vec![conninfo, "hot_standby=on".into()]);
+        let deadline = Instant::now() + START_TIMEOUT;
+        let sql = format!(
+            "select state || '/' || sync_state from pg_stat_replication \
+             where application_name = '{name}'"
+        );
+        loop {
+            let state = self.psql("postgres", &sql);
+            if state == "streaming/sync" {
+                return standby;
+            }
+            if Instant::now() > deadline {
+                standby.fail(&format!(
+                    "the primary (port {}) does not report it a streaming synchronous standby \
+                     ({state:?})\n--- primary's log ---\n{}",
+                    self.port,
+                    self.log_tail(20)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Promotes this standby to a primary (`pg_promote`, which waits until recovery has
+    /// ended, at most 60 s); panics if it did not.
+    pub fn promote(&self) {
+        let done = self.psql("postgres", "select pg_promote(true, 60)");
+        if done != "t" {
+            self.fail(&format!("pg_promote answered {done:?}"));
+        }
+        let recovering = self.psql("postgres", "select pg_is_in_recovery()");
+        if recovering != "f" {
+            self.fail("still in recovery after pg_promote");
+        }
+    }
+
+    /// A server over `dir`/data, prepared: picks a free port and starts it.
+    fn boot(dir: tempfile::TempDir, extra: Vec<String>) -> PgServer {
+        let root = dir.path().to_path_buf();
         let mut server = PgServer {
             port: 0,
-            data,
-            sock,
+            data: root.join("data"),
+            sock: root.join("s"),
             log: root.join("postgres.log"),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra,
             postmaster: Mutex::new(None),
             dir: Some(dir),
         };
@@ -384,7 +474,9 @@ impl PgServer {
             // stale file from a killed run.
             if let Some(lines) = pid_file(&self.data) {
                 let ours = lines.first().map(|l| l.trim()) == Some(&child.id().to_string());
-                let ready = lines.get(7).map(|l| l.trim()) == Some("ready");
+                // A hot standby writes "standby" there once it accepts (read-only)
+                // connections; a promoted one then "ready".
+                let ready = matches!(lines.get(7).map(|l| l.trim()), Some("ready" | "standby"));
                 if ours && ready && accepts_tcp(self.port) {
                     return Ok(child);
                 }
@@ -462,6 +554,7 @@ struct Bins {
     postgres: PathBuf,
     initdb: PathBuf,
     psql: PathBuf,
+    pg_basebackup: PathBuf,
 }
 
 /// The server binaries, found once: `PG_BIN`, `pg_config --bindir`, newest
@@ -513,6 +606,7 @@ fn bins() -> &'static Bins {
             postgres: dir.join("postgres"),
             initdb: dir.join("initdb"),
             psql,
+            pg_basebackup: dir.join("pg_basebackup"),
         }
     })
 }
