@@ -265,6 +265,9 @@ fn phone(n: u32) -> String {
     format!("010-{:04}-{:04}", 1000 + n / 10_000, n % 10_000)
 }
 
+/// How long a ticket reads `sold_out` before its citizen gives up.
+const SOLD_OUT_FINAL: Duration = Duration::from_secs(2);
+
 /// Join, poll until admitted, verify: the session (or why not). Each step at `at(step)`.
 async fn session(
     rec: &Recorder,
@@ -279,13 +282,23 @@ async fn session(
         .str("ticket")
         .ok_or_else(|| format!("join {} {}", a.status, a.body))?;
     let mut k = 1;
+    // A citizen told `sold_out` keeps polling: the contract has it resume when places come
+    // back (a place held by an admitted citizen who then books elsewhere or gives up, slots
+    // added a moment after the cohort). Only `sold_out` for `SOLD_OUT_FINAL` ends the journey.
+    let mut sold_out_since: Option<Instant> = None;
     let pass = loop {
         let a = poll(rec, at(k), &ticket, &key).await;
         k += 1;
         if a.status == 200 {
             match a.body["state"].as_str() {
                 Some("admitted") => break a.str("pass").unwrap(),
-                Some("waiting" | "pre_queue") => {}
+                Some("waiting" | "pre_queue") => sold_out_since = None,
+                Some("sold_out") => {
+                    let since = *sold_out_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= SOLD_OUT_FINAL {
+                        return Err("ticket Some(\"sold_out\")".into());
+                    }
+                }
                 other => return Err(format!("ticket {other:?}")),
             }
         } else if a.status != 503 && a.status != 0 {

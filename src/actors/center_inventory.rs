@@ -138,8 +138,8 @@ pub struct CenterInventory {
     shared: Arc<CenterShared>,
     inventory: Inventory,
     store: Addr<BookingStore>,
-    /// Places taken in memory by bookings on their way to disk, per slot: not yet in the
-    /// counts a sync reads.
+    /// Places taken in memory by bookings on their way to disk, per slot: a sync read may or
+    /// may not hold them.
     in_flight: std::collections::HashMap<i32, i64>,
     /// When this node last changed each slot's places (a booking taken, answered or given
     /// back): a sync read started before that may have missed it, and leaves the slot alone.
@@ -395,12 +395,13 @@ impl Handler<SyncPlaces> for CenterInventory {
         let mut changed = false;
         let read_from = msg.0;
         for (id, capacity, booked) in msg.1 {
-            if self.changed.get(&id).is_some_and(|at| *at >= read_from) {
-                // Changed here since the read began: the read may predate it. The next one.
+            if self.changed.get(&id).is_some_and(|at| *at >= read_from)
+                || self.in_flight.contains_key(&id)
+            {
+                // Changed here since the read began (the read may predate it), or a booking
+                // of it is on its way to disk (the read may or may not hold it): the next one.
                 continue;
             }
-            // What the other nodes booked, and this node's bookings still on their way.
-            let booked = booked + self.in_flight.get(&id).copied().unwrap_or(0);
             changed |= self.inventory.set_places(id, capacity, booked);
         }
         if changed {
