@@ -151,7 +151,7 @@ fn booking(slot_id: i32, n: usize) -> BookingRequest {
         code: reservation::domain::booking::new_code(),
         cohort_id: 1,
         ticket_seq: n as u64,
-        step: None,
+        queue_index: None,
         idempotency_key: None,
         now: 0,
     }

@@ -1165,7 +1165,10 @@ impl SeedSim {
             code,
             cohort_id: self.cohorts[ticket.cohort].id,
             ticket_seq: ticket.seq,
-            step: None,
+            queue_index: self.cohorts[ticket.cohort]
+                .order
+                .as_ref()
+                .map(|p| p.queue_index(ticket.seq)),
             idempotency_key: idem,
             now: self.now_s(),
         }

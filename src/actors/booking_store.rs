@@ -61,9 +61,9 @@ pub enum Write {
     Book {
         citizen: Box<NewCitizenRow>,
         booking: Box<NewBookingRow>,
-        /// The admission step (its `upto`) that admitted the ticket, if still on record: its
-        /// count of bookings moves with the booking, in the same transaction.
-        step: Option<u64>,
+        /// The ticket's place in the line: the booking counts toward the admission step that
+        /// admitted it, in the same transaction.
+        queue_index: Option<u64>,
     },
     Cancel {
         code: String,
@@ -288,6 +288,10 @@ fn commit(
         }
         let mut run: Vec<usize> = Vec::new();
         let mut claims: Vec<usize> = Vec::new();
+        // The places in line of the tickets that booked, over every run of the batch; counted
+        // per admission step once at the end, in (cohort, step) order, so two nodes' batches
+        // lock the same steps in the same order.
+        let mut places: Vec<(i32, u64)> = Vec::new();
         for (i, w) in writes.iter().enumerate() {
             if results[i].is_some() {
                 continue;
@@ -297,7 +301,7 @@ fn commit(
                 Write::ClaimPass(_) => claims.push(i),
                 _ => {
                     if matches!(w, Write::Cancel { .. }) {
-                        book_run(conn, writes, &mut run, &mut results)?;
+                        book_run(conn, writes, &mut run, &mut results, &mut places)?;
                     }
                     results[i] = Some(
                         conn.savepoint(|sp| apply(sp, w))
@@ -306,7 +310,10 @@ fn commit(
                 }
             }
         }
-        book_run(conn, writes, &mut run, &mut results)?;
+        book_run(conn, writes, &mut run, &mut results, &mut places)?;
+        if !places.is_empty() {
+            queries::count_booked(conn, &places)?;
+        }
         if !claims.is_empty() {
             let rows: Vec<&NewPassClaim> = claims
                 .iter()
@@ -349,6 +356,7 @@ fn book_run(
     writes: &[Write],
     run: &mut Vec<usize>,
     results: &mut [Option<Result<Written, String>>],
+    places: &mut Vec<(i32, u64)>,
 ) -> Result<(), diesel::result::Error> {
     if run.is_empty() {
         return Ok(());
@@ -363,25 +371,21 @@ fn book_run(
         })
         .collect();
     let outcomes = queries::insert_bookings(conn, &items)?;
-    // Bookings per admission step, in the same transaction as the bookings: what a step's
-    // tickets hold in reserve is right on disk whichever node dies. In (cohort, step) order,
-    // after the slots and cohorts, as every writer locks them.
-    let mut steps: std::collections::BTreeMap<(i32, u64), u64> = Default::default();
+    // Bookings per admission step, counted in the same transaction as the bookings (by the
+    // caller, after every run): what a step's tickets hold in reserve is right on disk
+    // whichever node dies.
     for (i, outcome) in run.iter().zip(&outcomes) {
         if let (
             Write::Book {
                 booking,
-                step: Some(step),
+                queue_index: Some(qidx),
                 ..
             },
             BookOutcome::Booked(_),
         ) = (&writes[*i], outcome)
         {
-            *steps.entry((booking.cohort_id, *step)).or_default() += 1;
+            places.push((booking.cohort_id, *qidx));
         }
-    }
-    for ((cohort_id, step), n) in steps {
-        queries::count_booked(conn, cohort_id, &[(step, n)])?;
     }
     for (i, outcome) in run.drain(..).zip(outcomes) {
         results[i] = Some(Ok(Written::Book(outcome)));

@@ -78,8 +78,8 @@ pub struct BookingRequest {
     pub code: String,
     pub cohort_id: i32,
     pub ticket_seq: u64,
-    /// The admission step that admitted the ticket (`CohortShared::step_of`).
-    pub step: Option<u64>,
+    /// The ticket's place in the line (`CohortShared::booking_place`).
+    pub queue_index: Option<u64>,
     pub idempotency_key: Option<String>,
     pub now: i64,
 }
@@ -245,7 +245,7 @@ impl Handler<Book> for CenterInventory {
         let write = Write::Book {
             citizen: Box::new(r.citizen),
             booking: Box::new(booking),
-            step: r.step,
+            queue_index: r.queue_index,
         };
         Box::pin(
             self.store
@@ -399,7 +399,9 @@ impl Handler<SyncPlaces> for CenterInventory {
                 || self.in_flight.contains_key(&id)
             {
                 // Changed here since the read began (the read may predate it), or a booking
-                // of it is on its way to disk (the read may or may not hold it): the next one.
+                // of it is on its way to disk (the read may or may not hold it): the next
+                // quiet read settles it. Meanwhile the database has the last word: a booking
+                // it finds no place for marks the slot full here (`Inventory::fill`).
                 continue;
             }
             changed |= self.inventory.set_places(id, capacity, booked);

@@ -204,8 +204,8 @@ impl ClusterSync {
     }
 }
 
-/// The fronts of the cohorts that moved past `fronts` (id, this node's front), with their new
-/// steps.
+/// The cohorts' fronts, the steps past `fronts` (id, this node's front) and the ranges of
+/// numbers that are nobody.
 fn read_fronts(pool: &DbPool, fronts: &[(i32, u64)]) -> Result<Vec<(i32, AdmissionState)>, String> {
     let mut pooled = pool.get().map_err(|e| e.to_string())?;
     let conn = &mut pooled.conn();
@@ -213,9 +213,7 @@ fn read_fronts(pool: &DbPool, fronts: &[(i32, u64)]) -> Result<Vec<(i32, Admissi
     for (id, front) in fronts {
         let state = queries::admission_state(conn, *id, *front as i64, i64::MAX)
             .map_err(|e| e.to_string())?;
-        if state.admitted_upto > *front {
-            out.push((*id, state));
-        }
+        out.push((*id, state));
     }
     Ok(out)
 }

@@ -157,8 +157,14 @@ impl QueueState {
             .max(row.pre_queue_count.unwrap_or(0))
             .max(row.admitted_upto);
         if text != row.ticket_gaps || count != row.tickets_reserved || count != row.tickets_issued {
-            queries::record_gaps(conn, row.id, &text, count, row.tickets_reserved)
-                .map_err(|e| e.to_string())?;
+            queries::record_gaps(
+                conn,
+                row.id,
+                &text,
+                count,
+                (row.tickets_reserved, &row.ticket_gaps),
+            )
+            .map_err(|e| e.to_string())?;
         }
         let verified = queries::count_pass_claims(conn, row.id).map_err(|e| e.to_string())?;
         // Tickets that booked since the oldest admission step reloaded: no place in reserve.
@@ -303,16 +309,12 @@ impl CohortShared {
         gaps.clone()
     }
 
-    /// The admission step (its `upto`) that admitted ticket `seq`, while it is on record and
-    /// the ticket is not in a gap (whose places are not held).
-    pub fn step_of(&self, seq: u64) -> Option<u64> {
+    /// Ticket `seq`'s place in the line, for its booking to be counted toward the admission
+    /// step that admitted it (found on disk by the writer: this node may not know the step
+    /// yet, if the ticket was admitted at another); `None` in a gap, whose places are not held.
+    pub fn booking_place(&self, seq: u64) -> Option<u64> {
         let qidx = self.pre_queue.get()?.queue_index(seq);
-        if in_gap(&self.gaps.read().unwrap_or_else(|e| e.into_inner()), qidx) {
-            return None;
-        }
-        let batches = self.batches.read().unwrap_or_else(|e| e.into_inner());
-        let i = batches.partition_point(|b| b.upto <= qidx);
-        batches.get(i).filter(|b| b.from <= qidx).map(|b| b.upto)
+        (!in_gap(&self.gaps.read().unwrap_or_else(|e| e.into_inner()), qidx)).then_some(qidx)
     }
 
     /// What the holder of ticket `seq` is told at `now_ms`.
@@ -720,7 +722,9 @@ impl CohortQueue {
             .floor()
             .max(0.0) as u64;
         let k = due.min(backlog).min(headroom as u64);
-        self.history.push_back((now_ms, k, dt));
+        // The tick's length now; its admissions once on disk (made here or adopted from the
+        // node that won the step), so none is counted twice.
+        self.history.push_back((now_ms, 0, dt));
         self.publish_rate();
         if k == 0 {
             return None;
@@ -945,6 +949,12 @@ impl CohortQueue {
         };
         self.persist_step(write, move |act, written| match written {
             Some(Written::Admission(None)) => {
+                act.clock_ms = act.clock_ms.max(clock_ms);
+                if act.shared.admitted() >= upto {
+                    // A read of the front brought this very step in before its own answer
+                    // (the mailbox goes before spawned futures): it is applied already.
+                    return;
+                }
                 act.shared
                     .batches
                     .write()
@@ -953,11 +963,11 @@ impl CohortQueue {
                 if skipped > 0 {
                     act.skipped.insert(upto, skipped);
                 }
-                act.clock_ms = act.clock_ms.max(clock_ms);
+                act.history.push_back((at_ms, people, 0));
                 act.shared
                     .admitted_people
                     .fetch_add(people, Ordering::AcqRel);
-                act.shared.admitted_upto.store(upto, Ordering::Release);
+                act.shared.admitted_upto.fetch_max(upto, Ordering::AcqRel);
             }
             // Another node admitted first: nobody was told of this step.
             Some(Written::Admission(Some(state))) => act.adopt_admissions(state, at_ms),
@@ -1126,6 +1136,9 @@ impl Handler<FrontSynced> for CohortQueue {
     type Result = ();
 
     fn handle(&mut self, msg: FrontSynced, _: &mut Context<Self>) {
+        // The gaps first: positions never count a number another node found to be nobody
+        // later than this node does by more than this read.
+        self.adopt_ticket_gaps(&msg.0.gaps);
         self.adopt_admissions(msg.0, crate::now_ms());
     }
 }

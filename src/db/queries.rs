@@ -303,10 +303,11 @@ pub fn record_gaps(
     cohort_id: i32,
     gaps: &str,
     count: i64,
-    seen: i64,
+    seen: (i64, &str),
 ) -> Result<(), Error> {
     run!(conn, c => diesel::update(cohorts::table.find(cohort_id))
-        .filter(cohorts::tickets_reserved.eq(seen))
+        .filter(cohorts::tickets_reserved.eq(seen.0))
+        .filter(cohorts::ticket_gaps.eq(seen.1))
         .set((
             cohorts::ticket_gaps.eq(gaps),
             cohorts::tickets_issued.eq(count),
@@ -348,6 +349,8 @@ pub struct AdmissionState {
     pub admitted_count: u64,
     pub clock_ms: i64,
     pub steps: Vec<AdmissionRow>,
+    /// `cohorts.ticket_gaps` (JSON), read with the front.
+    pub gaps: String,
 }
 
 /// Admits queue indices `from..upto` (`people` of them), if `from` is still the front on
@@ -394,9 +397,14 @@ pub fn admission_state(
     live_since_ms: i64,
 ) -> Result<AdmissionState, Error> {
     run!(conn, c => {
-        let (upto, count, clock): (i64, i64, i64) = cohorts::table
+        let (upto, count, clock, gaps): (i64, i64, i64, String) = cohorts::table
             .find(cohort_id)
-            .select((cohorts::admitted_upto, cohorts::admitted_count, cohorts::admission_clock_ms))
+            .select((
+                cohorts::admitted_upto,
+                cohorts::admitted_count,
+                cohorts::admission_clock_ms,
+                cohorts::ticket_gaps,
+            ))
             .first(c)?;
         // Read after the row: a step is its row and its front in one transaction, so every
         // step up to the front read is here (later ones are left for the next read).
@@ -416,16 +424,48 @@ pub fn admission_state(
             admitted_count: count as u64,
             clock_ms: clock,
             steps,
+            gaps,
         })
     })
 }
 
-/// Bookings made by tickets of admission steps: `(upto, n)` adds `n` to the step's count.
-pub fn count_booked(conn: &mut Conn, cohort_id: i32, steps: &[(u64, u64)]) -> Result<(), Error> {
+/// Bookings made by tickets at these places in line `(cohort, queue index)`: each counts
+/// toward the admission step that admitted it (the first whose `upto` is past it), read from
+/// disk, one read per cohort; then one update per step, in (cohort, step) order.
+pub fn count_booked(conn: &mut Conn, places: &[(i32, u64)]) -> Result<(), Error> {
+    let mut by_cohort: std::collections::BTreeMap<i32, Vec<i64>> = Default::default();
+    for (cohort, qidx) in places {
+        by_cohort.entry(*cohort).or_default().push(*qidx as i64);
+    }
+    let mut steps: std::collections::BTreeMap<(i32, i64), i64> = Default::default();
+    for (cohort_id, mut qidx) in by_cohort {
+        qidx.sort_unstable();
+        let (lo, hi) = (qidx[0], qidx[qidx.len() - 1]);
+        let uptos: Vec<i64> = run!(conn, c => {
+            let last: Option<i64> = admissions::table
+                .filter(admissions::cohort_id.eq(cohort_id))
+                .filter(admissions::upto.gt(hi))
+                .select(diesel::dsl::min(admissions::upto))
+                .first(c)?;
+            admissions::table
+                .filter(admissions::cohort_id.eq(cohort_id))
+                .filter(admissions::upto.gt(lo))
+                .filter(admissions::upto.le(last.unwrap_or(i64::MAX)))
+                .order(admissions::upto)
+                .select(admissions::upto)
+                .load(c)
+        })?;
+        for q in qidx {
+            let i = uptos.partition_point(|u| *u <= q);
+            if let Some(upto) = uptos.get(i) {
+                *steps.entry((cohort_id, *upto)).or_default() += 1;
+            }
+        }
+    }
     run!(conn, c => {
-        for (upto, n) in steps {
-            diesel::update(admissions::table.find((cohort_id, *upto as i64)))
-                .set(admissions::booked.eq(admissions::booked + *n as i64))
+        for ((cohort_id, upto), n) in &steps {
+            diesel::update(admissions::table.find((*cohort_id, *upto)))
+                .set(admissions::booked.eq(admissions::booked + *n))
                 .execute(c)?;
         }
         Ok(())
@@ -516,8 +556,22 @@ pub fn forget_attempts(conn: &mut Conn, before_s: i64) -> Result<usize, Error> {
         .execute(c))
 }
 
-/// This node's heartbeat.
+/// This node's heartbeat (committed without waiting for the disk or a standby: a stalled
+/// standby must not hold up what a node reads of the others).
 pub fn heartbeat(conn: &mut Conn, row: &NodeRow) -> Result<(), Error> {
+    if let Conn::Postgres(c) = conn {
+        let c: &mut diesel::PgConnection = c;
+        // SET LOCAL: the setting ends with this transaction, whatever happens to it, so a
+        // pooled connection never carries it to a booking.
+        return c.transaction(|c| {
+            diesel::sql_query("SET LOCAL synchronous_commit TO OFF").execute(c)?;
+            heartbeat_row(&mut Conn::Postgres(c), row)
+        });
+    }
+    heartbeat_row(conn, row)
+}
+
+fn heartbeat_row(conn: &mut Conn, row: &NodeRow) -> Result<(), Error> {
     run!(conn, c => diesel::insert_into(nodes::table)
         .values(row)
         .on_conflict(nodes::name)

@@ -463,7 +463,7 @@ async fn book(
         code: crate::domain::booking::new_code(),
         cohort_id: session.cohort_id,
         ticket_seq: session.seq,
-        step: cohort.shared.step_of(session.seq),
+        queue_index: cohort.shared.booking_place(session.seq),
         idempotency_key: idem.clone(),
         now,
     };
