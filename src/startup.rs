@@ -5,7 +5,7 @@ use crate::actors::booking_store::{
     BookingStore, Persist, StoreError, StoreMetrics, Write, Written,
 };
 use crate::actors::center_inventory::{AddSlots, CenterInventory, CenterShared};
-use crate::actors::cluster_sync::{ClusterSync, ClusterView, NodeLoad, Spawner};
+use crate::actors::cluster_sync::{ClusterSync, ClusterView, NodeLoad, Spawner, SyncNow};
 use crate::actors::cohort_queue::{
     CohortHandle, CohortQueue, CohortShared, QueueSettings, QueueState, TICK,
 };
@@ -49,6 +49,10 @@ pub struct AppState {
     pub ready: std::sync::atomic::AtomicBool,
     /// The nodes on this database, as the last sync read them (PostgreSQL).
     pub cluster: Arc<ClusterView>,
+    /// What keeps this node in step with the others (PostgreSQL only).
+    pub sync: std::sync::OnceLock<Addr<ClusterSync>>,
+    /// The shared limits' counts (`db::connect_counters`; PostgreSQL only).
+    pub counters: Option<DbPool>,
 }
 
 impl AppState {
@@ -102,6 +106,47 @@ impl AppState {
             .send(Persist(write))
             .await
             .map_err(|_| StoreError::Busy)?
+    }
+
+    /// The cohort with this id; one another node created a moment ago is read first.
+    pub async fn cohort(&self, id: i32) -> Option<CohortHandle> {
+        match self.registry.cohort(id) {
+            Some(c) => Some(c),
+            None => {
+                self.caught_up().await;
+                self.registry.cohort(id)
+            }
+        }
+    }
+
+    /// The center with this id (see `cohort`).
+    pub async fn center(&self, id: i32) -> Option<CenterHandle> {
+        match self.registry.center(id) {
+            Some(c) => Some(c),
+            None => {
+                self.caught_up().await;
+                self.registry.center(id)
+            }
+        }
+    }
+
+    /// The center of the slot with this id (see `cohort`).
+    pub async fn center_of_slot(&self, id: i32) -> Option<CenterHandle> {
+        match self.registry.center_of_slot(id) {
+            Some(c) => Some(c),
+            None => {
+                self.caught_up().await;
+                self.registry.center_of_slot(id)
+            }
+        }
+    }
+
+    /// On a shared database, waits (at most 2 s) for a read of what the other nodes made.
+    async fn caught_up(&self) {
+        if let Some(sync) = self.sync.get() {
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(2), sync.send(SyncNow)).await;
+        }
     }
 
     /// Creates a cohort (durably) and starts its queue.
@@ -286,12 +331,14 @@ impl Application {
             auto_tick,
             ready: std::sync::atomic::AtomicBool::new(true),
             cluster: Arc::default(),
+            sync: std::sync::OnceLock::new(),
+            counters: crate::db::connect_counters(&config.database, &config.pool),
             config,
         });
         restore(&state, &pool)?;
         if state.config.database.is_postgres() {
             // Other nodes may share this database: follow what they and the operators change.
-            ClusterSync::new(
+            let sync = ClusterSync::new(
                 pool.clone(),
                 state.registry.clone(),
                 Arc::new(Spawn::new(state.clone())),
@@ -299,6 +346,7 @@ impl Application {
                 state.config.node(),
             )
             .start();
+            let _ = state.sync.set(sync);
         }
         if state.config.demo {
             crate::demo::seed(&state).await?;

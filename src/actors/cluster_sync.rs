@@ -73,6 +73,8 @@ pub struct ClusterSync {
     busy: bool,
     front_busy: bool,
     syncs: u64,
+    /// Requests waiting for the next read to be applied (`SyncNow`).
+    asking: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// What one sync read.
@@ -118,6 +120,7 @@ impl ClusterSync {
             busy: false,
             front_busy: false,
             syncs: 0,
+            asking: Vec::new(),
         }
     }
 
@@ -309,23 +312,57 @@ impl Actor for ClusterSync {
                 }
             }));
         });
-        ctx.run_interval(SYNC_PERIOD, |act, ctx| {
-            if act.busy {
-                return;
+        ctx.run_interval(SYNC_PERIOD, |act, ctx| act.sync(ctx));
+    }
+}
+
+/// Read now, and answer once what was read is applied: a request naming a cohort, center or
+/// slot this node does not know yet (created at another node a moment ago) waits for it
+/// rather than answering 404, so an operator's next call through the balancer finds what the
+/// last one made.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SyncNow;
+
+impl Handler<SyncNow> for ClusterSync {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: SyncNow, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.asking.push(tx);
+        self.sync(ctx);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}
+
+impl ClusterSync {
+    /// Starts a read unless one is on its way; those who asked before it began are answered
+    /// when it is applied, the others by the next one, started at once.
+    fn sync(&mut self, ctx: &mut Context<Self>) {
+        if self.busy {
+            return;
+        }
+        self.busy = true;
+        let riders = std::mem::take(&mut self.asking);
+        let ask = self.ask();
+        self.syncs += 1;
+        let pool = self.pool.clone();
+        let job = tokio::task::spawn_blocking(move || read(&pool, ask));
+        ctx.spawn(job.into_actor(self).map(move |joined, act, ctx| {
+            act.busy = false;
+            match joined {
+                Ok(Ok(read)) => act.apply(read),
+                Ok(Err(e)) => log::warn!("cluster sync: {e}"),
+                Err(e) => log::error!("cluster sync thread: {e}"),
             }
-            act.busy = true;
-            let ask = act.ask();
-            act.syncs += 1;
-            let pool = act.pool.clone();
-            let job = tokio::task::spawn_blocking(move || read(&pool, ask));
-            ctx.spawn(job.into_actor(act).map(|joined, act, _| {
-                act.busy = false;
-                match joined {
-                    Ok(Ok(read)) => act.apply(read),
-                    Ok(Err(e)) => log::warn!("cluster sync: {e}"),
-                    Err(e) => log::error!("cluster sync thread: {e}"),
-                }
-            }));
-        });
+            for r in riders {
+                let _ = r.send(());
+            }
+            if !act.asking.is_empty() {
+                act.sync(ctx);
+            }
+        }));
     }
 }

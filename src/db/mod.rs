@@ -209,17 +209,42 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragma
 #[derive(Debug, Clone)]
 struct PgSession {
     statement_timeout_ms: u128,
+    /// `false` only for the counters' pool (`connect_counters`).
+    durable: bool,
 }
 
 impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for PgSession {
     fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
         conn.batch_execute(&format!(
-            "SET synchronous_commit = on; SET statement_timeout = {}; SET TIME ZONE 'UTC'; \
+            "SET synchronous_commit = {}; SET statement_timeout = {}; SET TIME ZONE 'UTC'; \
              SET plan_cache_mode = force_custom_plan;",
+            if self.durable { "on" } else { "off" },
             self.statement_timeout_ms
         ))
         .map_err(diesel::r2d2::Error::QueryError)
     }
+}
+
+/// On PostgreSQL, a small pool of its own for what needs no durability and must stay cheap
+/// on the hot path: the counts of the limits shared across nodes (a crash forgets a few
+/// attempts). Its sessions commit without waiting for the disk, so a count is one round
+/// trip; nothing else ever uses them. `None` on SQLite.
+pub fn connect_counters(backend: &Backend, settings: &PoolSettings) -> Option<DbPool> {
+    let Backend::Postgres(url) = backend else {
+        return None;
+    };
+    let pool = Pool::builder()
+        .max_size(4)
+        .min_idle(Some(1))
+        .connection_timeout(settings.connect_timeout)
+        .connection_customizer(Box::new(PgSession {
+            statement_timeout_ms: settings.statement_timeout.as_millis(),
+            durable: false,
+        }))
+        .build_unchecked(ConnectionManager::<PgConnection>::new(with_timeouts(
+            url, settings,
+        )));
+    Some(DbPool::Postgres(pool))
 }
 
 /// Opens and migrates the database `backend` names.
@@ -276,6 +301,7 @@ pub fn connect_postgres(url: &str, settings: &PoolSettings) -> Result<DbPool, St
         .connection_timeout(settings.connect_timeout)
         .connection_customizer(Box::new(PgSession {
             statement_timeout_ms: settings.statement_timeout.as_millis(),
+            durable: true,
         }))
         .build_unchecked(ConnectionManager::<PgConnection>::new(url));
     let mut pooled = pool

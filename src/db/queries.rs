@@ -475,58 +475,68 @@ pub fn count_booked(conn: &mut Conn, places: &[(i32, u64)]) -> Result<(), Error>
 /// One attempt against each limit `(key, window_s, allowed)`, counted at every node alike
 /// (PostgreSQL, where nodes share the database; each node keeps its own on SQLite). Each is a
 /// sliding window estimated from fixed ones: the attempts in this window, plus those of the
-/// window before weighted by how much of it still overlaps. Past any limit nothing is counted
-/// and the answer is the seconds to wait. The counts need no durability (a crash forgets a
-/// few attempts), so they commit without waiting for the disk.
+/// window before weighted by how much of it still overlaps. Past any limit the attempt is
+/// taken back and the answer is the seconds to wait. One statement for all the limits, on
+/// the counters' pool (`db::connect_counters`, no wait for the disk).
 pub fn count_attempt(
     conn: &mut Conn,
     limits: &[(String, i64, i64)],
     now_s: i64,
 ) -> Result<Option<u64>, Error> {
+    use diesel::sql_types::{Array, BigInt, Text};
+    #[derive(QueryableByName)]
+    struct Counted {
+        #[diesel(sql_type = Text)]
+        key: String,
+        #[diesel(sql_type = BigInt)]
+        hits: i64,
+        #[diesel(sql_type = BigInt)]
+        before: i64,
+    }
     let Conn::Postgres(c) = conn else {
         return Ok(None);
     };
     let c: &mut diesel::PgConnection = c;
-    let mut wait = None;
-    let counted = c.transaction(|c| {
-        diesel::sql_query("SET LOCAL synchronous_commit TO OFF").execute(c)?;
-        for (key, window, allowed) in limits {
-            let window = (*window).max(1);
-            let start = now_s - now_s.rem_euclid(window);
-            let hits: i64 = diesel::insert_into(limit_hits::table)
-                .values((
-                    limit_hits::key.eq(key),
-                    limit_hits::window_start.eq(start),
-                    limit_hits::hits.eq(1i64),
-                ))
-                .on_conflict((limit_hits::key, limit_hits::window_start))
-                .do_update()
-                .set(limit_hits::hits.eq(limit_hits::hits + 1))
-                .returning(limit_hits::hits)
-                .get_result(c)?;
-            let before: i64 = limit_hits::table
-                .find((key, start - window))
-                .select(limit_hits::hits)
-                .first(c)
-                .optional()?
-                .unwrap_or(0);
-            let overlap = 1.0 - (now_s - start) as f64 / window as f64;
-            if before as f64 * overlap + hits as f64 > *allowed as f64 {
-                // Until the window before weighs little enough, or this one ends.
-                let left = (window - (now_s - start)).max(1) as u64;
-                wait = Some(wait.map_or(left, |w: u64| w.max(left)));
-            }
+    let window = |w: i64| w.max(1);
+    let keys: Vec<String> = limits.iter().map(|l| l.0.clone()).collect();
+    let starts: Vec<i64> = limits
+        .iter()
+        .map(|l| now_s - now_s.rem_euclid(window(l.1)))
+        .collect();
+    let lengths: Vec<i64> = limits.iter().map(|l| window(l.1)).collect();
+    let counted: Vec<Counted> = diesel::sql_query(
+        "WITH w AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) \
+                    AS w(key, window_start, len)), \
+              hit AS (INSERT INTO limit_hits AS l (key, window_start, hits) \
+                      SELECT key, window_start, 1 FROM w \
+                      ON CONFLICT (key, window_start) DO UPDATE SET hits = l.hits + 1 \
+                      RETURNING l.key, l.hits) \
+         SELECT hit.key, hit.hits, COALESCE(prev.hits, 0) AS before \
+         FROM hit JOIN w ON w.key = hit.key \
+         LEFT JOIN limit_hits prev \
+           ON prev.key = w.key AND prev.window_start = w.window_start - w.len",
+    )
+    .bind::<Array<Text>, _>(&keys)
+    .bind::<Array<BigInt>, _>(&starts)
+    .bind::<Array<BigInt>, _>(&lengths)
+    .load(c)?;
+    let mut wait: Option<u64> = None;
+    for row in &counted {
+        let Some(i) = keys.iter().position(|k| *k == row.key) else {
+            continue;
+        };
+        let (len, start, allowed) = (lengths[i], starts[i], limits[i].2);
+        let overlap = 1.0 - (now_s - start) as f64 / len as f64;
+        if row.before as f64 * overlap + row.hits as f64 > allowed as f64 {
+            // Until the window before weighs little enough, or this one ends.
+            let left = (len - (now_s - start)).max(1) as u64;
+            wait = Some(wait.map_or(left, |w| w.max(left)));
         }
-        if wait.is_some() {
-            return Err(Error::RollbackTransaction);
-        }
-        Ok(())
-    });
-    match counted {
-        Ok(()) => Ok(None),
-        Err(Error::RollbackTransaction) => Ok(wait),
-        Err(e) => Err(e),
     }
+    if wait.is_some() {
+        refund_attempt(&mut Conn::Postgres(c), limits, now_s)?;
+    }
+    Ok(wait)
 }
 
 /// Takes back one attempt from each key (a check that never reached the provider).

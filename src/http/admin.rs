@@ -113,8 +113,8 @@ async fn patch_cohort(
     body: Body<CohortPatchRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let cohort = state
-        .registry
         .cohort(path.into_inner())
+        .await
         .ok_or_else(|| ApiError::not_found("cohort"))?;
     let patch = CohortPatch::try_from(body.into_inner())?;
     let current = cohort.shared.cohort();
@@ -176,8 +176,8 @@ async fn add_slots(
     body: Body<SlotsRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let center = state
-        .registry
         .center(path.into_inner())
+        .await
         .ok_or_else(|| ApiError::not_found("center"))?;
     let slots = parse_slots(body.into_inner())?;
     let added = state.add_slots(&center, slots).await.map_err(store_error)?;

@@ -89,12 +89,12 @@ pub(crate) struct QueueAnswer {
     pass_expires_at: Option<String>,
 }
 
-fn queue_answer(
+async fn queue_answer(
     state: &State,
     ticket: Ticket,
     token: Option<String>,
 ) -> Result<QueueAnswer, ApiError> {
-    let cohort = state.registry.cohort(ticket.cohort_id).ok_or_else(|| {
+    let cohort = state.cohort(ticket.cohort_id).await.ok_or_else(|| {
         ApiError::unauthorized("invalid_ticket", "this ticket belongs to no cohort")
     })?;
     let status = cohort.shared.status(ticket.seq, crate::now_ms());
@@ -131,8 +131,8 @@ fn queue_answer(
 async fn join(state: State, path: web::Path<i32>) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
     let cohort = state
-        .registry
         .cohort(id)
+        .await
         .ok_or_else(|| ApiError::not_found("cohort"))?;
     if crate::now_s() >= cohort.shared.closes_at() {
         return Err(ApiError::conflict(
@@ -144,7 +144,7 @@ async fn join(state: State, path: web::Path<i32>) -> Result<HttpResponse, ApiErr
     state.http_metrics.joins.fetch_add(1, Ordering::Relaxed);
     let ticket = Ticket { cohort_id: id, seq };
     let token = state.signer.ticket(&ticket);
-    let answer = queue_answer(&state, ticket, Some(token))?;
+    let answer = queue_answer(&state, ticket, Some(token)).await?;
     Ok(HttpResponse::Created().json(answer))
 }
 
@@ -157,7 +157,7 @@ async fn poll(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> 
         .and_then(|t| state.signer.check_ticket(t).ok())
         .ok_or_else(|| ApiError::unauthorized("invalid_ticket", "a valid ticket is required"))?;
     state.http_metrics.polls.fetch_add(1, Ordering::Relaxed);
-    Ok(HttpResponse::Ok().json(queue_answer(&state, ticket, None)?))
+    Ok(HttpResponse::Ok().json(queue_answer(&state, ticket, None).await?))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -200,8 +200,8 @@ async fn verify(
         .date_naive();
     let claim = IdentityClaim::parse(&body.name, &body.birth_date, &body.phone)?;
     let cohort = state
-        .registry
         .cohort(pass.cohort_id)
+        .await
         .ok_or_else(|| ApiError::unauthorized("invalid_pass", "this pass belongs to no cohort"))?;
     let info = cohort.shared.cohort();
     if claim.birth_date > today {
@@ -255,7 +255,7 @@ async fn verify(
     });
     let now = crate::now_s();
     if let Some(limits) = shared.clone() {
-        if let Some(wait) = read(&state, move |c| queries::count_attempt(c, &limits, now)).await? {
+        if let Some(wait) = count_shared(&state, limits, now).await? {
             return Err(ApiError::rate_limited(wait));
         }
     }
@@ -269,7 +269,9 @@ async fn verify(
         .await?;
     if let (Err(VerifyError::Busy { .. }), Some(limits)) = (&answer, shared) {
         // Never reached the provider: a citizen told "busy" has not used a check.
-        let _ = read(&state, move |c| queries::refund_attempt(c, &limits, now)).await;
+        if let Some(pool) = state.counters.clone() {
+            let _ = on_pool(pool, move |c| queries::refund_attempt(c, &limits, now)).await;
+        }
     }
     let vouched = answer.map_err(|e| match e {
         VerifyError::Busy { retry_after } => ApiError::unavailable(
@@ -344,8 +346,8 @@ async fn list_centers(state: State, q: web::Query<RegionQuery>) -> HttpResponse 
     responses((status = 200, description = "The slots", body = Vec<SlotView>)))]
 async fn list_slots(state: State, path: web::Path<i32>) -> Result<HttpResponse, ApiError> {
     let center = state
-        .registry
         .center(path.into_inner())
+        .await
         .ok_or_else(|| ApiError::not_found("center"))?;
     let today = chrono::Utc::now()
         .with_timezone(&state.config.zone)
@@ -404,7 +406,31 @@ pub(crate) async fn read<T: Send + 'static>(
     state: &State,
     f: impl FnOnce(&mut crate::db::Conn<'_>) -> Result<T, diesel::result::Error> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let pool = state.pool.clone();
+    on_pool(state.pool.clone(), f).await
+}
+
+/// Counts an attempt against the limits shared across nodes (a no-op without a shared
+/// database): the seconds to wait if past one.
+async fn count_shared(
+    state: &State,
+    limits: Vec<(String, i64, i64)>,
+    now: i64,
+) -> Result<Option<u64>, ApiError> {
+    match &state.counters {
+        Some(pool) => {
+            on_pool(pool.clone(), move |c| {
+                queries::count_attempt(c, &limits, now)
+            })
+            .await
+        }
+        None => Ok(None),
+    }
+}
+
+async fn on_pool<T: Send + 'static>(
+    pool: crate::db::DbPool,
+    f: impl FnOnce(&mut crate::db::Conn<'_>) -> Result<T, diesel::result::Error> + Send + 'static,
+) -> Result<T, ApiError> {
     web::block(move || {
         let mut conn = pool.get().map_err(|e| e.to_string())?;
         f(&mut conn.conn()).map_err(|e| e.to_string())
@@ -438,10 +464,10 @@ async fn book(
     let idem = idempotency_key(&req)?;
     let slot_id = i32::try_from(body.slot_id).map_err(|_| ApiError::not_found("slot"))?;
     let center = state
-        .registry
         .center_of_slot(slot_id)
+        .await
         .ok_or_else(|| ApiError::not_found("slot"))?;
-    let cohort = state.registry.cohort(session.cohort_id).ok_or_else(|| {
+    let cohort = state.cohort(session.cohort_id).await.ok_or_else(|| {
         ApiError::unauthorized("invalid_session", "this session belongs to no cohort")
     })?;
     let info = cohort.shared.cohort();
@@ -577,8 +603,7 @@ async fn check_lookup_limit(state: &State, req: &HttpRequest) -> Result<(), ApiE
             60,
             i64::from(state.config.lookups_per_minute),
         )];
-        let now = crate::now_s();
-        return match read(state, move |c| queries::count_attempt(c, &limit, now)).await? {
+        return match count_shared(state, limit.to_vec(), crate::now_s()).await? {
             Some(wait) => Err(ApiError::rate_limited(wait)),
             None => Ok(()),
         };
@@ -676,7 +701,7 @@ async fn cancel(
         .map_err(store_error)?;
     // Only the request that flipped the state gives the places back.
     if let Written::Cancelled(Some(cancelled)) = written {
-        if let Some(center) = state.registry.center(cancelled.center_id) {
+        if let Some(center) = state.center(cancelled.center_id).await {
             center
                 .addr
                 .send(Release {
