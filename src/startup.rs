@@ -12,6 +12,7 @@ use crate::actors::cohort_queue::{
 use crate::actors::identity_pool::{
     provider_from_settings, IdentityPool, IdentityProvider, PoolLoad,
 };
+use crate::actors::shared_limits::SharedLimits;
 use crate::actors::{CenterHandle, Registry};
 use crate::config::Config;
 use crate::db::models::{CohortRow, NewCenterRow, NewCohortRow, SlotRow};
@@ -51,8 +52,9 @@ pub struct AppState {
     pub cluster: Arc<ClusterView>,
     /// What keeps this node in step with the others (PostgreSQL only).
     pub sync: std::sync::OnceLock<Addr<ClusterSync>>,
-    /// The shared limits' counts (`db::connect_counters`; PostgreSQL only).
-    pub counters: Option<DbPool>,
+    /// The shared limits' counts, on a pool of their own (`db::connect_counters`;
+    /// PostgreSQL only).
+    pub limits: Option<Addr<SharedLimits>>,
 }
 
 impl AppState {
@@ -332,7 +334,8 @@ impl Application {
             ready: std::sync::atomic::AtomicBool::new(true),
             cluster: Arc::default(),
             sync: std::sync::OnceLock::new(),
-            counters: crate::db::connect_counters(&config.database, &config.pool),
+            limits: crate::db::connect_counters(&config.database, &config.pool)
+                .map(|pool| SharedLimits::new(pool).start()),
             config,
         });
         restore(&state, &pool)?;

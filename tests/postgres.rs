@@ -317,3 +317,57 @@ fn on_postgresql_the_server_refuses_to_start_without_its_secrets_and_makes_no_sq
         "files made beside a PostgreSQL server: {left:?}"
     );
 }
+
+/// The limits shared across nodes, counted in batches: twelve attempts at once on one key that
+/// allows five get exactly five through, as if counted one at a time; the refused ones are
+/// not counted (a second key in the same attempts shows it); and a refund gives one back.
+#[actix::test]
+async fn shared_limits_counted_together_decide_each_attempt_in_turn() {
+    use reservation::actors::shared_limits::{Attempt, Refund, SharedLimits};
+    use reservation::db::queries;
+    let url = common::pg::shared().create_database();
+    let backend = Backend::Postgres(url);
+    // The migrations make the table.
+    let pool = reservation::db::connect(&backend, &PoolSettings::default()).unwrap();
+    let counters = reservation::db::connect_counters(&backend, &PoolSettings::default()).unwrap();
+    let limits = actix::Actor::start(SharedLimits::new(counters));
+    let now_s = 1_000_000;
+    let attempt = |n: i64| Attempt {
+        limits: vec![
+            ("identity:a".into(), 600, 5),
+            (format!("pass:{n}"), 600, 100),
+        ],
+        now_s,
+    };
+    let answers = join_all((0..12).map(|n| limits.send(attempt(n)))).await;
+    let waits: Vec<Option<u64>> = answers.into_iter().map(|a| a.unwrap().unwrap()).collect();
+    assert_eq!(waits.iter().filter(|w| w.is_none()).count(), 5, "{waits:?}");
+    assert!(waits.iter().flatten().all(|w| *w >= 1 && *w <= 600));
+    let hits = |key: &str| {
+        let mut conn = pool.get().unwrap();
+        queries::count_attempts(
+            &mut conn.conn(),
+            &[(key.to_string(), now_s - now_s % 600, 600, 0)],
+        )
+        .unwrap()[0]
+            .0
+    };
+    assert_eq!(hits("identity:a"), 5, "refused attempts are not counted");
+    let passes: i64 = (0..12).map(|n| hits(&format!("pass:{n}"))).sum();
+    assert_eq!(passes, 5, "nor counted against their other limits");
+    limits
+        .send(Refund {
+            limits: vec![("identity:a".into(), 600, 5)],
+            now_s,
+        })
+        .await
+        .unwrap();
+    // The refund runs off the actor's thread: wait for it, at most 5 s.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while hits("identity:a") != 4 {
+        assert!(Instant::now() < deadline, "the refund never landed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(limits.send(attempt(99)).await.unwrap().unwrap().is_none());
+    assert!(limits.send(attempt(98)).await.unwrap().unwrap().is_some());
+}

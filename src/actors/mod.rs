@@ -8,6 +8,7 @@ pub mod center_inventory;
 pub mod cluster_sync;
 pub mod cohort_queue;
 pub mod identity_pool;
+pub mod shared_limits;
 
 use actix::Addr;
 use center_inventory::{CenterInventory, CenterShared};

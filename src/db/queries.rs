@@ -472,92 +472,73 @@ pub fn count_booked(conn: &mut Conn, places: &[(i32, u64)]) -> Result<(), Error>
     })
 }
 
-/// One attempt against each limit `(key, window_s, allowed)`, counted at every node alike
-/// (PostgreSQL, where nodes share the database; each node keeps its own on SQLite). Each is a
-/// sliding window estimated from fixed ones: the attempts in this window, plus those of the
-/// window before weighted by how much of it still overlaps. Past any limit the attempt is
-/// taken back and the answer is the seconds to wait. One statement for all the limits, on
-/// the counters' pool (`db::connect_counters`, no wait for the disk).
-pub fn count_attempt(
+/// Adds attempts to the shared limits' counts: rows `(key, window start, window length, n)`,
+/// one per (key, start). Answers, in the same order, each count after the addition and the
+/// count of the window before. One statement; rows taken in (key, start) order, so two nodes'
+/// statements lock them in the same order. PostgreSQL only (the counts are shared by nodes);
+/// nothing on SQLite.
+pub fn count_attempts(
     conn: &mut Conn,
-    limits: &[(String, i64, i64)],
-    now_s: i64,
-) -> Result<Option<u64>, Error> {
-    use diesel::sql_types::{Array, BigInt, Text};
+    rows: &[(String, i64, i64, i64)],
+) -> Result<Vec<(i64, i64)>, Error> {
+    use diesel::sql_types::{Array, BigInt};
     #[derive(QueryableByName)]
     struct Counted {
-        #[diesel(sql_type = Text)]
-        key: String,
         #[diesel(sql_type = BigInt)]
         hits: i64,
         #[diesel(sql_type = BigInt)]
         before: i64,
     }
     let Conn::Postgres(c) = conn else {
-        return Ok(None);
+        return Ok(rows.iter().map(|r| (r.3, 0)).collect());
     };
     let c: &mut diesel::PgConnection = c;
-    let window = |w: i64| w.max(1);
-    let keys: Vec<String> = limits.iter().map(|l| l.0.clone()).collect();
-    let starts: Vec<i64> = limits
-        .iter()
-        .map(|l| now_s - now_s.rem_euclid(window(l.1)))
-        .collect();
-    let lengths: Vec<i64> = limits.iter().map(|l| window(l.1)).collect();
+    let keys: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
     let counted: Vec<Counted> = diesel::sql_query(
-        "WITH w AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) \
-                    AS w(key, window_start, len)), \
+        "WITH w AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) \
+                    WITH ORDINALITY AS w(key, window_start, len, n, i)), \
               hit AS (INSERT INTO limit_hits AS l (key, window_start, hits) \
-                      SELECT key, window_start, 1 FROM w \
-                      ON CONFLICT (key, window_start) DO UPDATE SET hits = l.hits + 1 \
-                      RETURNING l.key, l.hits) \
-         SELECT hit.key, hit.hits, COALESCE(prev.hits, 0) AS before \
-         FROM hit JOIN w ON w.key = hit.key \
+                      SELECT key, window_start, n FROM w ORDER BY key, window_start \
+                      ON CONFLICT (key, window_start) DO UPDATE SET hits = l.hits + EXCLUDED.hits \
+                      RETURNING l.key, l.window_start, l.hits) \
+         SELECT hit.hits AS hits, COALESCE(prev.hits, 0) AS before FROM w \
+         JOIN hit ON hit.key = w.key AND hit.window_start = w.window_start \
          LEFT JOIN limit_hits prev \
-           ON prev.key = w.key AND prev.window_start = w.window_start - w.len",
+           ON prev.key = w.key AND prev.window_start = w.window_start - w.len \
+         ORDER BY w.i",
     )
-    .bind::<Array<Text>, _>(&keys)
-    .bind::<Array<BigInt>, _>(&starts)
-    .bind::<Array<BigInt>, _>(&lengths)
+    .bind::<Array<diesel::sql_types::Text>, _>(&keys)
+    .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.1).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.2).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.3).collect::<Vec<_>>())
     .load(c)?;
-    let mut wait: Option<u64> = None;
-    for row in &counted {
-        let Some(i) = keys.iter().position(|k| *k == row.key) else {
-            continue;
-        };
-        let (len, start, allowed) = (lengths[i], starts[i], limits[i].2);
-        let overlap = 1.0 - (now_s - start) as f64 / len as f64;
-        if row.before as f64 * overlap + row.hits as f64 > allowed as f64 {
-            // Until the window before weighs little enough, or this one ends.
-            let left = (len - (now_s - start)).max(1) as u64;
-            wait = Some(wait.map_or(left, |w| w.max(left)));
-        }
-    }
-    if wait.is_some() {
-        refund_attempt(&mut Conn::Postgres(c), limits, now_s)?;
-    }
-    Ok(wait)
+    Ok(counted.into_iter().map(|c| (c.hits, c.before)).collect())
 }
 
-/// Takes back one attempt from each key (a check that never reached the provider).
-pub fn refund_attempt(
-    conn: &mut Conn,
-    limits: &[(String, i64, i64)],
-    now_s: i64,
-) -> Result<(), Error> {
+/// Takes attempts back from the shared limits' counts: rows `(key, window start, n)`.
+pub fn take_back_attempts(conn: &mut Conn, rows: &[(String, i64, i64)]) -> Result<(), Error> {
+    use diesel::sql_types::{Array, BigInt, Text};
     let Conn::Postgres(c) = conn else {
         return Ok(());
     };
     let c: &mut diesel::PgConnection = c;
-    for (key, window, _) in limits {
-        let window = (*window).max(1);
-        let start = now_s - now_s.rem_euclid(window);
-        diesel::update(limit_hits::table.find((key, start)))
-            .filter(limit_hits::hits.gt(0))
-            .set(limit_hits::hits.eq(limit_hits::hits - 1))
-            .execute(c)?;
+    let mut merged: std::collections::BTreeMap<(&str, i64), i64> = Default::default();
+    for (key, start, n) in rows {
+        *merged.entry((key.as_str(), *start)).or_default() += n;
     }
-    Ok(())
+    let keys: Vec<&str> = merged.keys().map(|k| k.0).collect();
+    let starts: Vec<i64> = merged.keys().map(|k| k.1).collect();
+    let ns: Vec<i64> = merged.values().copied().collect();
+    diesel::sql_query(
+        "UPDATE limit_hits AS l SET hits = GREATEST(l.hits - t.n, 0) \
+         FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS t(key, window_start, n) \
+         WHERE l.key = t.key AND l.window_start = t.window_start",
+    )
+    .bind::<Array<Text>, _>(&keys)
+    .bind::<Array<BigInt>, _>(&starts)
+    .bind::<Array<BigInt>, _>(&ns)
+    .execute(c)
+    .map(drop)
 }
 
 /// Forgets the attempt counts of windows that ended before `before_s`.

@@ -8,6 +8,7 @@ use crate::actors::center_inventory::Release;
 use crate::actors::center_inventory::{Book, BookError, BookingRequest, ListSlots};
 use crate::actors::cohort_queue::{Claim, ClaimPass, TicketBooked};
 use crate::actors::identity_pool::{VerifyError, VerifyForPass};
+use crate::actors::shared_limits::{Attempt, Refund};
 use crate::db::models::{BookingRow, NewCitizenRow};
 use crate::db::queries;
 use crate::domain::booking::{parse_code, BookingView, Dose, STATE_CANCELLED};
@@ -269,8 +270,8 @@ async fn verify(
         .await?;
     if let (Err(VerifyError::Busy { .. }), Some(limits)) = (&answer, shared) {
         // Never reached the provider: a citizen told "busy" has not used a check.
-        if let Some(pool) = state.counters.clone() {
-            let _ = on_pool(pool, move |c| queries::refund_attempt(c, &limits, now)).await;
+        if let Some(shared) = &state.limits {
+            shared.do_send(Refund { limits, now_s: now });
         }
     }
     let vouched = answer.map_err(|e| match e {
@@ -406,31 +407,7 @@ pub(crate) async fn read<T: Send + 'static>(
     state: &State,
     f: impl FnOnce(&mut crate::db::Conn<'_>) -> Result<T, diesel::result::Error> + Send + 'static,
 ) -> Result<T, ApiError> {
-    on_pool(state.pool.clone(), f).await
-}
-
-/// Counts an attempt against the limits shared across nodes (a no-op without a shared
-/// database): the seconds to wait if past one.
-async fn count_shared(
-    state: &State,
-    limits: Vec<(String, i64, i64)>,
-    now: i64,
-) -> Result<Option<u64>, ApiError> {
-    match &state.counters {
-        Some(pool) => {
-            on_pool(pool.clone(), move |c| {
-                queries::count_attempt(c, &limits, now)
-            })
-            .await
-        }
-        None => Ok(None),
-    }
-}
-
-async fn on_pool<T: Send + 'static>(
-    pool: crate::db::DbPool,
-    f: impl FnOnce(&mut crate::db::Conn<'_>) -> Result<T, diesel::result::Error> + Send + 'static,
-) -> Result<T, ApiError> {
+    let pool = state.pool.clone();
     web::block(move || {
         let mut conn = pool.get().map_err(|e| e.to_string())?;
         f(&mut conn.conn()).map_err(|e| e.to_string())
@@ -441,6 +418,26 @@ async fn on_pool<T: Send + 'static>(
         log::error!("read failed: {e}");
         ApiError::busy()
     })
+}
+
+/// Counts an attempt against the limits shared across nodes (a no-op without a shared
+/// database): the seconds to wait if past one.
+async fn count_shared(
+    state: &State,
+    limits: Vec<(String, i64, i64)>,
+    now_s: i64,
+) -> Result<Option<u64>, ApiError> {
+    let Some(shared) = &state.limits else {
+        return Ok(None);
+    };
+    shared
+        .send(Attempt { limits, now_s })
+        .await
+        .map_err(|_| ApiError::busy())?
+        .map_err(|e| {
+            log::error!("shared limits: {e}");
+            ApiError::busy()
+        })
 }
 
 /// Books both doses, durably.
