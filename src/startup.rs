@@ -55,6 +55,9 @@ pub struct AppState {
     /// The shared limits' counts, on a pool of their own (`db::connect_counters`;
     /// PostgreSQL only).
     pub limits: Option<Addr<SharedLimits>>,
+    /// Held while an actor for a cohort or center starts: the admin API (after its commit)
+    /// and the sync (reading it from the database) may both start one for the same new id.
+    starting: std::sync::Mutex<()>,
 }
 
 impl AppState {
@@ -68,6 +71,10 @@ impl AppState {
     }
 
     fn start_cohort(&self, row: &CohortRow, state: QueueState) -> CohortHandle {
+        let _one = self.starting.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(running) = self.registry.cohort(row.id) {
+            return running;
+        }
         let cohort = row.cohort();
         let seed = row.shuffle_seed as u64;
         let shared = Arc::new(CohortShared::new(
@@ -94,6 +101,10 @@ impl AppState {
     }
 
     fn start_center(&self, shared: CenterShared, slots: Vec<Slot>) -> CenterHandle {
+        let _one = self.starting.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(running) = self.registry.center(shared.id) {
+            return running;
+        }
         let shared = Arc::new(shared);
         let ids: Vec<i32> = slots.iter().map(|s| s.id).collect();
         let addr = CenterInventory::new(shared.clone(), slots, self.store.clone()).start();
@@ -336,6 +347,7 @@ impl Application {
             sync: std::sync::OnceLock::new(),
             limits: crate::db::connect_counters(&config.database, &config.pool)
                 .map(|pool| SharedLimits::new(pool).start()),
+            starting: std::sync::Mutex::new(()),
             config,
         });
         restore(&state, &pool)?;
