@@ -123,35 +123,27 @@ impl AppState {
 
     /// The cohort with this id; one another node created a moment ago is read first.
     pub async fn cohort(&self, id: i32) -> Option<CohortHandle> {
-        match self.registry.cohort(id) {
-            Some(c) => Some(c),
-            None => {
-                self.caught_up().await;
-                self.registry.cohort(id)
-            }
-        }
+        self.found(|r| r.cohort(id)).await
     }
 
     /// The center with this id (see `cohort`).
     pub async fn center(&self, id: i32) -> Option<CenterHandle> {
-        match self.registry.center(id) {
-            Some(c) => Some(c),
-            None => {
-                self.caught_up().await;
-                self.registry.center(id)
-            }
-        }
+        self.found(|r| r.center(id)).await
     }
 
     /// The center of the slot with this id (see `cohort`).
     pub async fn center_of_slot(&self, id: i32) -> Option<CenterHandle> {
-        match self.registry.center_of_slot(id) {
-            Some(c) => Some(c),
-            None => {
-                self.caught_up().await;
-                self.registry.center_of_slot(id)
-            }
+        self.found(|r| r.center_of_slot(id)).await
+    }
+
+    /// What `look` finds in the registry, looked for again after one read of the database if
+    /// it found nothing.
+    async fn found<T>(&self, look: impl Fn(&Registry) -> Option<T>) -> Option<T> {
+        if let Some(found) = look(&self.registry) {
+            return Some(found);
         }
+        self.caught_up().await;
+        look(&self.registry)
     }
 
     /// On a shared database, waits (at most 2 s) for a read of what the other nodes made.
