@@ -199,6 +199,8 @@ impl AppState {
             pre_queue_gaps: "[]".into(),
             admitted_count: 0,
             admission_clock_ms: 0,
+            join_difficulty: 0,
+            return_clock_ms: 0,
         };
         let state = QueueState {
             pre_queue_count: row.pre_queue_count.map(|c| c as u64),

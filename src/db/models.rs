@@ -28,6 +28,10 @@ pub struct CohortRow {
     pub admitted_count: i64,
     /// The instant up to which the admission rate has been spent (see the migration).
     pub admission_clock_ms: i64,
+    /// Leading zero bits a join's solved challenge must show (0: none asked).
+    pub join_difficulty: i32,
+    /// The instant up to which the extra rate for returning tickets has been spent.
+    pub return_clock_ms: i64,
 }
 
 impl CohortRow {

@@ -73,6 +73,8 @@ diesel::table! {
         pre_queue_gaps -> Text,
         admitted_count -> BigInt,
         admission_clock_ms -> BigInt,
+        join_difficulty -> Integer,
+        return_clock_ms -> BigInt,
     }
 }
 
@@ -103,6 +105,24 @@ diesel::table! {
 }
 
 diesel::table! {
+    passed_over (cohort_id, queue_index) {
+        cohort_id -> Integer,
+        queue_index -> BigInt,
+        returned_at_ms -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    presence (cohort_id, node) {
+        cohort_id -> Integer,
+        node -> Text,
+        from_index -> BigInt,
+        bits -> Text,
+        written_ms -> BigInt,
+    }
+}
+
+diesel::table! {
     slots (id) {
         id -> Integer,
         center_id -> Integer,
@@ -115,11 +135,20 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    used_challenges (id) {
+        id -> Text,
+        expires_at -> BigInt,
+    }
+}
+
 diesel::joinable!(admissions -> cohorts (cohort_id));
 diesel::joinable!(bookings -> centers (center_id));
 diesel::joinable!(bookings -> citizens (citizen_key));
 diesel::joinable!(bookings -> cohorts (cohort_id));
 diesel::joinable!(pass_claims -> cohorts (cohort_id));
+diesel::joinable!(passed_over -> cohorts (cohort_id));
+diesel::joinable!(presence -> cohorts (cohort_id));
 diesel::joinable!(slots -> centers (center_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
@@ -131,5 +160,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     limit_hits,
     nodes,
     pass_claims,
+    passed_over,
+    presence,
     slots,
+    used_challenges,
 );

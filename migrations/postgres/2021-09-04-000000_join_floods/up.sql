@@ -1,0 +1,34 @@
+-- A line a script cannot fill, and admission that passes over tickets nobody holds.
+-- Leading zero bits of SHA-256 a join's solved challenge must show (0: no challenge asked).
+ALTER TABLE cohorts ADD COLUMN join_difficulty INTEGER NOT NULL DEFAULT 0;
+-- The instant up to which the extra rate for returning tickets has been spent (like
+-- `admission_clock_ms`, shared by every node through a compare-and-set on the row).
+ALTER TABLE cohorts ADD COLUMN return_clock_ms BIGINT NOT NULL DEFAULT 0;
+-- Challenges whose solution took a ticket: one solution, one ticket, at any node. Forgotten
+-- once expired (an expired challenge is refused anyway).
+CREATE TABLE used_challenges (
+    id TEXT PRIMARY KEY NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX used_challenges_expiry ON used_challenges (expires_at);
+-- Tickets an admission step passed over because nobody had polled them for
+-- ABSENT_AFTER_SECONDS, written with the step; `returned_at_ms` is set once, when the ticket
+-- polled again and was admitted beside the line.
+CREATE TABLE passed_over (
+    cohort_id INTEGER NOT NULL REFERENCES cohorts (id),
+    queue_index BIGINT NOT NULL,
+    returned_at_ms BIGINT,
+    PRIMARY KEY (cohort_id, queue_index)
+);
+CREATE INDEX passed_over_returns ON passed_over (cohort_id, returned_at_ms);
+-- What each node saw of the tickets near a cohort's front (several nodes only): bit i of
+-- `bits` (hex) is set if queue index `from_index + i` polled at that node within
+-- ABSENT_AFTER_SECONDS before `written_ms`.
+CREATE TABLE presence (
+    cohort_id INTEGER NOT NULL REFERENCES cohorts (id),
+    node TEXT NOT NULL,
+    from_index BIGINT NOT NULL,
+    bits TEXT NOT NULL,
+    written_ms BIGINT NOT NULL,
+    PRIMARY KEY (cohort_id, node)
+);
