@@ -83,6 +83,8 @@ pub struct AdmissionRow {
     pub admitted_at_ms: i64,
     /// Bookings made by this step's tickets, as counted so far.
     pub booked: i64,
+    /// The queue-index ranges this step passed over, nobody having polled them (JSON).
+    pub passed: String,
 }
 
 #[derive(Debug, Clone, Insertable)]

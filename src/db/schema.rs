@@ -6,6 +6,7 @@ diesel::table! {
         upto -> BigInt,
         admitted_at_ms -> BigInt,
         booked -> BigInt,
+        passed -> Text,
     }
 }
 
@@ -105,20 +106,20 @@ diesel::table! {
 }
 
 diesel::table! {
-    passed_over (cohort_id, queue_index) {
-        cohort_id -> Integer,
-        queue_index -> BigInt,
-        returned_at_ms -> Nullable<BigInt>,
-    }
-}
-
-diesel::table! {
     presence (cohort_id, node) {
         cohort_id -> Integer,
         node -> Text,
         from_index -> BigInt,
         bits -> Text,
         written_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    returns (cohort_id, queue_index) {
+        cohort_id -> Integer,
+        queue_index -> BigInt,
+        admitted_at_ms -> BigInt,
     }
 }
 
@@ -147,8 +148,8 @@ diesel::joinable!(bookings -> centers (center_id));
 diesel::joinable!(bookings -> citizens (citizen_key));
 diesel::joinable!(bookings -> cohorts (cohort_id));
 diesel::joinable!(pass_claims -> cohorts (cohort_id));
-diesel::joinable!(passed_over -> cohorts (cohort_id));
 diesel::joinable!(presence -> cohorts (cohort_id));
+diesel::joinable!(returns -> cohorts (cohort_id));
 diesel::joinable!(slots -> centers (center_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
@@ -160,8 +161,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     limit_hits,
     nodes,
     pass_claims,
-    passed_over,
     presence,
+    returns,
     slots,
     used_challenges,
 );

@@ -11,16 +11,17 @@ CREATE TABLE used_challenges (
     expires_at BIGINT NOT NULL
 );
 CREATE INDEX used_challenges_expiry ON used_challenges (expires_at);
--- Tickets an admission step passed over because nobody had polled them for
--- ABSENT_AFTER_SECONDS, written with the step; `returned_at_ms` is set once, when the ticket
--- polled again and was admitted beside the line.
-CREATE TABLE passed_over (
+-- The queue-index ranges an admission step passed over because nobody had polled those
+-- tickets for ABSENT_AFTER_SECONDS (JSON, like `cohorts.ticket_gaps`), written with the step.
+ALTER TABLE admissions ADD COLUMN passed TEXT NOT NULL DEFAULT '[]';
+-- Passed-over tickets that polled again and were admitted beside the line, once each.
+CREATE TABLE returns (
     cohort_id INTEGER NOT NULL REFERENCES cohorts (id),
     queue_index BIGINT NOT NULL,
-    returned_at_ms BIGINT,
+    admitted_at_ms BIGINT NOT NULL,
     PRIMARY KEY (cohort_id, queue_index)
 );
-CREATE INDEX passed_over_returns ON passed_over (cohort_id, returned_at_ms);
+CREATE INDEX returns_by_time ON returns (cohort_id, admitted_at_ms);
 -- What each node saw of the tickets near a cohort's front (several nodes only): bit i of
 -- `bits` (hex) is set if queue index `from_index + i` polled at that node within
 -- ABSENT_AFTER_SECONDS before `written_ms`.
