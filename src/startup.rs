@@ -67,6 +67,7 @@ impl AppState {
             over_admission: self.config.over_admission,
             zone: self.config.zone,
             tick: self.auto_tick.then_some(TICK),
+            absent_after_s: self.config.absent_after_s,
         }
     }
 
@@ -81,7 +82,7 @@ impl AppState {
             cohort,
             seed,
             &state,
-            self.config.pass_ttl_s,
+            (self.config.pass_ttl_s, self.config.absent_after_s),
         ));
         let actor = CohortQueue::new(
             shared.clone(),

@@ -914,3 +914,93 @@ async fn a_failed_record_before_opening_takes_no_number_and_none_is_reused() {
     let s = cohort.shared.status(seq, opens * 1000 + 100);
     assert_eq!((s.state, s.position), (TicketState::Waiting, Some(1)));
 }
+
+/// Absent tickets (not heard from for `ABSENT_AFTER_SECONDS` when their turn comes) are passed
+/// over without spending the rate; present ones keep their order; one that comes back is
+/// admitted beside the line, at once, without anyone's position growing; and all of it holds
+/// across a restart, where a node that has not listened that long passes nobody over.
+#[actix::test]
+async fn absent_tickets_are_passed_over_and_admitted_beside_the_line_when_back() {
+    let w = world().await;
+    let center = w.center().await;
+    w.slots(&center, &[(0, 600, 10_000), (28, 600, 10_000)])
+        .await;
+    let now = reservation::now_ms();
+    let id = w.cohort(now / 1000 - 60, 10.0).await.shared.id;
+    let cohort = w.state.registry.cohort(id).unwrap();
+    let seqs = w.tickets(&cohort, 200).await;
+    tick(&cohort, now).await; // the actor starts listening
+    let absent_ms = w.state.config.absent_after_s as i64 * 1000;
+    assert!(absent_ms > 0);
+    // Long after the joins: the even tickets polled a second ago, the odd ones never again.
+    let t0 = now + absent_ms + 5_000;
+    for seq in seqs.iter().filter(|s| *s % 2 == 0) {
+        cohort.shared.status(*seq, t0 - 1_000);
+    }
+    let waiting_at = |at| cohort.shared.status(150, at).position.unwrap();
+    let before = waiting_at(t0 - 1_000);
+    let end = run_clock(&cohort, t0, 31).await; // three seconds at 10/s
+    let people = cohort.shared.admitted_people();
+    assert!(
+        (28..=33).contains(&people),
+        "about 30 present admitted at 10/s, the absent not counted: {people}"
+    );
+    let front = cohort.shared.admitted();
+    assert!(
+        front >= 2 * people - 1,
+        "the front passed the absent: {front}"
+    );
+    let mut last_admitted_even = None;
+    for seq in &seqs {
+        if seq % 2 == 1 && *seq < front {
+            continue; // a poll would bring it back
+        }
+        let s = cohort.shared.status(*seq, end);
+        if seq % 2 == 0 && *seq < front {
+            assert_eq!(s.state, TicketState::Admitted, "present ticket {seq}");
+            assert!(last_admitted_even < Some(*seq));
+            last_admitted_even = Some(*seq);
+        } else if *seq >= front {
+            assert_eq!(s.state, TicketState::Waiting);
+            assert!(s.position.unwrap() <= seq - front + 1);
+        }
+    }
+    // Ticket 150 (even, polling) moved up by the places passed, not by one a person only.
+    assert!(waiting_at(end) < before);
+
+    // Ticket 1 comes back: next in line at once, then admitted beside it, ahead of everyone
+    // still waiting; nobody waiting is pushed back by it.
+    let back = cohort.shared.status(1, end + 50);
+    assert_eq!((back.state, back.position), (TicketState::Waiting, Some(1)));
+    let behind_before = waiting_at(end + 50);
+    let later = run_clock(&cohort, end + 100, 5).await;
+    let s = cohort.shared.status(1, later);
+    assert_eq!(s.state, TicketState::Admitted, "{s:?}");
+    assert!(s.pass_expires_at.is_some());
+    assert!(
+        waiting_at(later) <= behind_before,
+        "a return pushed nobody back"
+    );
+    let people_after = cohort.shared.admitted_people();
+
+    // After a restart: the passed-over tickets are still passed over (3 still comes back
+    // beside the line), 1 still admitted, and the new node passes nobody over yet.
+    let w = w.restart().await;
+    let cohort = w.state.registry.cohort(id).unwrap();
+    assert_eq!(cohort.shared.status(1, later).state, TicketState::Admitted);
+    let three = cohort.shared.status(3, later);
+    assert_eq!(
+        (three.state, three.position),
+        (TicketState::Waiting, Some(1))
+    );
+    let front = cohort.shared.admitted();
+    let t1 = run_clock(&cohort, later + 100, 11).await;
+    let newly = cohort.shared.admitted_people() - people_after;
+    assert!((8..=12).contains(&newly), "{newly}");
+    assert_eq!(
+        cohort.shared.admitted() - front,
+        newly,
+        "a node that just started admits the absent too: it cannot tell them"
+    );
+    assert_eq!(cohort.shared.status(3, t1).state, TicketState::Admitted);
+}

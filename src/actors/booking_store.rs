@@ -56,6 +56,18 @@ pub enum Write {
         people: u64,
         at_ms: i64,
         clock_ms: i64,
+        /// The ranges of queue indices the step passed over (nobody held them), JSON.
+        passed: String,
+    },
+    /// Passed-over tickets that came back are admitted beside the line, if the returns'
+    /// clock on disk is still `known_clock` (else nobody is, and the clock is answered);
+    /// the clock moves to `clock_ms`.
+    RecordReturns {
+        cohort_id: i32,
+        indices: Vec<u64>,
+        at_ms: i64,
+        known_clock: i64,
+        clock_ms: i64,
     },
     ClaimPass(NewPassClaim),
     Book {
@@ -86,6 +98,8 @@ pub enum Written {
     Opened(u64, String),
     /// `None`: admitted; else the front had moved (another node), and this is how it stands.
     Admission(Option<AdmissionState>),
+    /// The returns' clock on disk, and which of the tickets asked for are admitted (at when).
+    Returns(i64, Vec<(u64, i64)>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -345,7 +359,8 @@ fn cohort_lock(w: &Write) -> Option<(u8, i32)> {
         Write::UpdateCohort(id, _)
         | Write::TakeTickets { cohort_id: id, .. }
         | Write::RecordOpening { cohort_id: id }
-        | Write::RecordAdmission { cohort_id: id, .. } => Some((0, *id)),
+        | Write::RecordAdmission { cohort_id: id, .. }
+        | Write::RecordReturns { cohort_id: id, .. } => Some((0, *id)),
         _ => None,
     }
 }
@@ -418,15 +433,31 @@ fn apply(conn: &mut Conn, w: &Write) -> Result<Written, diesel::result::Error> {
             people,
             at_ms,
             clock_ms,
+            passed,
         } => Written::Admission(queries::record_admission(
             conn,
             *cohort_id,
-            *from as i64,
-            *upto as i64,
+            (*from as i64, *upto as i64),
             *people as i64,
-            *at_ms,
-            *clock_ms,
+            (*at_ms, *clock_ms),
+            passed,
         )?),
+        Write::RecordReturns {
+            cohort_id,
+            indices,
+            at_ms,
+            known_clock,
+            clock_ms,
+        } => {
+            let (clock, admitted) = queries::record_returns(
+                conn,
+                *cohort_id,
+                indices,
+                *at_ms,
+                (*known_clock, *clock_ms),
+            )?;
+            Written::Returns(clock, admitted)
+        }
         // Written in runs by `commit`; alone here for completeness.
         Write::ClaimPass(claim) => Written::Claimed(
             queries::claim_passes(conn, &[claim])?

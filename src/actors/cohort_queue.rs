@@ -20,11 +20,13 @@ use crate::db::models::{CohortRow, NewPassClaim};
 use crate::db::queries::{self, AdmissionState};
 use crate::db::DbPool;
 use crate::domain::cohort::{Cohort, CohortPatch, CohortState};
-use crate::domain::queue::{gap_overlap, merge_gaps, Batch, PreQueue, QueueSnapshot, TicketStatus};
+use crate::domain::queue::{
+    gap_overlap, in_ranges, merge_gaps, Batch, PreQueue, QueueSnapshot, TicketStatus,
+};
 use crate::domain::slot::bookable_pairs;
 use actix::prelude::*;
 use chrono::{DateTime, FixedOffset, NaiveDate};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::time::Duration;
@@ -38,6 +40,13 @@ const JOIN_DEADLINE: Duration = Duration::from_secs(9);
 /// Batches of joins whose numbers are kept for the joins to read theirs (far more than can be
 /// settled and not yet read).
 const TAKEN_KEPT: usize = 4096;
+/// Absent tickets one admission step passes over at most (a flood of a million is passed in
+/// a couple of seconds of ticks).
+const MAX_PASSED_PER_STEP: u64 = 65_536;
+/// Returning tickets are admitted beside the line at this share of the cohort's admission
+/// rate on top of it (at least one a second): a flood of returns cannot burst the identity
+/// pool.
+pub const RETURN_SHARE: f64 = 0.25;
 
 /// What a cohort's queue publishes for handlers to read without the mailbox.
 #[derive(Debug)]
@@ -75,6 +84,17 @@ pub struct CohortShared {
     gaps: RwLock<Vec<(u64, u64)>>,
     /// Before opening, the ticket-number ranges the shuffle will take as one place each.
     pending_gaps: RwLock<Vec<(u64, u64)>>,
+    /// When each ticket (by number) last joined or polled at this node, unix seconds; 0 for
+    /// never. Four bytes a ticket.
+    seen: std::sync::Mutex<Vec<u32>>,
+    /// Queue-index ranges passed over as absent (sorted, disjoint), every node's.
+    passed: RwLock<Vec<(u64, u64)>>,
+    /// Passed-over tickets admitted beside the line once back: queue index, at (ms).
+    returns: RwLock<HashMap<u64, i64>>,
+    /// Passed-over tickets that polled again here, for the actor to admit beside the line.
+    returning: std::sync::Mutex<Vec<u64>>,
+    /// `ABSENT_AFTER_SECONDS`; 0: nobody is passed over.
+    absent_after_s: u64,
 }
 
 /// How a queue starts: fresh from the admin API, or rebuilt from the database.
@@ -98,6 +118,11 @@ pub struct QueueState {
     pub booked_tickets: Vec<u64>,
     /// `cohorts.admission_clock_ms`.
     pub clock_ms: i64,
+    /// Queue-index ranges passed over as absent, and those of them admitted since.
+    pub passed: Vec<(u64, u64)>,
+    pub returns: Vec<(u64, i64)>,
+    /// `cohorts.return_clock_ms`.
+    pub return_clock_ms: i64,
 }
 
 impl QueueState {
@@ -173,7 +198,12 @@ impl QueueState {
                 .map_err(|e| e.to_string())?,
             None => Vec::new(),
         };
+        let (passed, returns) = queries::load_passed(conn, row.id).map_err(|e| e.to_string())?;
+        let passed = merge_gaps(passed.iter().flat_map(|text| parse(text)));
         Ok(Self {
+            passed,
+            returns,
+            return_clock_ms: row.return_clock_ms,
             tickets_reserved: count as u64,
             pre_queue_count: row.pre_queue_count.map(|c| c as u64),
             admitted_upto: row.admitted_upto as u64,
@@ -190,7 +220,12 @@ impl QueueState {
 }
 
 impl CohortShared {
-    pub fn new(cohort: Cohort, seed: u64, state: &QueueState, pass_ttl_s: i64) -> Self {
+    pub fn new(
+        cohort: Cohort,
+        seed: u64,
+        state: &QueueState,
+        (pass_ttl_s, absent_after_s): (i64, u64),
+    ) -> Self {
         let configured_rate = cohort.admission_rate_per_s;
         let shared = Self {
             id: cohort.id,
@@ -218,6 +253,11 @@ impl CohortShared {
             } else {
                 Vec::new()
             }),
+            seen: std::sync::Mutex::new(Vec::new()),
+            passed: RwLock::new(state.passed.clone()),
+            returns: RwLock::new(state.returns.iter().copied().collect()),
+            returning: std::sync::Mutex::new(Vec::new()),
+            absent_after_s,
         };
         if let Some(count) = state.pre_queue_count {
             let pre = PreQueue::with_gaps(count, seed, &state.pre_queue_gaps);
@@ -309,22 +349,57 @@ impl CohortShared {
         gaps.clone()
     }
 
+    /// The holder of ticket `seq` was heard from at `now_s` (joined or polled here).
+    fn saw(&self, seq: u64, now_s: i64) {
+        if self.absent_after_s == 0 {
+            return;
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let i = seq as usize;
+        if i >= seen.len() {
+            // Grown in steps, not a ticket at a time.
+            let len = (i + 1).max(seen.len() * 2).max(1024);
+            seen.resize(len, 0);
+        }
+        seen[i] = seen[i].max(now_s.clamp(0, i64::from(u32::MAX)) as u32);
+    }
+
     /// Ticket `seq`'s place in the line, for its booking to be counted toward the admission
     /// step that admitted it (found on disk by the writer: this node may not know the step
     /// yet, if the ticket was admitted at another); `None` in a gap, whose places are not held.
     pub fn booking_place(&self, seq: u64) -> Option<u64> {
         let qidx = self.pre_queue.get()?.queue_index(seq);
-        (!in_gap(&self.gaps.read().unwrap_or_else(|e| e.into_inner()), qidx)).then_some(qidx)
+        // A returned ticket's admission was no step's: its place was not held by one.
+        let passed = in_ranges(&self.passed.read().unwrap_or_else(|e| e.into_inner()), qidx);
+        (!passed && !in_gap(&self.gaps.read().unwrap_or_else(|e| e.into_inner()), qidx))
+            .then_some(qidx)
     }
 
-    /// What the holder of ticket `seq` is told at `now_ms`.
+    /// What the holder of ticket `seq` is told at `now_ms`; hearing from them, they are
+    /// present (and a passed-over ticket, back, is asked to be admitted).
     pub fn status(&self, seq: u64, now_ms: i64) -> TicketStatus {
+        self.saw(seq, now_ms.div_euclid(1000));
+        let status = self.snapshot_status(seq, now_ms);
+        if status.returning {
+            if let Some(pre) = self.pre_queue.get() {
+                self.returning
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(pre.queue_index(seq));
+            }
+        }
+        status
+    }
+
+    fn snapshot_status(&self, seq: u64, now_ms: i64) -> TicketStatus {
         let (opens_at, closes_at, paused) = {
             let c = self.info.read().unwrap_or_else(|e| e.into_inner());
             (c.opens_at, c.closes_at, c.paused)
         };
         let batches = self.batches.read().unwrap_or_else(|e| e.into_inner());
         let gaps = self.gaps.read().unwrap_or_else(|e| e.into_inner());
+        let passed = self.passed.read().unwrap_or_else(|e| e.into_inner());
+        let returns = self.returns.read().unwrap_or_else(|e| e.into_inner());
         QueueSnapshot {
             now_ms,
             opens_at,
@@ -338,6 +413,9 @@ impl CohortShared {
             pass_ttl_s: self.pass_ttl_s,
             rate: self.measured_rate(),
             gaps: &gaps,
+            passed: &passed,
+            returns: &returns,
+            absent_after_s: self.absent_after_s,
         }
         .status(seq)
     }
@@ -381,9 +459,11 @@ impl CohortHandle {
                 .push(arrival);
             return Err(StoreError::Busy);
         }
-        shared
+        let seq = shared
             .number_of(arrival)
-            .ok_or_else(|| StoreError::Commit("the join could not be recorded".into()))
+            .ok_or_else(|| StoreError::Commit("the join could not be recorded".into()))?;
+        shared.saw(seq, crate::now_s());
+        Ok(seq)
     }
 }
 
@@ -442,6 +522,9 @@ pub struct QueueSettings {
     pub zone: FixedOffset,
     /// The admission clock's period; `None` to drive it with `Tick` messages.
     pub tick: Option<Duration>,
+    /// `ABSENT_AFTER_SECONDS`: a ticket not heard from for this long when its turn comes is
+    /// passed over; 0: never.
+    pub absent_after_s: u64,
 }
 
 /// What a node read of its cohort from the database (sent by `ClusterSync`): what operators
@@ -499,6 +582,17 @@ pub struct CohortQueue {
     claims: HashMap<u64, (String, i64)>,
     /// A batch of joins is taking its numbers.
     recording_tickets: bool,
+    /// This actor's first tick: until `ABSENT_AFTER_SECONDS` later it cannot tell who is
+    /// absent (it was not there to hear them), so it passes nobody over.
+    born_ms: Option<i64>,
+    /// `cohorts.return_clock_ms` as this node last wrote or read it.
+    return_clock_ms: i64,
+    /// Returned tickets are being admitted.
+    returns_in_flight: bool,
+    /// Passed-over tickets back at this node, waiting to be admitted beside the line.
+    returning: BTreeSet<u64>,
+    /// Returned tickets that booked through this node (their places are no longer held).
+    returns_booked: HashSet<u64>,
     /// Numbers whose joins gave up waiting, for the next batch to record as nobody.
     gaps_out: Vec<(u64, u64)>,
     /// When an operator's change through this node was applied: a sync read that began
@@ -530,8 +624,9 @@ impl CohortQueue {
         {
             let gaps = &gap_ranges;
             let batches = shared.batches.read().unwrap_or_else(|e| e.into_inner());
+            let passed = shared.passed.read().unwrap_or_else(|e| e.into_inner());
             for b in batches.iter() {
-                let n = gap_overlap(gaps, b.from, b.upto);
+                let n = gap_overlap(gaps, b.from, b.upto) + gap_overlap(&passed, b.from, b.upto);
                 if n > 0 {
                     skipped.insert(b.upto, n);
                 }
@@ -539,7 +634,7 @@ impl CohortQueue {
             if let Some(pre) = shared.pre_queue.get() {
                 for seq in &state.booked_tickets {
                     let qidx = pre.queue_index(*seq);
-                    if in_gap(gaps, qidx) {
+                    if in_gap(gaps, qidx) || in_ranges(&passed, qidx) {
                         continue;
                     }
                     let i = batches.partition_point(|b| b.upto <= qidx);
@@ -570,6 +665,11 @@ impl CohortQueue {
             gap_ranges,
             claims: state.claims,
             recording_tickets: false,
+            born_ms: None,
+            return_clock_ms: state.return_clock_ms,
+            returns_in_flight: false,
+            returning: BTreeSet::new(),
+            returns_booked: HashSet::new(),
             gaps_out: Vec::new(),
             patched_at: None,
         }
@@ -602,20 +702,32 @@ impl CohortQueue {
 
     /// Admitted citizens whose passes may still be used and who have not booked (through any
     /// node: the larger of this node's count and the one on disk, which lags a little).
-    fn held(&self) -> i64 {
+    fn held(&self, now_ms: i64) -> i64 {
         let batches = self
             .shared
             .batches
             .read()
             .unwrap_or_else(|e| e.into_inner());
         let of = |m: &HashMap<u64, u64>, upto: u64| m.get(&upto).copied().unwrap_or(0);
-        batches
+        // Returned tickets admitted beside the line hold a place too, while their pass lasts
+        // (those that booked at another node are counted until it lapses: on the safe side).
+        let ttl_ms = self.settings.pass_ttl_s * 1000;
+        let returned = self
+            .shared
+            .returns
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(|b| {
-                let booked = of(&self.mine, b.upto).max(of(&self.on_disk, b.upto));
-                (b.upto - b.from).saturating_sub(of(&self.skipped, b.upto) + booked) as i64
-            })
-            .sum()
+            .filter(|(q, at)| **at + ttl_ms > now_ms && !self.returns_booked.contains(q))
+            .count() as i64;
+        returned
+            + batches
+                .iter()
+                .map(|b| {
+                    let booked = of(&self.mine, b.upto).max(of(&self.on_disk, b.upto));
+                    (b.upto - b.from).saturating_sub(of(&self.skipped, b.upto) + booked) as i64
+                })
+                .sum::<i64>()
     }
 
     /// Forgets admission steps whose passes have all lapsed.
@@ -683,6 +795,7 @@ impl CohortQueue {
     /// spawns it, a `Tick` message answers when it is done.
     fn step(&mut self, now_ms: i64) -> Option<ResponseActFuture<Self, ()>> {
         self.prune(now_ms);
+        let born = *self.born_ms.get_or_insert(now_ms);
         if self.step_in_flight {
             return None;
         }
@@ -697,7 +810,7 @@ impl CohortQueue {
 
         let cap =
             (self.supply(&cohort, now_ms) as f64 * self.settings.over_admission).floor() as i64;
-        let headroom = cap - self.held();
+        let headroom = cap - self.held(now_ms);
         self.shared.sold_out.store(headroom <= 0, Ordering::Relaxed);
 
         let admitted = self.shared.admitted();
@@ -726,24 +839,84 @@ impl CohortQueue {
         // node that won the step), so none is counted twice.
         self.history.push_back((now_ms, 0, dt));
         self.publish_rate();
-        if k == 0 {
+        let absent_ms = self.settings.absent_after_s as i64 * 1000;
+        // Who is absent can be told only by a node that has been listening that long.
+        let tells_absent = absent_ms > 0 && now_ms - born >= absent_ms;
+        if k == 0 && !tells_absent {
             return None;
         }
-        let clock_ms = (clock + k as f64 * 1000.0 / self.rate).round() as i64;
-        // The next `k` people in queue order, and every gap reached on the way (or right after
-        // them), jumped without spending the rate on it.
-        let (mut upto, mut skipped, mut left) = (admitted, 0, k);
-        for (from, to) in gaps {
-            let before = from.saturating_sub(upto);
-            if before > left {
-                break;
-            }
-            left -= before;
-            skipped += to - from.max(upto);
-            upto = to;
+        let (upto, skipped, passed) = self.next_in_line(admitted, issued, k, &gaps, now_ms);
+        let people = upto - admitted - skipped - gap_overlap(&passed, admitted, upto);
+        if people == 0 && passed.is_empty() {
+            return None;
         }
-        upto += left;
-        Some(self.admit(admitted, upto, skipped, now_ms, clock_ms))
+        let clock_ms = (clock + people as f64 * 1000.0 / self.rate).round() as i64;
+        Some(self.admit(admitted, upto, (skipped, passed), now_ms, clock_ms))
+    }
+
+    /// From the front `admitted`, the next `k` people in queue order present (heard from
+    /// within `ABSENT_AFTER_SECONDS`), the absent among them passed over without spending the
+    /// rate, and every gap reached on the way (or right after them) jumped. Answers where the
+    /// step ends, the places in gaps, and the ranges passed over.
+    fn next_in_line(
+        &self,
+        admitted: u64,
+        issued: u64,
+        k: u64,
+        gaps: &[(u64, u64)],
+        now_ms: i64,
+    ) -> (u64, u64, Vec<(u64, u64)>) {
+        let absent_ms = self.settings.absent_after_s as i64 * 1000;
+        let tells_absent =
+            absent_ms > 0 && self.born_ms.is_some_and(|born| now_ms - born >= absent_ms);
+        let pre = self.shared.pre_queue.get();
+        let seen = self.shared.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let heard_since = (now_ms - absent_ms).div_euclid(1000);
+        let present = |qidx: u64| {
+            let seq = pre.map_or(qidx, |p| p.seq_at(qidx));
+            seen.get(seq as usize)
+                .is_some_and(|at| i64::from(*at) >= heard_since)
+        };
+        let (mut upto, mut skipped, mut left) = (admitted, 0, k);
+        let mut passed: Vec<(u64, u64)> = Vec::new();
+        let mut passed_n = 0;
+        let mut gaps = gaps.iter().peekable();
+        while upto < issued {
+            if let Some((from, to)) = gaps.peek().filter(|(from, _)| *from <= upto) {
+                skipped += to.saturating_sub(upto.max(*from));
+                upto = upto.max(*to);
+                gaps.next();
+                continue;
+            }
+            let stop = gaps.peek().map_or(issued, |(from, _)| *from);
+            if !tells_absent {
+                if left == 0 {
+                    break;
+                }
+                let n = left.min(stop - upto);
+                upto += n;
+                left -= n;
+                continue;
+            }
+            if present(upto) {
+                if left == 0 {
+                    break;
+                }
+                left -= 1;
+            } else {
+                match passed.last_mut() {
+                    Some(last) if last.1 == upto => last.1 += 1,
+                    _ => passed.push((upto, upto + 1)),
+                }
+                passed_n += 1;
+                if passed_n >= MAX_PASSED_PER_STEP {
+                    upto += 1;
+                    break;
+                }
+            }
+            upto += 1;
+        }
+        (upto, skipped, passed)
     }
 
     /// Makes one step of the clock durable, then lets `done` apply what the store answered.
@@ -934,10 +1107,12 @@ impl CohortQueue {
         &mut self,
         from: u64,
         upto: u64,
-        skipped: u64,
+        (gapped, passed): (u64, Vec<(u64, u64)>),
         at_ms: i64,
         clock_ms: i64,
     ) -> ResponseActFuture<Self, ()> {
+        let passed_n = gap_overlap(&passed, from, upto);
+        let skipped = gapped + passed_n;
         let people = upto - from - skipped;
         let write = Write::RecordAdmission {
             cohort_id: self.shared.id,
@@ -946,6 +1121,7 @@ impl CohortQueue {
             people,
             at_ms,
             clock_ms,
+            passed: serde_json::to_string(&passed).unwrap_or_else(|_| "[]".into()),
         };
         self.persist_step(write, move |act, written| match written {
             Some(Written::Admission(None)) => {
@@ -955,6 +1131,7 @@ impl CohortQueue {
                     // (the mailbox goes before spawned futures): it is applied already.
                     return;
                 }
+                act.add_passed(&passed);
                 act.shared
                     .batches
                     .write()
@@ -963,7 +1140,8 @@ impl CohortQueue {
                 if skipped > 0 {
                     act.skipped.insert(upto, skipped);
                 }
-                act.history.push_back((at_ms, people, 0));
+                // The front's speed in places: positions count the absent not yet reached.
+                act.history.push_back((at_ms, people + passed_n, 0));
                 act.shared
                     .admitted_people
                     .fetch_add(people, Ordering::AcqRel);
@@ -974,6 +1152,96 @@ impl CohortQueue {
             // Nobody was told; the same tickets are admitted at a later tick.
             _ => log::error!("cohort {}: could not record an admission", act.shared.id),
         })
+    }
+
+    /// Ranges passed over by a step, before the front moves past them: a poll that sees the
+    /// front sees them.
+    fn add_passed(&self, ranges: &[(u64, u64)]) {
+        if ranges.is_empty() {
+            return;
+        }
+        let mut passed = self
+            .shared
+            .passed
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        *passed = merge_gaps(passed.iter().chain(ranges).copied());
+    }
+
+    /// Admits the passed-over tickets that came back to this node, beside the line, lowest
+    /// place first, at `RETURN_SHARE` of the admission rate (a clock on the cohort's row,
+    /// shared by every node like the admission clock). Returns the write it started, if any.
+    fn admit_returns(&mut self, now_ms: i64) -> Option<ResponseActFuture<Self, ()>> {
+        let asked: Vec<u64> = std::mem::take(
+            &mut *self
+                .shared
+                .returning
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        {
+            let back = self
+                .shared
+                .returns
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            self.returning.extend(asked);
+            self.returning.retain(|q| !back.contains_key(q));
+        }
+        let cohort = self.shared.cohort();
+        let open = now_ms.div_euclid(1000) < cohort.closes_at && !cohort.paused;
+        if self.returns_in_flight || self.returning.is_empty() || !open || self.shared.is_sold_out()
+        {
+            return None;
+        }
+        let rate = (cohort.admission_rate_per_s * RETURN_SHARE).max(1.0);
+        let window_ms = (250.0f64).max(1000.0 / rate);
+        let born = self.born_ms.unwrap_or(now_ms);
+        let clock = (self.return_clock_ms as f64)
+            .max(now_ms as f64 - window_ms)
+            .max(born as f64);
+        let due = ((now_ms as f64 - clock) * rate / 1000.0).floor().max(0.0) as usize;
+        let indices: Vec<u64> = self.returning.iter().take(due).copied().collect();
+        if indices.is_empty() {
+            return None;
+        }
+        let clock_ms = (clock + indices.len() as f64 * 1000.0 / rate).round() as i64;
+        let write = Write::RecordReturns {
+            cohort_id: self.shared.id,
+            indices,
+            at_ms: now_ms,
+            known_clock: self.return_clock_ms,
+            clock_ms,
+        };
+        self.returns_in_flight = true;
+        Some(Box::pin(
+            self.store
+                .send(Persist(write))
+                .into_actor(self)
+                .map(move |res, act, _| {
+                    act.returns_in_flight = false;
+                    match res {
+                        Ok(Ok(Written::Returns(clock, admitted))) => {
+                            act.return_clock_ms = act.return_clock_ms.max(clock);
+                            act.adopt_returns(admitted);
+                        }
+                        _ => log::error!("cohort {}: could not record returns", act.shared.id),
+                    }
+                }),
+        ))
+    }
+
+    /// Returned tickets admitted (by any node): published, no longer waiting here.
+    fn adopt_returns(&mut self, admitted: Vec<(u64, i64)>) {
+        let mut back = self
+            .shared
+            .returns
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        for (q, at) in admitted {
+            self.returning.remove(&q);
+            back.entry(q).or_insert(at);
+        }
     }
 
     /// The admission front and steps as on disk, made by any node: the steps past this node's
@@ -999,11 +1267,15 @@ impl CohortQueue {
             let mut from = known;
             for row in state.steps.iter().filter(|r| r.upto as u64 > known) {
                 let upto = row.upto as u64;
-                let skipped = gap_overlap(&self.gap_ranges, from, upto);
+                let passed: Vec<(u64, u64)> = serde_json::from_str(&row.passed).unwrap_or_default();
+                let passed_n = gap_overlap(&passed, from, upto);
+                self.add_passed(&passed);
+                let skipped = gap_overlap(&self.gap_ranges, from, upto) + passed_n;
                 if skipped > 0 {
                     self.skipped.insert(upto, skipped);
                 }
-                self.history.push_back((now_ms, upto - from - skipped, 0));
+                self.history
+                    .push_back((now_ms, upto - from - skipped + passed_n, 0));
                 batches.push(Batch {
                     from,
                     upto,
@@ -1028,9 +1300,13 @@ impl Actor for CohortQueue {
         ctx.set_mailbox_capacity(4096);
         if let Some(period) = self.settings.tick {
             ctx.run_interval(period, |act, ctx| {
-                let write = act.step(crate::now_ms());
+                let now_ms = crate::now_ms();
+                let write = act.step(now_ms);
                 act.record_tickets(ctx);
                 if let Some(write) = write {
+                    ctx.spawn(write);
+                }
+                if let Some(write) = act.admit_returns(now_ms) {
                     ctx.spawn(write);
                 }
             });
@@ -1044,7 +1320,12 @@ impl Handler<Tick> for CohortQueue {
     fn handle(&mut self, msg: Tick, ctx: &mut Context<Self>) -> Self::Result {
         let step = self.step(msg.now_ms);
         self.record_tickets(ctx);
-        step.unwrap_or_else(|| Box::pin(fut::ready(())))
+        let returns = self.admit_returns(msg.now_ms);
+        let step = step.unwrap_or_else(|| Box::pin(fut::ready(())));
+        match returns {
+            Some(returns) => Box::pin(step.then(move |_, _, _| returns)),
+            None => step,
+        }
     }
 }
 
@@ -1113,6 +1394,17 @@ impl Handler<TicketBooked> for CohortQueue {
         };
         let qidx = pre.queue_index(msg.seq);
         if in_gap(&self.gap_ranges, qidx) {
+            return;
+        }
+        if in_ranges(
+            &self.shared.passed.read().unwrap_or_else(|e| e.into_inner()),
+            qidx,
+        ) {
+            if msg.booking {
+                self.returns_booked.insert(qidx);
+            } else {
+                self.returns_booked.remove(&qidx);
+            }
             return;
         }
         let batches = self

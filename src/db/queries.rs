@@ -5,7 +5,8 @@
 
 use super::models::*;
 use super::schema::{
-    admissions, bookings, centers, citizens, cohorts, limit_hits, nodes, pass_claims, slots,
+    admissions, bookings, centers, citizens, cohorts, limit_hits, nodes, pass_claims, returns,
+    slots,
 };
 use super::Conn;
 use crate::domain::booking::{STATE_CANCELLED, STATE_CONFIRMED};
@@ -360,11 +361,10 @@ pub struct AdmissionState {
 pub fn record_admission(
     conn: &mut Conn,
     cohort_id: i32,
-    from: i64,
-    upto: i64,
+    (from, upto): (i64, i64),
     people: i64,
-    at_ms: i64,
-    clock_ms: i64,
+    (at_ms, clock_ms): (i64, i64),
+    passed: &str,
 ) -> Result<Option<AdmissionState>, Error> {
     let moved = run!(conn, c => diesel::update(cohorts::table.find(cohort_id))
         .filter(cohorts::admitted_upto.eq(from))
@@ -380,6 +380,7 @@ pub fn record_admission(
                 admissions::cohort_id.eq(cohort_id),
                 admissions::upto.eq(upto),
                 admissions::admitted_at_ms.eq(at_ms),
+                admissions::passed.eq(passed),
             ))
             .on_conflict_do_nothing()
             .execute(c))?;
@@ -390,6 +391,83 @@ pub fn record_admission(
 
 /// The front on disk and the steps past `after`, plus those since `live_since_ms` whose
 /// tickets booked (their `booked` counts), oldest first.
+/// Admits the passed-over tickets at `indices` beside the line at `at_ms`, if the returns'
+/// clock is still `known` on disk (moving it to `clock_ms`); each ticket once, whichever node
+/// asks. Answers the clock on disk and the tickets of `indices` admitted so far (by this write
+/// or an earlier one), with when.
+pub fn record_returns(
+    conn: &mut Conn,
+    cohort_id: i32,
+    indices: &[u64],
+    at_ms: i64,
+    (known, clock_ms): (i64, i64),
+) -> Result<(i64, Vec<(u64, i64)>), Error> {
+    let indices: Vec<i64> = indices.iter().map(|q| *q as i64).collect();
+    run!(conn, c => {
+        let moved = diesel::update(cohorts::table.find(cohort_id))
+            .filter(cohorts::return_clock_ms.eq(known))
+            .set(cohorts::return_clock_ms.eq(clock_ms))
+            .execute(c)?;
+        if moved == 1 {
+            let rows: Vec<_> = indices
+                .iter()
+                .map(|q| {
+                    (
+                        returns::cohort_id.eq(cohort_id),
+                        returns::queue_index.eq(*q),
+                        returns::admitted_at_ms.eq(at_ms),
+                    )
+                })
+                .collect();
+            diesel::insert_into(returns::table)
+                .values(&rows)
+                .on_conflict_do_nothing()
+                .execute(c)?;
+        }
+        let clock: i64 = cohorts::table
+            .find(cohort_id)
+            .select(cohorts::return_clock_ms)
+            .first(c)?;
+        let admitted: Vec<(i64, i64)> = returns::table
+            .filter(returns::cohort_id.eq(cohort_id))
+            .filter(returns::queue_index.eq_any(&indices))
+            .select((returns::queue_index, returns::admitted_at_ms))
+            .load(c)?;
+        Ok((clock, admitted.into_iter().map(|(q, at)| (q as u64, at)).collect()))
+    })
+}
+
+/// The passed-over ranges (JSON, a text a step) and the returns (queue index, at ms).
+pub type PassedAndBack = (Vec<String>, Vec<(u64, i64)>);
+
+/// A cohort's passed-over ranges (JSON, one text a step that passed someone over) and its
+/// returns: what a queue rebuilds at start.
+pub fn load_passed(conn: &mut Conn, cohort_id: i32) -> Result<PassedAndBack, Error> {
+    run!(conn, c => {
+        let passed = admissions::table
+            .filter(admissions::cohort_id.eq(cohort_id))
+            .filter(admissions::passed.ne("[]"))
+            .select(admissions::passed)
+            .load(c)?;
+        let back: Vec<(i64, i64)> = returns::table
+            .filter(returns::cohort_id.eq(cohort_id))
+            .select((returns::queue_index, returns::admitted_at_ms))
+            .load(c)?;
+        Ok((passed, back.into_iter().map(|(q, at)| (q as u64, at)).collect()))
+    })
+}
+
+/// Returns admitted at or after `since_ms`, every cohort's (for the other nodes).
+pub fn returns_since(conn: &mut Conn, since_ms: i64) -> Result<Vec<(i32, u64, i64)>, Error> {
+    run!(conn, c => {
+        let rows: Vec<(i32, i64, i64)> = returns::table
+            .filter(returns::admitted_at_ms.ge(since_ms))
+            .select((returns::cohort_id, returns::queue_index, returns::admitted_at_ms))
+            .load(c)?;
+        Ok(rows.into_iter().map(|(id, q, at)| (id, q as u64, at)).collect())
+    })
+}
+
 pub fn admission_state(
     conn: &mut Conn,
     cohort_id: i32,

@@ -20,6 +20,9 @@ pub struct PreQueue {
     pub seed: u64,
     /// `index[seq]` is the queue index of pre-queue ticket `seq`: 4 bytes a citizen.
     index: Vec<u32>,
+    /// `seq_at[qidx]`: the pre-queue ticket at queue index `qidx` (the inverse of `index`,
+    /// for admission to find whose turn it is).
+    seq_at: Vec<u32>,
     /// Where the skipped ranges landed: queue-index ranges, sorted, that hold nobody but the
     /// holders of numbers handed out in the last tick before a crash (see `with_gaps`).
     gaps: Vec<(u64, u64)>,
@@ -73,10 +76,15 @@ impl PreQueue {
             }
             qidx += to - from;
         }
+        let mut seq_at = vec![0u32; count as usize];
+        for (seq, qidx) in index.iter().enumerate() {
+            seq_at[*qidx as usize] = seq as u32;
+        }
         Self {
             count,
             seed,
             index,
+            seq_at,
             gaps,
         }
     }
@@ -87,6 +95,15 @@ impl PreQueue {
             u64::from(self.index[seq as usize])
         } else {
             seq
+        }
+    }
+
+    /// The ticket at queue index `qidx`: the inverse of `queue_index`.
+    pub fn seq_at(&self, qidx: u64) -> u64 {
+        if qidx < self.count {
+            u64::from(self.seq_at[qidx as usize])
+        } else {
+            qidx
         }
     }
 
@@ -108,6 +125,12 @@ pub fn merge_gaps(ranges: impl IntoIterator<Item = (u64, u64)>) -> Vec<(u64, u64
         }
     }
     out
+}
+
+/// Whether `qidx` lies in one of `ranges` (sorted, disjoint).
+pub fn in_ranges(ranges: &[(u64, u64)], qidx: u64) -> bool {
+    let i = ranges.partition_point(|(_, to)| *to <= qidx);
+    ranges.get(i).is_some_and(|(from, _)| *from <= qidx)
 }
 
 /// Ticket numbers (or queue indices) in `lo..hi` that fall in `gaps`.
@@ -147,6 +170,15 @@ pub struct QueueSnapshot<'a> {
     /// that were handed out in the last tick before the restart share its first place and are
     /// admitted with it. Sorted, disjoint.
     pub gaps: &'a [(u64, u64)],
+    /// Queue-index ranges admission passed over, nobody having polled them for
+    /// `ABSENT_AFTER_SECONDS` when their turn came. Sorted, disjoint, behind the front.
+    pub passed: &'a [(u64, u64)],
+    /// Passed-over tickets that polled again and were admitted beside the line: queue index,
+    /// admitted at (ms).
+    pub returns: &'a std::collections::HashMap<u64, i64>,
+    /// `ABSENT_AFTER_SECONDS` (0: nobody is passed over): nobody is told to wait longer than
+    /// half of it between polls, so that whoever follows the answers is never taken for absent.
+    pub absent_after_s: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -172,6 +204,9 @@ pub struct TicketStatus {
     /// Unix seconds at which the pass lapses, while admitted.
     #[serde(skip)]
     pub pass_expires_at: Option<i64>,
+    /// Passed over while absent and back: to be admitted beside the line.
+    #[serde(skip)]
+    pub returning: bool,
 }
 
 impl QueueSnapshot<'_> {
@@ -183,6 +218,9 @@ impl QueueSnapshot<'_> {
         };
         let qidx = pre.queue_index(seq);
         let behind = Some(self.issued.saturating_sub(qidx + 1));
+        if qidx < self.admitted_upto && in_ranges(self.passed, qidx) {
+            return self.returning_status(qidx, now, behind);
+        }
         if qidx < self.admitted_upto {
             let expires = self.pass_expiry(qidx);
             let state = match expires {
@@ -201,6 +239,7 @@ impl QueueSnapshot<'_> {
                     MAX_POLL_SECONDS
                 },
                 pass_expires_at: expires.filter(|at| now < *at),
+                returning: false,
             };
         }
         let front = self.admitted_upto;
@@ -222,8 +261,56 @@ impl QueueSnapshot<'_> {
             ahead: Some(position - 1),
             behind,
             eta_seconds: eta,
-            poll_after_seconds: poll_after(position, eta),
+            poll_after_seconds: self.within_absence(poll_after(position, eta)),
             pass_expires_at: None,
+            returning: false,
+        }
+    }
+
+    /// A ticket passed over while absent: admitted beside the line once back (its place
+    /// kept), ahead of everyone still waiting; until the admission is on disk, next in line.
+    fn returning_status(&self, qidx: u64, now: i64, behind: Option<u64>) -> TicketStatus {
+        let expires = self
+            .returns
+            .get(&qidx)
+            .map(|at_ms| at_ms.div_euclid(1000) + self.pass_ttl_s);
+        match expires {
+            Some(at) => TicketStatus {
+                state: if now < at {
+                    TicketState::Admitted
+                } else {
+                    TicketState::Expired
+                },
+                position: Some(0),
+                ahead: Some(0),
+                behind,
+                eta_seconds: Some(0),
+                poll_after_seconds: if now < at { 5 } else { MAX_POLL_SECONDS },
+                pass_expires_at: Some(at).filter(|at| now < *at),
+                returning: false,
+            },
+            None => TicketStatus {
+                state: if now >= self.closes_at {
+                    TicketState::Closed
+                } else {
+                    TicketState::Waiting
+                },
+                position: Some(1),
+                ahead: Some(0),
+                behind,
+                eta_seconds: Some(1),
+                poll_after_seconds: 1,
+                pass_expires_at: None,
+                returning: now < self.closes_at,
+            },
+        }
+    }
+
+    /// A wait between polls no longer than half of `ABSENT_AFTER_SECONDS`.
+    fn within_absence(&self, poll_after: u64) -> u64 {
+        match self.absent_after_s {
+            0 => poll_after,
+            absent => poll_after.min((absent / 2).max(1)),
         }
     }
 
@@ -247,8 +334,9 @@ impl QueueSnapshot<'_> {
             ahead: None,
             behind: None,
             eta_seconds: None,
-            poll_after_seconds: poll.max(1),
+            poll_after_seconds: self.within_absence(poll.max(1)),
             pass_expires_at: None,
+            returning: false,
         }
     }
 
@@ -289,6 +377,9 @@ pub fn expected_poll_rate(waiting: u64, rate: f64) -> f64 {
 mod tests {
     use super::*;
 
+    static NO_RETURNS: std::sync::LazyLock<std::collections::HashMap<u64, i64>> =
+        std::sync::LazyLock::new(Default::default);
+
     fn snapshot<'a>(pre: Option<&'a PreQueue>, batches: &'a [Batch]) -> QueueSnapshot<'a> {
         QueueSnapshot {
             now_ms: 1_000_000,
@@ -303,6 +394,9 @@ mod tests {
             pass_ttl_s: 600,
             rate: 5.0,
             gaps: &[],
+            passed: &[],
+            returns: &NO_RETURNS,
+            absent_after_s: 0,
         }
     }
 
