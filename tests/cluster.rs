@@ -1810,3 +1810,116 @@ fn check_admitted_count_monotone(series: &[(f64, i64, Option<String>)]) -> Vec<S
         })
         .collect()
 }
+
+// ---------------------------------------------------------------------------------------------
+// 11. Absent tickets passed over cluster-wide (issue 17): who polled one node is present at
+// every node, the absent are passed over without spending the rate, and one back is admitted
+// beside the line through any node.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item11_absent_tickets_are_passed_over_by_whichever_node_admits_and_admitted_when_back() {
+    let cluster = Cluster::start_with(3, &[("ABSENT_AFTER_SECONDS", "3")]).await;
+    let rec = cluster.recorder();
+    let cohort = create_cohort(&rec, At::Node(0), 5.0, true).await;
+    let center = create_center(&rec, At::Node(0)).await;
+    let (first, _) = add_pair(&rec, At::Node(0), center, 10, 1000).await;
+    ensure_everywhere(
+        &cluster,
+        &rec,
+        &[
+            Probe::CohortField(cohort, "paused", json!(true)),
+            Probe::Slot(center, first),
+        ],
+    )
+    .await;
+    // 40 tickets; the even ones poll every 500 ms, each only at the node it joined at; the
+    // odd ones never poll again.
+    let tickets = join_many(&rec, cohort, 40, 3).await;
+    let present: Vec<(usize, &(String, String))> = tickets.iter().enumerate().step_by(2).collect();
+    let order: HashMap<String, usize> = present
+        .iter()
+        .enumerate()
+        .map(|(r, (_, (key, _)))| (key.clone(), r))
+        .collect();
+    let opened = Instant::now() + Duration::from_secs(4);
+    let stop = opened + Duration::from_secs(12);
+    let pollers = join_all(present.iter().map(|(k, (key, ticket))| {
+        let rec = &rec;
+        async move {
+            while Instant::now() < stop {
+                let a = poll(rec, At::Node(k % 3), ticket, key).await;
+                if a.body["state"] == "admitted" {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }));
+    let opener = async {
+        // Every node has listened longer than ABSENT_AFTER_SECONDS by then, and the odd
+        // tickets have been silent that long.
+        tokio::time::sleep_until(opened.into()).await;
+        patch_cohort(&rec, At::Node(1), cohort, json!({"paused": false})).await;
+    };
+    tokio::join!(pollers, opener);
+    let events = cluster.history.events();
+    let admitted = first_admitted(&events);
+    let mut violations = check_no_fifo_inversion(&events, &order);
+    violations.extend(check_positions_never_grow(&events));
+    for (_, (key, _)) in &present {
+        if !admitted.contains_key(key) {
+            violations.push(format!("present ticket {key} was never admitted"));
+        }
+    }
+    // On disk: the passed-over places are the odd tickets' (queue index = number here), and
+    // the admitted people are the present ones (the rate was not spent on the absent).
+    let passed = cluster.psql(&format!(
+        "SELECT string_agg(passed, ' ') FROM admissions WHERE cohort_id = {cohort} AND passed <> '[]'"
+    ));
+    let ranges: Vec<(u64, u64)> = passed
+        .split_whitespace()
+        .flat_map(|t| serde_json::from_str::<Vec<(u64, u64)>>(t).unwrap_or_default())
+        .collect();
+    let passed_indices: Vec<u64> = ranges.iter().flat_map(|(f, t)| *f..*t).collect();
+    if passed_indices.iter().any(|q| q % 2 == 0) {
+        violations.push(format!("a present ticket was passed over: {ranges:?}"));
+    }
+    if passed_indices.len() < 15 {
+        violations.push(format!("the absent were not passed over: {ranges:?}"));
+    }
+    let people = cluster.psql(&format!(
+        "SELECT admitted_count FROM cohorts WHERE id = {cohort}"
+    ));
+    if people.trim() != "20" {
+        violations.push(format!(
+            "{} people admitted, not the 20 present",
+            people.trim()
+        ));
+    }
+    // Ticket 1 comes back, through the balancer: next at once, admitted within seconds.
+    let (key, ticket) = &tickets[1];
+    let back = poll(&rec, At::Lb, ticket, key).await;
+    if back.body["position"] != json!(1) {
+        violations.push(format!("ticket 1 back is told {}", back.body));
+    }
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut state = back.body["state"].clone();
+    while state != "admitted" && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        state = poll(&rec, At::Lb, ticket, key).await.body["state"].clone();
+    }
+    if state != "admitted" {
+        violations.push(format!(
+            "ticket 1, back, was not admitted within 5 s: {state}"
+        ));
+    }
+    eprintln!(
+        "item 11: passed over {ranges:?}, {} admitted",
+        admitted.len()
+    );
+    fail_if(
+        violations,
+        "item 11 (absent tickets across nodes)",
+        &cluster,
+    );
+}

@@ -80,6 +80,10 @@ pub struct ClusterSync {
 /// What one sync read.
 struct Read {
     known: Vec<(CohortRow, AdmissionState)>,
+    /// Per cohort: the returns admitted while their passes may last, and what the other nodes
+    /// heard near the front.
+    returns: HashMap<i32, Vec<(u64, i64)>>,
+    heard: HashMap<i32, Vec<(u64, String, i64)>>,
     new_cohorts: Vec<(CohortRow, QueueState)>,
     new_centers: Vec<CenterRow>,
     new_slots: Vec<SlotRow>,
@@ -101,6 +105,8 @@ struct Ask {
     asked_at: std::time::Instant,
     /// Forget the counts of the shared limits' windows that ended before this (unix s).
     forget_attempts_before: Option<i64>,
+    /// Who was heard from here near each cohort's front, to share.
+    presence: Vec<queries::PresenceRow>,
 }
 
 impl ClusterSync {
@@ -154,13 +160,24 @@ impl ClusterSync {
             // About once a minute, whichever node: windows are at most the pass lifetime long.
             forget_attempts_before: (self.syncs % 240 == 0)
                 .then(|| now_ms / 1000 - 2 * pass_ttl_s.max(600)),
+            presence: self
+                .registry
+                .cohorts()
+                .iter()
+                .filter_map(|c| {
+                    let (from, bits) = c.shared.presence_near_front(now_ms)?;
+                    Some((c.shared.id, from as i64, bits, now_ms))
+                })
+                .collect(),
         }
     }
 
-    fn apply(&mut self, read: Read) {
+    fn apply(&mut self, mut read: Read) {
         for (row, admissions) in read.known {
             if let Some(c) = self.registry.cohort(row.id) {
                 c.addr.do_send(Synced {
+                    returns: read.returns.remove(&row.id).unwrap_or_default(),
+                    heard_elsewhere: read.heard.remove(&row.id).unwrap_or_default(),
                     row,
                     admissions,
                     asked_at: read.asked_at,
@@ -232,6 +249,18 @@ fn read(pool: &DbPool, ask: Ask) -> Result<Read, String> {
     }
     let nodes =
         queries::nodes_seen(conn, ask.heartbeat.last_seen_ms - NODE_SEEN_MS).map_err(err)?;
+    let now_ms = ask.heartbeat.last_seen_ms;
+    queries::share_presence(conn, &ask.heartbeat.name, &ask.presence).map_err(err)?;
+    let mut heard: HashMap<i32, Vec<(u64, String, i64)>> = HashMap::new();
+    for (id, from, bits, at) in
+        queries::presence_of_others(conn, &ask.heartbeat.name, now_ms - 2_000).map_err(err)?
+    {
+        heard.entry(id).or_default().push((from as u64, bits, at));
+    }
+    let mut returns: HashMap<i32, Vec<(u64, i64)>> = HashMap::new();
+    for (id, qidx, at) in queries::returns_since(conn, ask.live_since_ms).map_err(err)? {
+        returns.entry(id).or_default().push((qidx, at));
+    }
     // The places before the cohorts' counts of bookings per step: a booking committed between
     // the two reads then counts as no longer held but still bookable (admission may run a
     // place ahead until the next read; the database refuses the overbooking), never as held
@@ -275,6 +304,8 @@ fn read(pool: &DbPool, ask: Ask) -> Result<Read, String> {
     };
     Ok(Read {
         known,
+        returns,
+        heard,
         new_cohorts,
         new_centers,
         new_slots,

@@ -43,6 +43,11 @@ const TAKEN_KEPT: usize = 4096;
 /// Absent tickets one admission step passes over at most (a flood of a million is passed in
 /// a couple of seconds of ticks).
 const MAX_PASSED_PER_STEP: u64 = 65_536;
+/// With several nodes, each shares who polled it among this many places from the front (a
+/// bit each), and admission looks no further in one step.
+pub const PRESENCE_SPAN: u64 = 65_536;
+/// Another node's view of presence older than this is not trusted (it may have died).
+const PRESENCE_FRESH_MS: i64 = 2_000;
 /// Returning tickets are admitted beside the line at this share of the cohort's admission
 /// rate on top of it (at least one a second): a flood of returns cannot burst the identity
 /// pool.
@@ -349,6 +354,35 @@ impl CohortShared {
         gaps.clone()
     }
 
+    /// Who was heard from here within `ABSENT_AFTER_SECONDS`, among the `PRESENCE_SPAN`
+    /// places from the front: (the front, one bit a place, as hex); `None` if nobody can be
+    /// passed over.
+    pub fn presence_near_front(&self, now_ms: i64) -> Option<(u64, String)> {
+        let pre = self.pre_queue.get()?;
+        if self.absent_after_s == 0 {
+            return None;
+        }
+        let (from, issued) = (self.admitted(), self.issued());
+        let upto = issued.min(from + PRESENCE_SPAN);
+        if upto <= from {
+            return None;
+        }
+        let since = now_ms.div_euclid(1000) - self.absent_after_s as i64;
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut bits = vec![0u8; (upto - from).div_ceil(8) as usize];
+        for qidx in from..upto {
+            let heard = seen
+                .get(pre.seq_at(qidx) as usize)
+                .is_some_and(|at| i64::from(*at) >= since);
+            if heard {
+                let i = (qidx - from) as usize;
+                bits[i / 8] |= 1 << (i % 8);
+            }
+        }
+        drop(seen);
+        Some((from, crate::domain::hex(&bits)))
+    }
+
     /// The holder of ticket `seq` was heard from at `now_s` (joined or polled here).
     fn saw(&self, seq: u64, now_s: i64) {
         if self.absent_after_s == 0 {
@@ -534,6 +568,10 @@ pub struct QueueSettings {
 pub struct Synced {
     pub row: CohortRow,
     pub admissions: AdmissionState,
+    /// Returns admitted by any node while their passes may last (queue index, at ms).
+    pub returns: Vec<(u64, i64)>,
+    /// What the other nodes heard near the front: first queue index, bits (hex), at (ms).
+    pub heard_elsewhere: Vec<(u64, String, i64)>,
     /// Before the read began.
     pub asked_at: std::time::Instant,
 }
@@ -593,6 +631,9 @@ pub struct CohortQueue {
     returning: BTreeSet<u64>,
     /// Returned tickets that booked through this node (their places are no longer held).
     returns_booked: HashSet<u64>,
+    /// What the other nodes heard near the front (several nodes): first queue index, one bit
+    /// a place, written at (ms).
+    heard_elsewhere: Vec<(u64, Vec<u8>, i64)>,
     /// Numbers whose joins gave up waiting, for the next batch to record as nobody.
     gaps_out: Vec<(u64, u64)>,
     /// When an operator's change through this node was applied: a sync read that began
@@ -670,6 +711,7 @@ impl CohortQueue {
             returns_in_flight: false,
             returning: BTreeSet::new(),
             returns_booked: HashSet::new(),
+            heard_elsewhere: Vec::new(),
             gaps_out: Vec::new(),
             patched_at: None,
         }
@@ -872,10 +914,26 @@ impl CohortQueue {
         let pre = self.shared.pre_queue.get();
         let seen = self.shared.seen.lock().unwrap_or_else(|e| e.into_inner());
         let heard_since = (now_ms - absent_ms).div_euclid(1000);
+        let elsewhere: Vec<&(u64, Vec<u8>, i64)> = self
+            .heard_elsewhere
+            .iter()
+            .filter(|(_, _, at)| now_ms - at <= PRESENCE_FRESH_MS)
+            .collect();
         let present = |qidx: u64| {
             let seq = pre.map_or(qidx, |p| p.seq_at(qidx));
-            seen.get(seq as usize)
-                .is_some_and(|at| i64::from(*at) >= heard_since)
+            let here = seen
+                .get(seq as usize)
+                .is_some_and(|at| i64::from(*at) >= heard_since);
+            here || elsewhere.iter().any(|(from, bits, _)| {
+                let i = qidx.wrapping_sub(*from) as usize;
+                qidx >= *from && bits.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0)
+            })
+        };
+        // Beyond what every node shares, nobody is taken for absent in this step.
+        let issued = if elsewhere.is_empty() {
+            issued
+        } else {
+            issued.min(admitted + PRESENCE_SPAN)
         };
         let (mut upto, mut skipped, mut left) = (admitted, 0, k);
         let mut passed: Vec<(u64, u64)> = Vec::new();
@@ -1453,6 +1511,13 @@ impl Handler<Synced> for CohortQueue {
         }
         self.adopt_ticket_gaps(&row.ticket_gaps);
         self.adopt_admissions(msg.admissions, crate::now_ms());
+        self.return_clock_ms = self.return_clock_ms.max(row.return_clock_ms);
+        self.adopt_returns(msg.returns);
+        self.heard_elsewhere = msg
+            .heard_elsewhere
+            .into_iter()
+            .filter_map(|(from, hex, at)| Some((from, crate::domain::unhex(&hex)?, at)))
+            .collect();
     }
 }
 

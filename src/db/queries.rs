@@ -5,8 +5,8 @@
 
 use super::models::*;
 use super::schema::{
-    admissions, bookings, centers, citizens, cohorts, limit_hits, nodes, pass_claims, returns,
-    slots,
+    admissions, bookings, centers, citizens, cohorts, limit_hits, nodes, pass_claims, presence,
+    returns, slots,
 };
 use super::Conn;
 use crate::domain::booking::{STATE_CANCELLED, STATE_CONFIRMED};
@@ -466,6 +466,54 @@ pub fn returns_since(conn: &mut Conn, since_ms: i64) -> Result<Vec<(i32, u64, i6
             .load(c)?;
         Ok(rows.into_iter().map(|(id, q, at)| (id, q as u64, at)).collect())
     })
+}
+
+/// One node's view of who polled near a cohort's front: (cohort, first queue index, bits as
+/// hex, written at ms).
+pub type PresenceRow = (i32, i64, String, i64);
+
+/// Shares what this node heard near the fronts (several nodes only; no booking depends on
+/// it, so it may be lost with a crash: the others then pass over a little more).
+pub fn share_presence(conn: &mut Conn, node: &str, rows: &[PresenceRow]) -> Result<(), Error> {
+    run!(conn, c => {
+        for (cohort_id, from, bits, at) in rows {
+            diesel::insert_into(presence::table)
+                .values((
+                    presence::cohort_id.eq(cohort_id),
+                    presence::node.eq(node),
+                    presence::from_index.eq(from),
+                    presence::bits.eq(bits),
+                    presence::written_ms.eq(at),
+                ))
+                .on_conflict((presence::cohort_id, presence::node))
+                .do_update()
+                .set((
+                    presence::from_index.eq(from),
+                    presence::bits.eq(bits),
+                    presence::written_ms.eq(at),
+                ))
+                .execute(c)?;
+        }
+        Ok(())
+    })
+}
+
+/// What the other nodes heard near the fronts, written since `since_ms`.
+pub fn presence_of_others(
+    conn: &mut Conn,
+    node: &str,
+    since_ms: i64,
+) -> Result<Vec<PresenceRow>, Error> {
+    run!(conn, c => presence::table
+        .filter(presence::node.ne(node))
+        .filter(presence::written_ms.ge(since_ms))
+        .select((
+            presence::cohort_id,
+            presence::from_index,
+            presence::bits,
+            presence::written_ms,
+        ))
+        .load(c))
 }
 
 pub fn admission_state(

@@ -50,6 +50,28 @@ pub fn vaccine(value: &str) -> Result<String, Invalid> {
 /// The rules above as JSON Schema patterns, for the OpenAPI document. Each must accept exactly
 /// what its function accepts: schemathesis checks both directions in CI (valid data accepted,
 /// invalid data refused).
+/// Bytes as lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}
+
+/// Hex back to bytes; `None` if it is not hex.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 pub mod patterns {
     /// Not blank, no control character (`text`).
     pub const TEXT: &str = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$";

@@ -418,6 +418,49 @@ mod tests {
     }
 
     #[test]
+    fn a_ticket_passed_over_is_next_when_back_and_admitted_from_its_return() {
+        let pre = PreQueue::new(0, 1);
+        let passed = [(3, 5)];
+        let mut returns = std::collections::HashMap::new();
+        let mut s = snapshot(Some(&pre), &[]);
+        s.passed = &passed;
+        let back = s.status(4);
+        assert_eq!((back.state, back.position), (TicketState::Waiting, Some(1)));
+        assert!(back.returning);
+        assert!(!s.status(2).returning, "admitted in its step, not passed");
+        assert!(!s.status(50).returning);
+        returns.insert(4, 999_000);
+        s.returns = &returns;
+        let admitted = s.status(4);
+        assert_eq!(admitted.state, TicketState::Admitted);
+        assert_eq!(admitted.pass_expires_at, Some(999 + 600));
+        assert!(!admitted.returning);
+    }
+
+    #[test]
+    fn nobody_is_told_to_wait_between_polls_longer_than_half_the_absence() {
+        let pre = PreQueue::new(0, 1);
+        let mut s = snapshot(Some(&pre), &[]);
+        s.rate = 0.01; // far back: 60 s between polls
+        assert_eq!(s.status(99).poll_after_seconds, MAX_POLL_SECONDS);
+        s.absent_after_s = 20;
+        assert_eq!(s.status(99).poll_after_seconds, 10);
+    }
+
+    #[test]
+    fn seq_at_inverts_the_shuffle() {
+        let a = PreQueue::new(500, 4);
+        for seq in 0..600 {
+            assert_eq!(a.seq_at(a.queue_index(seq)), seq);
+        }
+        assert_eq!(
+            crate::domain::unhex(&crate::domain::hex(&[0, 7, 255])),
+            Some(vec![0, 7, 255])
+        );
+        assert_eq!(crate::domain::unhex("zz"), None);
+    }
+
+    #[test]
     fn the_shuffle_is_a_permutation_reproducible_from_its_seed() {
         let a = PreQueue::new(1000, 7);
         let mut seen: Vec<u64> = (0..1000).map(|s| a.queue_index(s)).collect();
