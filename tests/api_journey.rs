@@ -489,3 +489,89 @@ async fn stats_count_people_admitted_not_ticket_numbers_across_a_restart() {
     assert_eq!(admitted(&stats), Some(3), "{stats}");
     assert_eq!(stats["cohorts"][0]["waiting"], 0, "{stats}");
 }
+
+/// Issue 17, over HTTP: a ticket that stopped polling is passed over when its turn comes (the
+/// one behind it admitted first, the rate spent on the present only), and when it polls again
+/// it is told it is next and is admitted beside the line.
+#[tokio::test]
+async fn a_ticket_that_stopped_polling_is_passed_over_and_admitted_when_it_polls_again() {
+    let app = common::spawn_app_with(|c| c.absent_after_s = 2).await;
+    let center = app.center("서울").await;
+    app.pair(center, 10).await;
+    let cohort = app.open_cohort(2.0).await;
+    let pause = |paused: bool| {
+        app.client
+            .patch(app.url(&format!("/api/v1/admin/cohorts/{cohort}")))
+            .bearer_auth(common::ADMIN)
+            .json(&serde_json::json!({ "paused": paused }))
+            .send()
+    };
+    assert_eq!(pause(true).await.unwrap().status(), 200);
+    let tickets: Vec<String> = {
+        let mut t = Vec::new();
+        for _ in 0..3 {
+            t.push(
+                app.join(cohort).await["ticket"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        t
+    };
+    // Tickets 0 and 2 poll for three seconds; ticket 1 is silent.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < until {
+        app.poll(&tickets[0]).await;
+        app.poll(&tickets[2]).await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    assert_eq!(pause(false).await.unwrap().status(), 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut states = (String::new(), String::new());
+    while std::time::Instant::now() < deadline {
+        let a = app.poll(&tickets[0]).await;
+        let c = app.poll(&tickets[2]).await;
+        states = (
+            a["state"].as_str().unwrap().to_string(),
+            c["state"].as_str().unwrap().to_string(),
+        );
+        if states == ("admitted".into(), "admitted".into()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(states, ("admitted".into(), "admitted".into()));
+    let stats: serde_json::Value = app
+        .admin_get("/api/v1/admin/stats")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let row = stats["cohorts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == cohort)
+        .unwrap()
+        .clone();
+    assert_eq!(
+        row["admitted"], 2,
+        "the rate went to the present only: {row}"
+    );
+    // Back: next at once, then admitted beside the line.
+    let back = app.poll(&tickets[1]).await;
+    assert_eq!(
+        (&back["state"], &back["position"]),
+        (&"waiting".into(), &1.into()),
+        "{back}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut last = back;
+    while last["state"] != "admitted" && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        last = app.poll(&tickets[1]).await;
+    }
+    assert_eq!(last["state"], "admitted", "{last}");
+    assert!(last["pass"].is_string(), "{last}");
+}
