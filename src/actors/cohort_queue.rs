@@ -318,6 +318,17 @@ impl CohortShared {
         self.admitted_people.load(Ordering::Acquire)
     }
 
+    /// Tickets passed over as absent, by any node.
+    pub fn passed_over(&self) -> u64 {
+        let passed = self.passed.read().unwrap_or_else(|e| e.into_inner());
+        passed.iter().map(|(from, to)| to - from).sum()
+    }
+
+    /// Passed-over tickets admitted beside the line once back, as this node knows them.
+    pub fn returned(&self) -> u64 {
+        self.returns.read().unwrap_or_else(|e| e.into_inner()).len() as u64
+    }
+
     pub fn verified(&self) -> u64 {
         self.verified.load(Ordering::Relaxed)
     }

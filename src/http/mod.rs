@@ -246,6 +246,18 @@ async fn metrics(state: State) -> HttpResponse {
         per_cohort(&|c| c.admitted_people() as f64),
     );
     gauge(
+        "queue_passed_over_total",
+        "Tickets passed over as absent when their turn came (ABSENT_AFTER_SECONDS).",
+        "counter",
+        per_cohort(&|c| c.passed_over() as f64),
+    );
+    gauge(
+        "queue_returned_total",
+        "Passed-over tickets admitted beside the line once back.",
+        "counter",
+        per_cohort(&|c| c.returned() as f64),
+    );
+    gauge(
         "queue_verified_total",
         "Passes that verified a citizen.",
         "counter",
