@@ -9,7 +9,9 @@
 //! cargo run --release --example flood -- --base http://127.0.0.1:8080 --admin TOKEN \
 //!     [--flood-seconds 10] [--citizens 1000] [--rate 100] [--difficulty 0] [--concurrency 64]
 //! ```
-//! `--flood-seconds 0` is the baseline: the same citizens with no flood ahead of them.
+//! `--flood-seconds 0` is the baseline: the same citizens with no flood ahead of them. The
+//! citizens' challenges are solved before the flood starts (on real phones they are solved in
+//! parallel, one each; two cores solving a thousand would spread the arrivals instead).
 //! `scripts/flood.sh` starts a server on a fresh database and runs it.
 
 use reqwest::{Client, StatusCode};
@@ -83,6 +85,11 @@ fn solved(challenge: &str, nonce: u64, bits: u32) -> bool {
 /// A join's body: none at difficulty 0, else a solved challenge (solving on a blocking thread,
 /// its CPU time added to `cpu_ns`).
 async fn join_body(c: &Client, a: &Args, cohort: i64, cpu_ns: &AtomicU64) -> Option<Value> {
+    if a.difficulty == 0 {
+        // The cohort asks for no challenge (and then the server never raises it): the
+        // cheapest flood sends no more than the joins.
+        return None;
+    }
     let res = c
         .get(format!("{}/api/v1/cohorts/{cohort}/challenge", a.base))
         .send()
@@ -111,10 +118,20 @@ async fn join_body(c: &Client, a: &Args, cohort: i64, cpu_ns: &AtomicU64) -> Opt
     Some(nonce)
 }
 
-/// Joins once; the answer's JSON on 201.
-async fn join(c: &Client, a: &Args, cohort: i64, cpu_ns: &AtomicU64) -> Option<Value> {
+/// Joins once (with `ready`, a solution found beforehand, for the first try); the answer's
+/// JSON on 201.
+async fn join(
+    c: &Client,
+    a: &Args,
+    cohort: i64,
+    cpu_ns: &AtomicU64,
+    mut ready: Option<Value>,
+) -> Option<Value> {
     for _ in 0..20 {
-        let body = join_body(c, a, cohort, cpu_ns).await;
+        let body = match ready.take() {
+            Some(body) => Some(body),
+            None => join_body(c, a, cohort, cpu_ns).await,
+        };
         let mut req = c.post(format!("{}/api/v1/cohorts/{cohort}/queue", a.base));
         if let Some(body) = body {
             req = req.json(&body);
@@ -227,6 +244,16 @@ async fn main() {
         a.flood_seconds, a.concurrency, a.citizens, a.rate, a.difficulty, a.base
     );
 
+    // The citizens' phones solve their challenges while the flood goes on (each on its own
+    // phone, in parallel; here, before the flood, so that this machine's two cores solving a
+    // thousand challenges do not spread the citizens' arrival): solved beforehand, their
+    // solving cost counted apart.
+    let citizen_cpu_ns = Arc::new(AtomicU64::new(0));
+    let mut solutions = Vec::with_capacity(a.citizens);
+    for _ in 0..a.citizens {
+        solutions.push(join_body(&c, &a, cohort, &citizen_cpu_ns).await);
+    }
+
     // The flood: tickets that never poll.
     let flood_cpu_ns = Arc::new(AtomicU64::new(0));
     let flood_tickets = Arc::new(AtomicU64::new(0));
@@ -247,7 +274,7 @@ async fn main() {
             );
             tokio::spawn(async move {
                 while Instant::now() < until {
-                    if join(&c, &a, cohort, &cpu).await.is_some() {
+                    if join(&c, &a, cohort, &cpu, None).await.is_some() {
                         n.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -262,12 +289,12 @@ async fn main() {
     let flooded = flood_tickets.load(Ordering::Relaxed);
 
     // The citizens: join together, poll as told, stop once admitted.
-    let citizen_cpu_ns = Arc::new(AtomicU64::new(0));
     let arrived = Instant::now();
     let results: Arc<Mutex<Vec<(f64, f64)>>> = Arc::default(); // (position at join, wait s)
     let lost = Arc::new(AtomicU64::new(0));
-    let citizens: Vec<_> = (0..a.citizens)
-        .map(|_| {
+    let citizens: Vec<_> = solutions
+        .into_iter()
+        .map(|solution| {
             let (c, a, cpu, results, lost) = (
                 c.clone(),
                 a.clone(),
@@ -277,7 +304,7 @@ async fn main() {
             );
             tokio::spawn(async move {
                 let t0 = Instant::now();
-                let Some(v) = join(&c, &a, cohort, &cpu).await else {
+                let Some(v) = join(&c, &a, cohort, &cpu, solution).await else {
                     lost.fetch_add(1, Ordering::Relaxed);
                     return;
                 };
