@@ -1,6 +1,5 @@
 //! Settings, read once at start from the environment (see the README's table).
 
-use crate::actors::identity_pool::Jitter;
 use crate::db::{Backend, PoolSettings};
 use chrono::FixedOffset;
 use std::path::{Path, PathBuf};
@@ -111,6 +110,29 @@ impl Default for IdentitySettings {
             attempt_window_s: 600,
             pass_attempts_per_window: 5,
             pass_attempt_window_s: 600,
+        }
+    }
+}
+
+/// How the simulated latency varies around its base.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Jitter {
+    /// Exponential with mean `jitter_ms`: most calls near the base, a long tail of slow ones,
+    /// as a loaded service behaves.
+    #[default]
+    Exponential,
+    /// Uniform between 0 and `jitter_ms`.
+    Uniform,
+}
+
+impl FromStr for Jitter {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "exponential" | "exp" => Ok(Self::Exponential),
+            "uniform" => Ok(Self::Uniform),
+            _ => Err("IDENTITY_JITTER must be exponential or uniform".into()),
         }
     }
 }

@@ -30,7 +30,9 @@
 //! anything else, an unreadable 200, no answer in time     failure (retried once, then busy)
 //! ```
 
+// The jitter's shape is a setting; re-exported for the pool's users.
 use crate::config::IdentitySettings;
+pub use crate::config::Jitter;
 use crate::domain::identity::IdentityClaim;
 use actix::prelude::*;
 use futures_util::future::BoxFuture;
@@ -38,7 +40,6 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -84,29 +85,6 @@ pub fn provider_from_settings(
             Ok(Arc::new(provider))
         }
         None => Ok(Arc::new(SimulatedService::from_settings(settings))),
-    }
-}
-
-/// How the simulated latency varies around its base.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Jitter {
-    /// Exponential with mean `jitter_ms`: most calls near the base, a long tail of slow ones,
-    /// as a loaded service behaves.
-    #[default]
-    Exponential,
-    /// Uniform between 0 and `jitter_ms`.
-    Uniform,
-}
-
-impl FromStr for Jitter {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "exponential" | "exp" => Ok(Self::Exponential),
-            "uniform" => Ok(Self::Uniform),
-            _ => Err("IDENTITY_JITTER must be exponential or uniform".into()),
-        }
     }
 }
 
