@@ -173,6 +173,7 @@ impl AppState {
             created_at: crate::now_s(),
             birth_day_schedule: (!c.birth_day_schedule.is_empty())
                 .then(|| serde_json::to_string(&c.birth_day_schedule).unwrap_or_default()),
+            join_difficulty: c.join_difficulty,
         };
         let Written::Id(id) = self.persist(Write::CreateCohort(row.clone())).await? else {
             return Err(StoreError::Commit("no id for the new cohort".into()));
@@ -199,7 +200,7 @@ impl AppState {
             pre_queue_gaps: "[]".into(),
             admitted_count: 0,
             admission_clock_ms: 0,
-            join_difficulty: 0,
+            join_difficulty: row.join_difficulty,
             return_clock_ms: 0,
         };
         let state = QueueState {

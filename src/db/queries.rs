@@ -238,6 +238,11 @@ pub fn update_cohort(conn: &mut Conn, id: i32, patch: &CohortPatch) -> Result<()
                 .set(cohorts::paused.eq(paused))
                 .execute(c)?;
         }
+        if let Some(bits) = patch.join_difficulty {
+            diesel::update(target)
+                .set(cohorts::join_difficulty.eq(bits))
+                .execute(c)?;
+        }
         Ok(())
     })
 }
