@@ -30,6 +30,8 @@ pub struct Config {
     pub over_admission: f64,
     /// Booking lookups and cancellations a client may make per minute.
     pub lookups_per_minute: u32,
+    /// Joins a client may make per minute; 0: no limit.
+    pub joins_per_minute: u32,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
     /// Citizens' requests in flight at most; past it a request is answered 503 at once
@@ -160,6 +162,7 @@ impl Config {
             session_ttl_s: 900,
             over_admission: 1.1,
             lookups_per_minute: 30,
+            joins_per_minute: 0,
             workers: 0,
             max_in_flight: 1024,
             request_timeout_ms: 10_000,
@@ -276,6 +279,7 @@ impl Config {
             return Err("OVER_ADMISSION_FACTOR must be between 1.0 and 10.0".into());
         }
         c.lookups_per_minute = parsed("LOOKUPS_PER_MINUTE", c.lookups_per_minute)?.max(1);
+        c.joins_per_minute = parsed("JOINS_PER_MINUTE", c.joins_per_minute)?;
         c.workers = parsed("WORKERS", c.workers)?;
         c.max_in_flight = parsed("MAX_IN_FLIGHT", c.max_in_flight)?;
         c.request_timeout_ms = parsed("REQUEST_TIMEOUT_MS", c.request_timeout_ms)?.max(1);

@@ -17,6 +17,7 @@ use crate::actors::{CenterHandle, Registry};
 use crate::config::Config;
 use crate::db::models::{CohortRow, NewCenterRow, NewCohortRow, SlotRow};
 use crate::db::{queries, DbPool};
+use crate::domain::challenge::JoinPressure;
 use crate::domain::cohort::NewCohort;
 use crate::domain::slot::{NewCenter, NewSlot, Slot, SlotView};
 use crate::domain::tokens::Signer;
@@ -43,6 +44,10 @@ pub struct AppState {
     pub identity_load: Arc<PoolLoad>,
     pub pool: DbPool,
     pub lookups: DefaultKeyedRateLimiter<IpAddr>,
+    /// Joins per client (`JOINS_PER_MINUTE`) on SQLite; `None` without a limit.
+    pub joins: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    /// Each cohort's joins per second at this node, for the difficulty of new challenges.
+    pub join_pressure: std::sync::Mutex<std::collections::HashMap<i32, JoinPressure>>,
     pub http_metrics: HttpMetrics,
     /// The admission clock runs by itself (false only where tests drive it).
     pub auto_tick: bool,
@@ -335,6 +340,9 @@ impl Application {
             identity_load,
             pool: pool.clone(),
             lookups: RateLimiter::keyed(Quota::per_minute(per_minute)),
+            joins: NonZeroU32::new(config.joins_per_minute)
+                .map(|n| RateLimiter::keyed(Quota::per_minute(n))),
+            join_pressure: Default::default(),
             http_metrics: HttpMetrics::default(),
             auto_tick,
             ready: std::sync::atomic::AtomicBool::new(true),

@@ -2,6 +2,7 @@
 //! into one of these types at the boundary, so the layers behind never see unchecked input.
 
 pub mod booking;
+pub mod challenge;
 pub mod client;
 pub mod cohort;
 pub mod identity;
