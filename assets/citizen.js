@@ -140,10 +140,57 @@ function renderCohorts() {
   }));
 }
 
-async function join(cohort, btn) {
+/**
+ * A solved challenge for joining `cohort` (`{challenge, nonce}`), solved in a worker while a
+ * note counts the hashes tried; `null` when the cohort asks none; `{failed: r}` when the
+ * challenge could not be had (`r` null: the worker failed).
+ */
+async function solvedChallenge(cohort) {
+  const c = await call('GET', `/api/v1/cohorts/${cohort.id}/challenge`);
+  if (!c.ok) return { failed: c };
+  if (!c.data.difficulty) return null;
+  notice('pow_preparing', { n: fmtNumber(0) }, 'info');
+  const worker = new Worker(new URL('./pow-worker.js', import.meta.url), { type: 'module' });
+  try {
+    const out = await new Promise((resolve, reject) => {
+      worker.onmessage = (e) => {
+        if (e.data.nonce === undefined) notice('pow_preparing', { n: fmtNumber(e.data.tried) }, 'info');
+        else resolve(e.data);
+      };
+      worker.onerror = reject;
+      worker.postMessage({ challenge: c.data.challenge, difficulty: c.data.difficulty });
+    });
+    notice(null);
+    return { challenge: c.data.challenge, nonce: out.nonce };
+  } catch {
+    return { failed: null }; // the worker broke: said as such
+  } finally {
+    worker.terminate();
+  }
+}
+
+function fmtNumber(n) {
+  return new Intl.NumberFormat(t('locale')).format(n);
+}
+
+async function join(cohort, btn, retried = false) {
   if (btn) btn.disabled = true;
-  const r = await call('POST', `/api/v1/cohorts/${cohort.id}/queue`);
+  let body;
+  if (cohort.join_difficulty > 0 || retried) {
+    const solved = await solvedChallenge(cohort);
+    if (solved && 'failed' in solved) {
+      if (btn) btn.disabled = false;
+      return solved.failed ? notice(...failure(solved.failed)) : notice('err_pow', {}, 'error');
+    }
+    body = solved ?? undefined;
+  }
+  const r = await call('POST', `/api/v1/cohorts/${cohort.id}/queue`, { body });
   if (btn) btn.disabled = false;
+  // A challenge used or gone stale (or a difficulty raised since the listing): once more,
+  // with a fresh one.
+  if (!r.ok && !retried && (r.error === 'challenge_used' || r.status === 400)) {
+    return join(cohort, btn, true);
+  }
   if (r.ok) {
     S.ticket = { token: r.data.ticket, cohort, first: r.data.position ?? null };
     stored('local', KEY_TICKET, S.ticket);

@@ -30,6 +30,8 @@ const STRINGS = {
     cohort_interval: '2차 접종은 {days}일 뒤',
     cohort_period: '접수 {from} ~ {to}',
     cohort_join: '대기열 들어가기',
+    pow_preparing: '대기열 자리를 준비하는 중… (계산 {n}회)',
+    err_pow: '이 브라우저에서 대기열 자리를 준비하지 못했습니다. 페이지를 새로고침하거나 다른 브라우저로 시도해 주세요.',
     cohort_join_early: '미리 대기하기',
     cohort_sold_out_note: '지금은 남은 자리가 없습니다. 대기하시면 취소나 추가 물량이 생길 때 순서대로 안내합니다.',
 
@@ -271,6 +273,8 @@ const STRINGS = {
     cohort_interval: 'second dose {days} days later',
     cohort_period: 'Bookings {from} to {to}',
     cohort_join: 'Join the queue',
+    pow_preparing: 'Preparing your place in line… ({n} hashes tried)',
+    err_pow: 'This browser could not prepare your place in line. Reload the page or try another browser.',
     cohort_join_early: 'Wait for opening',
     cohort_sold_out_note: 'No places are left right now. If you wait, you will be let in, in order, when places come back.',
 

@@ -5,6 +5,10 @@
 //! ```text
 //! cargo run --release --example rush -- --base http://127.0.0.1:8080 --admin TOKEN \
 //!     --citizens 20000 --concurrency 256 [--db ./data/reservations.db] [--server-pid PID]
+//!     [--difficulty BITS]
+//!
+//! With `--difficulty` the cohort asks that `join_difficulty`, every join first solves its
+//! challenge natively, and the table adds the CPU time solving cost (total and per ticket).
 //! ```
 //! It creates its own cohort and supply (sized for the citizens) through the admin API, measures
 //! the bare `/healthz` rate in the same run, and ends with a consistency check against the
@@ -29,6 +33,8 @@ struct Args {
     db: Option<String>,
     server_pid: Option<u32>,
     joins_only: bool,
+    /// The cohort's `join_difficulty`: each join then solves a challenge first.
+    difficulty: u32,
 }
 
 fn args() -> Args {
@@ -43,6 +49,7 @@ fn args() -> Args {
         db: None,
         server_pid: None,
         joins_only: false,
+        difficulty: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -58,6 +65,7 @@ fn args() -> Args {
             "--db" => a.db = Some(val()),
             "--server-pid" => a.server_pid = Some(val().parse().expect("--server-pid PID")),
             "--joins-only" => a.joins_only = true,
+            "--difficulty" => a.difficulty = val().parse().expect("--difficulty 0-24"),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -127,6 +135,53 @@ where
     done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
+/// What solving join challenges cost this client.
+#[derive(Default)]
+struct Solving {
+    cpu_ns: AtomicU64,
+    hashes: AtomicU64,
+    solved: AtomicU64,
+}
+
+/// CPU time of the calling thread, in nanoseconds.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A solved challenge for joining `cohort`: asked for, then solved natively (SHA-256 through
+/// `sha2`) on a blocking thread whose CPU time is counted.
+async fn solved(c: &Client, base: &str, cohort: i64, solving: &Arc<Solving>) -> Option<Value> {
+    let ch: Value = c
+        .get(format!("{base}/api/v1/cohorts/{cohort}/challenge"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let text = ch["challenge"].as_str()?.to_string();
+    let bits = ch["difficulty"].as_u64()? as u32;
+    let solving = solving.clone();
+    tokio::task::spawn_blocking(move || {
+        let started = thread_cpu_ns();
+        let (nonce, tried) = reservation::domain::challenge::solve(&text, bits);
+        solving
+            .cpu_ns
+            .fetch_add(thread_cpu_ns() - started, Ordering::Relaxed);
+        solving.hashes.fetch_add(tried, Ordering::Relaxed);
+        solving.solved.fetch_add(1, Ordering::Relaxed);
+        json!({ "challenge": text, "nonce": nonce.to_string() })
+    })
+    .await
+    .ok()
+}
+
 async fn setup(c: &Client, a: &Args) -> (i64, Vec<i64>) {
     let auth = format!("Bearer {}", a.admin);
     let now = chrono::Utc::now();
@@ -138,6 +193,7 @@ async fn setup(c: &Client, a: &Args) -> (i64, Vec<i64>) {
             "opens_at": (now - chrono::Duration::seconds(1)).to_rfc3339(),
             "closes_at": (now + chrono::Duration::days(1)).to_rfc3339(),
             "vaccine": "Moderna", "dose_interval_days": 28, "admission_rate_per_s": a.rate,
+            "join_difficulty": a.difficulty,
         }))
         .send()
         .await
@@ -387,15 +443,17 @@ async fn main() {
     // Joins, as fast as they go.
     let tickets: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
     let next = Arc::new(AtomicUsize::new(0));
+    let solving = Arc::new(Solving::default());
     let start = Instant::now();
     let workers: Vec<_> = (0..a.concurrency)
         .map(|_| {
-            let (c, a, rec, tickets, next) = (
+            let (c, a, rec, tickets, next, solving) = (
                 c.clone(),
                 a.clone(),
                 rec.clone(),
                 tickets.clone(),
                 next.clone(),
+                solving.clone(),
             );
             tokio::spawn(async move {
                 loop {
@@ -404,20 +462,26 @@ async fn main() {
                         break;
                     }
                     let t = Instant::now();
-                    let mut sent = c
-                        .post(format!("{}/api/v1/cohorts/{cohort}/queue", a.base))
-                        .send()
-                        .await;
+                    let body = if a.difficulty > 0 {
+                        solved(&c, &a.base, cohort, &solving).await
+                    } else {
+                        None
+                    };
+                    let join = || {
+                        let req = c.post(format!("{}/api/v1/cohorts/{cohort}/queue", a.base));
+                        match &body {
+                            Some(b) => req.json(b),
+                            None => req,
+                        }
+                    };
+                    let mut sent = join().send().await;
                     // Shed (MAX_IN_FLIGHT): nothing was done; join again shortly.
                     while sent
                         .as_ref()
                         .is_ok_and(|r| r.status() == StatusCode::SERVICE_UNAVAILABLE)
                     {
                         tokio::time::sleep(Duration::from_millis(20)).await;
-                        sent = c
-                            .post(format!("{}/api/v1/cohorts/{cohort}/queue", a.base))
-                            .send()
-                            .await;
+                        sent = join().send().await;
                     }
                     let Ok(res) = sent else {
                         continue;
@@ -539,6 +603,17 @@ async fn main() {
     println!("\n| figure | value |\n|---|---:|");
     println!("| bare /healthz rate (req/s) | {healthz:.0} |");
     println!("| joins/s | {join_rate:.0} |");
+    if a.difficulty > 0 {
+        let secs = solving.cpu_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let solved = solving.solved.load(Ordering::Relaxed).max(1);
+        println!("| join difficulty (bits) | {} |", a.difficulty);
+        println!("| CPU solving challenges, total (s) | {secs:.2} |");
+        println!(
+            "| CPU solving per ticket (ms) / hashes per ticket | {:.2} / {:.0} |",
+            1000.0 * secs / solved as f64,
+            solving.hashes.load(Ordering::Relaxed) as f64 / solved as f64
+        );
+    }
     println!(
         "| polls/s (ratio to /healthz) | {poll_rate:.0} ({:.0}%) |",
         100.0 * poll_rate / healthz

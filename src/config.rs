@@ -32,6 +32,8 @@ pub struct Config {
     /// A ticket not heard from (join or poll) for this long when its turn comes is passed
     /// over; 0: never.
     pub absent_after_s: u64,
+    /// Joins a client may make per minute; 0: no limit.
+    pub joins_per_minute: u32,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
     /// Citizens' requests in flight at most; past it a request is answered 503 at once
@@ -186,6 +188,7 @@ impl Config {
             over_admission: 1.1,
             lookups_per_minute: 30,
             absent_after_s: 120,
+            joins_per_minute: 0,
             workers: 0,
             max_in_flight: 1024,
             request_timeout_ms: 10_000,
@@ -303,6 +306,7 @@ impl Config {
         }
         c.lookups_per_minute = parsed("LOOKUPS_PER_MINUTE", c.lookups_per_minute)?.max(1);
         c.absent_after_s = parsed("ABSENT_AFTER_SECONDS", c.absent_after_s)?;
+        c.joins_per_minute = parsed("JOINS_PER_MINUTE", c.joins_per_minute)?;
         c.workers = parsed("WORKERS", c.workers)?;
         c.max_in_flight = parsed("MAX_IN_FLIGHT", c.max_in_flight)?;
         c.request_timeout_ms = parsed("REQUEST_TIMEOUT_MS", c.request_timeout_ms)?.max(1);

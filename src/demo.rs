@@ -63,6 +63,7 @@ pub async fn seed(state: &AppState) -> Result<(), String> {
             dose_interval_days: 28,
             admission_rate_per_s: 200.0,
             birth_day_schedule: Vec::new(),
+            join_difficulty: 0,
         };
         state
             .create_cohort(cohort)

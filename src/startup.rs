@@ -17,6 +17,7 @@ use crate::actors::{CenterHandle, Registry};
 use crate::config::Config;
 use crate::db::models::{CohortRow, NewCenterRow, NewCohortRow, SlotRow};
 use crate::db::{queries, DbPool};
+use crate::domain::challenge::JoinPressure;
 use crate::domain::cohort::NewCohort;
 use crate::domain::slot::{NewCenter, NewSlot, Slot, SlotView};
 use crate::domain::tokens::Signer;
@@ -43,6 +44,10 @@ pub struct AppState {
     pub identity_load: Arc<PoolLoad>,
     pub pool: DbPool,
     pub lookups: DefaultKeyedRateLimiter<IpAddr>,
+    /// Joins per client (`JOINS_PER_MINUTE`) on SQLite; `None` without a limit.
+    pub joins: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    /// Each cohort's joins per second at this node, for the difficulty of new challenges.
+    pub join_pressure: std::sync::Mutex<std::collections::HashMap<i32, JoinPressure>>,
     pub http_metrics: HttpMetrics,
     /// The admission clock runs by itself (false only where tests drive it).
     pub auto_tick: bool,
@@ -174,6 +179,7 @@ impl AppState {
             created_at: crate::now_s(),
             birth_day_schedule: (!c.birth_day_schedule.is_empty())
                 .then(|| serde_json::to_string(&c.birth_day_schedule).unwrap_or_default()),
+            join_difficulty: c.join_difficulty,
         };
         let Written::Id(id) = self.persist(Write::CreateCohort(row.clone())).await? else {
             return Err(StoreError::Commit("no id for the new cohort".into()));
@@ -200,7 +206,7 @@ impl AppState {
             pre_queue_gaps: "[]".into(),
             admitted_count: 0,
             admission_clock_ms: 0,
-            join_difficulty: 0,
+            join_difficulty: row.join_difficulty,
             return_clock_ms: 0,
         };
         let state = QueueState {
@@ -335,6 +341,9 @@ impl Application {
             identity_load,
             pool: pool.clone(),
             lookups: RateLimiter::keyed(Quota::per_minute(per_minute)),
+            joins: NonZeroU32::new(config.joins_per_minute)
+                .map(|n| RateLimiter::keyed(Quota::per_minute(n))),
+            join_pressure: Default::default(),
             http_metrics: HttpMetrics::default(),
             auto_tick,
             ready: std::sync::atomic::AtomicBool::new(true),

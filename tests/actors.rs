@@ -81,6 +81,7 @@ impl World {
             dose_interval_days: 28,
             admission_rate_per_s: rate,
             birth_day_schedule: Vec::new(),
+            join_difficulty: 0,
         };
         self.state.create_cohort(c).await.unwrap()
     }

@@ -371,3 +371,88 @@ async fn shared_limits_counted_together_decide_each_attempt_in_turn() {
     assert!(limits.send(attempt(99)).await.unwrap().unwrap().is_none());
     assert!(limits.send(attempt(98)).await.unwrap().unwrap().is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_solved_challenge_sent_to_two_processes_at_once_takes_one_ticket_between_them() {
+    use reservation::domain::challenge::solve;
+    let pg = PgServer::start();
+    let url = pg.create_database();
+    let a = spawn_app_on(Backend::Postgres(url.clone()), |_| {}).await;
+    let cohort = a.open_cohort(100.0).await;
+    let res = a
+        .client
+        .patch(a.url(&format!("/api/v1/admin/cohorts/{cohort}")))
+        .bearer_auth(common::ADMIN)
+        .json(&json!({ "join_difficulty": 4 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let b = spawn_app_on(Backend::Postgres(url.clone()), |_| {}).await;
+    let join = |app: &TestApp, body: Value| {
+        let req = app
+            .client
+            .post(app.url(&format!("/api/v1/cohorts/{cohort}/queue")))
+            .json(&body);
+        async move {
+            let res = req.send().await.unwrap();
+            let status = res.status().as_u16();
+            let body: Value = res.json().await.unwrap();
+            (status, body["error"].as_str().map(str::to_string))
+        }
+    };
+    // Each solution goes to both processes at once (neither has seen it): the database decides.
+    let mut outcomes = vec![];
+    for n in 0..10 {
+        let c: Value = a
+            .client
+            .get(a.url(&format!("/api/v1/cohorts/{cohort}/challenge")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let text = c["challenge"].as_str().unwrap().to_string();
+        let (nonce, _) = solve(&text, c["difficulty"].as_u64().unwrap() as u32);
+        let body = json!({ "challenge": text, "nonce": nonce.to_string() });
+        let (first, second) = if n % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let (x, y) = tokio::join!(join(first, body.clone()), join(second, body.clone()));
+        let mut pair = [x, y];
+        pair.sort();
+        outcomes.push(pair);
+    }
+    for pair in &outcomes {
+        assert_eq!(
+            pair,
+            &[(201, None), (409, Some("challenge_used".to_string()))],
+            "{outcomes:?}"
+        );
+    }
+    assert_eq!(pg.psql(&url, "SELECT count(*) FROM used_challenges"), "10");
+    // The refused ones took no place: the next join at either process is 11th in line.
+    let body = {
+        let c: Value = b
+            .client
+            .get(b.url(&format!("/api/v1/cohorts/{cohort}/challenge")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let text = c["challenge"].as_str().unwrap().to_string();
+        let (nonce, _) = solve(&text, 4);
+        json!({ "challenge": text, "nonce": nonce.to_string() })
+    };
+    let res = b
+        .client
+        .post(b.url(&format!("/api/v1/cohorts/{cohort}/queue")))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let ticket: Value = res.json().await.unwrap();
+    assert_eq!(ticket["position"], 11, "{ticket}");
+}

@@ -1492,6 +1492,7 @@ impl SeedSim {
             dose_interval_days: self.interval as i32,
             admission_rate_per_s: rate,
             birth_day_schedule: Vec::new(),
+            join_difficulty: 0,
         };
         let line = match env.state.create_cohort(new).await {
             Ok(h) => {
@@ -1523,6 +1524,7 @@ impl SeedSim {
             admission_rate_per_s: rate,
             closes_at: None,
             paused: Some(paused),
+            join_difficulty: None,
         };
         let h = self.cohort(env, c)?;
         let line = match mailbox(h.addr.send(PatchCohort(patch)).await, "a queue")? {
@@ -2204,6 +2206,7 @@ impl World {
                     pre_queue_count: (!p.pre_queue).then_some(0),
                     created_at: base,
                     birth_day_schedule: None,
+                    join_difficulty: 0,
                 };
                 let id =
                     queries::insert_cohort(&mut conn.conn(), &row).map_err(|e| e.to_string())?;

@@ -42,6 +42,8 @@ pub enum Write {
         cohort_id: i32,
         count: u64,
         gaps: Vec<(u64, u64)>,
+        /// The batch's solved challenges, recorded as used in the same write.
+        challenges: Vec<queries::ChallengeUse>,
     },
     /// The pre-queue is frozen at the numbers taken so far, once (by whichever node).
     RecordOpening {
@@ -421,7 +423,10 @@ fn apply(conn: &mut Conn, w: &Write) -> Result<Written, diesel::result::Error> {
             cohort_id,
             count,
             gaps,
-        } => Written::Tickets(queries::take_tickets(conn, *cohort_id, *count, gaps)?),
+            challenges,
+        } => Written::Tickets(queries::take_tickets(
+            conn, *cohort_id, *count, gaps, challenges,
+        )?),
         Write::RecordOpening { cohort_id } => {
             let (count, gaps) = queries::record_opening(conn, *cohort_id)?;
             Written::Opened(count, gaps)

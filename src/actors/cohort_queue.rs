@@ -17,7 +17,7 @@ use super::booking_store::{BookingStore, Persist, StoreError, Write, Written};
 use super::identity_pool::PoolLoad;
 use super::Registry;
 use crate::db::models::{CohortRow, NewPassClaim};
-use crate::db::queries::{self, AdmissionState};
+use crate::db::queries::{self, AdmissionState, ChallengeUse};
 use crate::db::DbPool;
 use crate::domain::cohort::{Cohort, CohortPatch, CohortState};
 use crate::domain::queue::{
@@ -52,6 +52,8 @@ const PRESENCE_FRESH_MS: i64 = 2_000;
 /// rate on top of it (at least one a second): a flood of returns cannot burst the identity
 /// pool.
 pub const RETURN_SHARE: f64 = 0.25;
+/// Challenges remembered as used at this node, at most (the database holds them all).
+const CHALLENGES_SEEN_KEPT: usize = 200_000;
 
 /// What a cohort's queue publishes for handlers to read without the mailbox.
 #[derive(Debug)]
@@ -74,6 +76,14 @@ pub struct CohortShared {
     record_asked: AtomicBool,
     /// Joins (their arrival count) that stopped waiting for their number (answered 503).
     abandoned: std::sync::Mutex<Vec<u64>>,
+    /// The solved challenges of joins not yet in a batch: (arrival, challenge id, expiry).
+    /// A join with one takes its arrival under this lock, so a batch takes exactly its own.
+    challenges: std::sync::Mutex<Vec<(u64, String, i64)>>,
+    /// Joins (arrival) whose challenge the database found used before: refused.
+    challenge_refused: std::sync::Mutex<std::collections::HashSet<u64>>,
+    /// Challenges used at this node lately (id, expiry): a replay here is refused before the
+    /// write (the write is the guard across nodes).
+    challenges_seen: std::sync::Mutex<HashMap<String, i64>>,
     admitted_upto: AtomicU64,
     /// People admitted since the cohort began (queue places passed less the gaps).
     admitted_people: AtomicU64,
@@ -242,6 +252,9 @@ impl CohortShared {
             issued: AtomicU64::new(state.tickets_reserved),
             record_asked: AtomicBool::new(false),
             abandoned: std::sync::Mutex::new(Vec::new()),
+            challenges: std::sync::Mutex::new(Vec::new()),
+            challenge_refused: std::sync::Mutex::new(Default::default()),
+            challenges_seen: std::sync::Mutex::new(HashMap::new()),
             admitted_upto: AtomicU64::new(state.admitted_upto),
             admitted_people: AtomicU64::new(state.admitted_count),
             pre_queue: OnceLock::new(),
@@ -273,11 +286,51 @@ impl CohortShared {
         shared
     }
 
+    /// Joins that arrived at this node so far (what `JoinPressure` samples).
+    pub fn joins_arrived(&self) -> u64 {
+        self.arrived.load(Ordering::Relaxed)
+    }
+
+    /// Marks a challenge used at this node; false if it was already.
+    fn first_use_here(&self, id: &str, expires_at: i64) -> bool {
+        let mut seen = self
+            .challenges_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= CHALLENGES_SEEN_KEPT {
+            let now = crate::now_s();
+            seen.retain(|_, exp| *exp > now);
+        }
+        if seen.contains_key(id) {
+            return false;
+        }
+        // Past the bound (a flood of live challenges) only the database checks.
+        if seen.len() < CHALLENGES_SEEN_KEPT {
+            seen.insert(id.to_string(), expires_at);
+        }
+        true
+    }
+
+    fn forget_use_here(&self, id: &str) {
+        self.challenges_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
     pub fn cohort(&self) -> Cohort {
         self.info.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// When joining stops; read on every join, so without cloning the cohort.
+    /// Leading zero bits a join's challenge must show at least (0: none asked).
+    pub fn join_difficulty(&self) -> i32 {
+        self.info
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .join_difficulty
+    }
+
     pub fn closes_at(&self) -> i64 {
         self.info
             .read()
@@ -480,8 +533,52 @@ impl CohortHandle {
     /// before another arrived (at any node) holds the smaller number. If the write fails, the
     /// join fails and took no number.
     pub async fn take_ticket(&self) -> Result<u64, StoreError> {
+        self.take_ticket_with(None).await.map_err(|e| match e {
+            JoinError::Store(e) => e,
+            JoinError::ChallengeUsed => StoreError::Commit("challenge used".into()),
+        })
+    }
+
+    /// `take_ticket` for a join that brings a solved challenge (`Some((id, expires_at))`):
+    /// recorded as used in the write that numbers the batch, refused if it was used before
+    /// (here, or at any node: the database decides) and then holding no number.
+    pub async fn take_ticket_with(
+        &self,
+        challenge: Option<(String, i64)>,
+    ) -> Result<u64, JoinError> {
         let shared = &self.shared;
-        let arrival = shared.arrived.fetch_add(1, Ordering::AcqRel);
+        let arrival = match &challenge {
+            None => shared.arrived.fetch_add(1, Ordering::AcqRel),
+            Some((id, expires_at)) => {
+                if !shared.first_use_here(id, *expires_at) {
+                    return Err(JoinError::ChallengeUsed);
+                }
+                let mut pending = shared.challenges.lock().unwrap_or_else(|e| e.into_inner());
+                let arrival = shared.arrived.fetch_add(1, Ordering::AcqRel);
+                pending.push((arrival, id.clone(), *expires_at));
+                arrival
+            }
+        };
+        let taken = self.settle(arrival).await;
+        if let Some((id, _)) = &challenge {
+            if shared
+                .challenge_refused
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&arrival)
+            {
+                return Err(JoinError::ChallengeUsed);
+            }
+            if taken.is_err() {
+                // Not recorded: the same solution may try again.
+                shared.forget_use_here(id);
+            }
+        }
+        taken.map_err(JoinError::Store)
+    }
+
+    async fn settle(&self, arrival: u64) -> Result<u64, StoreError> {
+        let shared = &self.shared;
         if !shared.record_asked.swap(true, Ordering::AcqRel) {
             self.addr.do_send(RecordTickets);
         }
@@ -510,6 +607,14 @@ impl CohortHandle {
         shared.saw(seq, crate::now_s());
         Ok(seq)
     }
+}
+
+/// Why a join took no ticket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinError {
+    Store(StoreError),
+    /// Its challenge was used before.
+    ChallengeUsed,
 }
 
 /// Record the ticket numbers joins have taken (sent by the first join since the last record).
@@ -1114,7 +1219,25 @@ impl CohortQueue {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .extend(later);
-        let upto = self.shared.arrived.load(Ordering::Acquire);
+        // Under the lock a join with a challenge takes its arrival by: every challenge
+        // pending belongs below `upto`, and none below it is left out.
+        let (upto, challenges) = {
+            let mut pending = self
+                .shared
+                .challenges
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let upto = self.shared.arrived.load(Ordering::Acquire);
+            let batch: Vec<ChallengeUse> = pending
+                .drain(..)
+                .map(|(arrival, id, expires_at)| ChallengeUse {
+                    offset: arrival - from,
+                    id,
+                    expires_at,
+                })
+                .collect();
+            (upto, batch)
+        };
         if upto <= from && self.gaps_out.is_empty() {
             return;
         }
@@ -1125,6 +1248,7 @@ impl CohortQueue {
             cohort_id: self.shared.id,
             count: upto - from,
             gaps,
+            challenges,
         };
         ctx.spawn(
             self.store
@@ -1139,6 +1263,13 @@ impl CohortQueue {
                                 .issued
                                 .fetch_max(taken.reserved, Ordering::AcqRel);
                             act.adopt_ticket_gaps(&taken.gaps);
+                            if !taken.refused.is_empty() {
+                                act.shared
+                                    .challenge_refused
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .extend(taken.refused.iter().map(|o| from + o));
+                            }
                             Some(taken.base)
                         }
                         _ => {

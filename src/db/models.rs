@@ -53,6 +53,7 @@ impl CohortRow {
                 .as_deref()
                 .and_then(|s| serde_json::from_str(s).ok())
                 .unwrap_or_default(),
+            join_difficulty: self.join_difficulty,
         }
     }
 }
@@ -73,6 +74,7 @@ pub struct NewCohortRow {
     pub pre_queue_count: Option<i64>,
     pub created_at: i64,
     pub birth_day_schedule: Option<String>,
+    pub join_difficulty: i32,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]

@@ -239,6 +239,11 @@ pub fn update_cohort(conn: &mut Conn, id: i32, patch: &CohortPatch) -> Result<()
                 .set(cohorts::paused.eq(paused))
                 .execute(c)?;
         }
+        if let Some(bits) = patch.join_difficulty {
+            diesel::update(target)
+                .set(cohorts::join_difficulty.eq(bits))
+                .execute(c)?;
+        }
         Ok(())
     })
 }
@@ -251,6 +256,72 @@ pub struct TakenTickets {
     pub reserved: u64,
     /// The ranges that are nobody (JSON, `cohorts.ticket_gaps`), this write's included.
     pub gaps: String,
+    /// Places in the batch (from 0) whose challenge was used before: refused, their numbers
+    /// recorded as nobody in this same write.
+    pub refused: Vec<u64>,
+}
+
+/// A join's solved challenge, recorded as used in the write that numbers its batch.
+#[derive(Debug, Clone)]
+pub struct ChallengeUse {
+    /// The join's place in its batch (from 0).
+    pub offset: u64,
+    pub id: String,
+    pub expires_at: i64,
+}
+
+/// Used challenges are forgotten this long after they expire (a node's clock may lag).
+const USED_CHALLENGES_KEPT_S: i64 = 60;
+/// When expired used challenges were last forgotten (unix seconds, this process).
+static USED_CHALLENGES_PRUNED: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// Records the batch's challenges as used (a challenge already recorded, by any node at any
+/// time before it expired, is not recorded again): the places whose challenge was used before.
+/// Expired ones are forgotten every 10 seconds or so, by the batches that bring challenges.
+fn use_challenges(conn: &mut Conn, challenges: &[ChallengeUse]) -> Result<Vec<u64>, Error> {
+    use crate::db::schema::used_challenges;
+    if challenges.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<_> = challenges
+        .iter()
+        .map(|c| {
+            (
+                used_challenges::id.eq(c.id.as_str()),
+                used_challenges::expires_at.eq(c.expires_at),
+            )
+        })
+        .collect();
+    let mut fresh: std::collections::HashSet<String> =
+        run!(conn, c => diesel::insert_into(used_challenges::table)
+        .values(&rows)
+        .on_conflict_do_nothing()
+        .returning(used_challenges::id)
+        .get_results::<String>(c))?
+        .into_iter()
+        .collect();
+    let refused = challenges
+        .iter()
+        .filter(|c| !fresh.remove(&c.id))
+        .map(|c| c.offset)
+        .collect();
+    let now = crate::now_s();
+    let last = USED_CHALLENGES_PRUNED.load(std::sync::atomic::Ordering::Relaxed);
+    if now - last >= 10
+        && USED_CHALLENGES_PRUNED
+            .compare_exchange(
+                last,
+                now,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .is_ok()
+    {
+        run!(conn, c => diesel::delete(used_challenges::table
+            .filter(used_challenges::expires_at.lt(now - USED_CHALLENGES_KEPT_S)))
+            .execute(c))?;
+    }
+    Ok(refused)
 }
 
 /// Takes the next `count` ticket numbers of the cohort for a batch of joins, from the counter
@@ -258,11 +329,15 @@ pub struct TakenTickets {
 /// another one arrived (at any node) holds the smaller number. `gaps` (numbers whose joins
 /// gave up waiting) are merged into the row's ranges in the same write; after the opening,
 /// those below the pre-queue are dropped (the shuffle already counted them as people).
+/// `challenges`: the batch's solved challenges, recorded as used; a join whose challenge was
+/// used before is refused and its number is recorded as nobody, in the same write, so one
+/// solution takes one ticket across nodes and restarts.
 pub fn take_tickets(
     conn: &mut Conn,
     cohort_id: i32,
     count: u64,
     gaps: &[(u64, u64)],
+    challenges: &[ChallengeUse],
 ) -> Result<TakenTickets, Error> {
     let count = count as i64;
     let (reserved, pre_queue, text): (i64, Option<i64>, String) = run!(conn, c => diesel::update(cohorts::table.find(cohort_id))
@@ -273,7 +348,13 @@ pub fn take_tickets(
         .returning((cohorts::tickets_reserved, cohorts::pre_queue_count, cohorts::ticket_gaps))
         .get_result(c))?;
     let floor = pre_queue.unwrap_or(0) as u64;
+    let base = (reserved - count) as u64;
+    let refused = use_challenges(conn, challenges)?;
     let fresh: Vec<(u64, u64)> = gaps
+        .iter()
+        .copied()
+        .chain(refused.iter().map(|o| (base + o, base + o + 1)))
+        .collect::<Vec<_>>()
         .iter()
         .map(|(f, t)| ((*f).max(floor), *t))
         .filter(|(f, t)| f < t)
@@ -290,9 +371,10 @@ pub fn take_tickets(
         merged
     };
     Ok(TakenTickets {
-        base: (reserved - count) as u64,
+        base,
         reserved: reserved as u64,
         gaps: text,
+        refused,
     })
 }
 

@@ -8,6 +8,8 @@ use utoipa::ToSchema;
 
 pub const DEFAULT_ADMISSION_RATE: f64 = 100.0;
 pub const MAX_ADMISSION_RATE: f64 = 100_000.0;
+/// The most leading zero bits a join's challenge may ask (about 16 million hashes on average).
+pub const MAX_JOIN_DIFFICULTY: i32 = 24;
 
 /// The body of `POST /api/v1/admin/cohorts`, as sent.
 ///
@@ -39,6 +41,10 @@ pub struct CohortRequest {
     /// Optional: days on which only birth days ending in given digits may verify.
     #[schema(max_items = 366)]
     pub birth_day_schedule: Option<Vec<BirthDayRule>>,
+    /// Leading zero bits a join's solved challenge must show; 0 (the default) asks none.
+    #[schema(minimum = 0, maximum = 24)]
+    #[serde(default, with = "super::whole::option")]
+    pub join_difficulty: Option<i32>,
 }
 
 /// On `date`, only citizens whose day of birth ends in one of `digits` may verify.
@@ -82,6 +88,7 @@ pub struct NewCohort {
     pub dose_interval_days: i32,
     pub admission_rate_per_s: f64,
     pub birth_day_schedule: Vec<BirthDayRule>,
+    pub join_difficulty: i32,
 }
 
 impl TryFrom<CohortRequest> for NewCohort {
@@ -119,6 +126,11 @@ impl TryFrom<CohortRequest> for NewCohort {
             dose_interval_days: r.dose_interval_days,
             admission_rate_per_s,
             birth_day_schedule: parse_schedule(r.birth_day_schedule.unwrap_or_default())?,
+            join_difficulty: r
+                .join_difficulty
+                .map(parse_difficulty)
+                .transpose()?
+                .unwrap_or(0),
         })
     }
 }
@@ -134,6 +146,10 @@ pub struct CohortPatchRequest {
     #[schema(format = DateTime)]
     pub closes_at: Option<String>,
     pub paused: Option<bool>,
+    /// Leading zero bits a join's solved challenge must show; 0 asks none.
+    #[schema(minimum = 0, maximum = 24)]
+    #[serde(default, with = "super::whole::option")]
+    pub join_difficulty: Option<i32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -141,6 +157,7 @@ pub struct CohortPatch {
     pub admission_rate_per_s: Option<f64>,
     pub closes_at: Option<i64>,
     pub paused: Option<bool>,
+    pub join_difficulty: Option<i32>,
 }
 
 impl TryFrom<CohortPatchRequest> for CohortPatch {
@@ -155,8 +172,18 @@ impl TryFrom<CohortPatchRequest> for CohortPatch {
                 .map(|c| parse_instant("closes_at", c))
                 .transpose()?,
             paused: r.paused,
+            join_difficulty: r.join_difficulty.map(parse_difficulty).transpose()?,
         })
     }
+}
+
+fn parse_difficulty(bits: i32) -> Result<i32, Invalid> {
+    if !(0..=MAX_JOIN_DIFFICULTY).contains(&bits) {
+        return invalid(format!(
+            "join_difficulty must be between 0 and {MAX_JOIN_DIFFICULTY}"
+        ));
+    }
+    Ok(bits)
 }
 
 fn parse_rate(rate: f64) -> Result<f64, Invalid> {
@@ -193,6 +220,8 @@ pub struct Cohort {
     pub admission_rate_per_s: f64,
     pub paused: bool,
     pub birth_day_schedule: Vec<BirthDayRule>,
+    /// Leading zero bits a join's challenge must show at least (0: joins need none).
+    pub join_difficulty: i32,
 }
 
 impl Cohort {
@@ -241,6 +270,9 @@ impl Cohort {
         if let Some(paused) = patch.paused {
             self.paused = paused;
         }
+        if let Some(bits) = patch.join_difficulty {
+            self.join_difficulty = bits;
+        }
     }
 }
 
@@ -271,6 +303,8 @@ pub struct CohortView {
     pub state: CohortState,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub birth_day_schedule: Vec<BirthDayRule>,
+    /// Above 0, a join needs a solved challenge (`GET /api/v1/cohorts/{id}/challenge`).
+    pub join_difficulty: i32,
 }
 
 impl CohortView {
@@ -288,6 +322,7 @@ impl CohortView {
             paused: c.paused,
             state,
             birth_day_schedule: c.birth_day_schedule.clone(),
+            join_difficulty: c.join_difficulty,
         }
     }
 }
@@ -315,6 +350,7 @@ mod tests {
             dose_interval_days: 28,
             admission_rate_per_s: None,
             birth_day_schedule: None,
+            join_difficulty: None,
         }
     }
 
@@ -345,6 +381,7 @@ mod tests {
             admission_rate_per_s: 1.0,
             paused: false,
             birth_day_schedule: new.birth_day_schedule,
+            join_difficulty: 0,
         };
         let born = |d: u32| chrono::NaiveDate::from_ymd_opt(1965, 3, d).unwrap();
         assert_eq!(c.birth_day_turn(born(19), day(9)), Ok(()));
@@ -383,6 +420,12 @@ mod tests {
         assert!(NewCohort::try_from(r).is_err());
         let mut r = request();
         r.admission_rate_per_s = Some(f64::NAN);
+        assert!(NewCohort::try_from(r).is_err());
+        let mut r = request();
+        r.join_difficulty = Some(25);
+        assert!(NewCohort::try_from(r).is_err());
+        let mut r = request();
+        r.join_difficulty = Some(-1);
         assert!(NewCohort::try_from(r).is_err());
     }
 }

@@ -2,6 +2,7 @@
 //! into one of these types at the boundary, so the layers behind never see unchecked input.
 
 pub mod booking;
+pub mod challenge;
 pub mod client;
 pub mod cohort;
 pub mod identity;
@@ -264,6 +265,21 @@ pub mod whole {
 
     pub fn deserialize<'de, D: Deserializer<'de>, T: TryFrom<i64>>(d: D) -> Result<T, D::Error> {
         d.deserialize_any(Whole(PhantomData))
+    }
+
+    /// An optional whole number (absent or null: `None`; use with `#[serde(default)]`).
+    pub mod option {
+        use serde::{Deserialize, Deserializer};
+
+        #[derive(Deserialize)]
+        #[serde(bound = "T: TryFrom<i64>")]
+        struct Wrapped<T>(#[serde(deserialize_with = "super::deserialize")] T);
+
+        pub fn deserialize<'de, D: Deserializer<'de>, T: TryFrom<i64>>(
+            d: D,
+        ) -> Result<Option<T>, D::Error> {
+            Ok(Option::<Wrapped<T>>::deserialize(d)?.map(|w| w.0))
+        }
     }
 
     /// A list of whole numbers.

@@ -1,5 +1,5 @@
-//! Signed opaque tokens: tickets (a place in a queue), passes (admission out of it) and
-//! sessions (a verified citizen). Each is `base64url(payload).base64url(mac)`, where the MAC
+//! Signed opaque tokens: tickets (a place in a queue), passes (admission out of it),
+//! sessions (a verified citizen) and join challenges. Each is `base64url(payload).base64url(mac)`, where the MAC
 //! is HMAC-SHA256 under the server's secret, truncated to 128 bits. Verifying one needs the
 //! key only, never the database, so any handler on any node can check it.
 
@@ -7,6 +7,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+
+pub use super::challenge::Challenge;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -129,6 +131,33 @@ impl Signer {
         ))
     }
 
+    /// A join's challenge (`domain::challenge`): its text is what a solution hashes.
+    pub fn challenge(&self, c: &Challenge) -> String {
+        self.seal(&format!(
+            "c|{}|{}|{}|{}",
+            c.cohort_id, c.id, c.difficulty, c.expires_at
+        ))
+    }
+
+    pub fn check_challenge(&self, token: &str, now: i64) -> Result<Challenge, TokenError> {
+        let payload = self.open(token)?;
+        let mut it = payload.split('|');
+        if it.next() != Some("c") {
+            return Err(TokenError::WrongKind);
+        }
+        let challenge = Challenge {
+            cohort_id: num(it.next())?,
+            id: it.next().ok_or(TokenError::Malformed)?.to_string(),
+            difficulty: num(it.next())?,
+            expires_at: num(it.next())?,
+        };
+        end(it.next())?;
+        if now >= challenge.expires_at {
+            return Err(TokenError::Expired);
+        }
+        Ok(challenge)
+    }
+
     pub fn check_ticket(&self, token: &str) -> Result<Ticket, TokenError> {
         let payload = self.open(token)?;
         let mut it = payload.split('|');
@@ -237,6 +266,21 @@ mod tests {
         });
         assert!(s.check_pass(&token, 99).is_ok());
         assert_eq!(s.check_pass(&token, 100), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn a_challenge_round_trips_and_expires() {
+        let s = signer();
+        let c = Challenge {
+            cohort_id: 4,
+            id: "00ff".into(),
+            difficulty: 9,
+            expires_at: 100,
+        };
+        let token = s.challenge(&c);
+        assert_eq!(s.check_challenge(&token, 99), Ok(c));
+        assert_eq!(s.check_challenge(&token, 100), Err(TokenError::Expired));
+        assert_eq!(s.check_ticket(&token), Err(TokenError::WrongKind));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use super::{bearer, Body, State};
 use crate::actors::booking_store::{Persist, StoreError, Write, Written};
 use crate::actors::center_inventory::Release;
 use crate::actors::center_inventory::{Book, BookError, BookingRequest, ListSlots};
-use crate::actors::cohort_queue::{Claim, ClaimPass, TicketBooked};
+use crate::actors::cohort_queue::{Claim, ClaimPass, JoinError, TicketBooked};
 use crate::actors::identity_pool::{VerifyError, VerifyForPass};
 use crate::actors::shared_limits::{Attempt, Refund};
 use crate::db::models::{BookingRow, NewCitizenRow};
@@ -30,6 +30,7 @@ use utoipa::{IntoParams, ToSchema};
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/cohorts", "GET").route(web::get().to(list_cohorts)))
         .service(resource("/cohorts/{id}/queue", "POST").route(web::post().to(join)))
+        .service(resource("/cohorts/{id}/challenge", "GET").route(web::get().to(challenge)))
         .service(resource("/queue", "GET").route(web::get().to(poll)))
         .service(resource("/verifications", "POST").route(web::post().to(verify)))
         .service(resource("/centers", "GET").route(web::get().to(list_centers)))
@@ -125,23 +126,145 @@ async fn queue_answer(
     })
 }
 
-/// Takes a place in the cohort's waiting room.
-#[utoipa::path(post, path = "/api/v1/cohorts/{id}/queue", operation_id = "join", tag = "citizen",
+/// A challenge to solve before joining a cohort whose `join_difficulty` is above 0.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ChallengeAnswer {
+    /// Signed; a solution hashes its exact text.
+    challenge: String,
+    /// Leading zero bits SHA-256 of `challenge + ":" + nonce` must show (0: none asked).
+    difficulty: u32,
+    #[schema(format = DateTime)]
+    expires_at: String,
+}
+
+/// A challenge for joining: what the cohort's `join_difficulty` asks, raised by the server
+/// while joins per second at the cohort are far above its recent normal.
+#[utoipa::path(get, path = "/api/v1/cohorts/{id}/challenge", operation_id = "challenge", tag = "citizen",
     params(("id" = i32, Path, description = "The cohort")),
-    responses((status = 201, description = "A ticket and its place (state `sold_out` if no place is left, kept in case places come back)", body = QueueAnswer)))]
-async fn join(state: State, path: web::Path<i32>) -> Result<HttpResponse, ApiError> {
+    responses((status = 200, description = "A challenge, valid for 120 seconds", body = ChallengeAnswer)))]
+async fn challenge(state: State, path: web::Path<i32>) -> Result<HttpResponse, ApiError> {
+    use crate::domain::challenge::{Challenge, CHALLENGE_TTL_S};
+    use rand::Rng;
     let id = path.into_inner();
     let cohort = state
         .cohort(id)
         .await
         .ok_or_else(|| ApiError::not_found("cohort"))?;
+    let base = cohort.shared.join_difficulty();
+    let difficulty = if base > 0 {
+        let mut pressure = state
+            .join_pressure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let p = pressure.entry(id).or_default();
+        p.sample(crate::now_ms(), cohort.shared.joins_arrived());
+        p.difficulty(base)
+    } else {
+        0
+    };
+    let expires_at = crate::now_s() + CHALLENGE_TTL_S;
+    let c = Challenge {
+        cohort_id: id,
+        id: format!("{:032x}", rand::thread_rng().gen::<u128>()),
+        difficulty,
+        expires_at,
+    };
+    Ok(HttpResponse::Ok().json(ChallengeAnswer {
+        challenge: state.signer.challenge(&c),
+        difficulty,
+        expires_at: format_instant(expires_at, state.config.zone),
+    }))
+}
+
+/// The body of a join: a solved challenge (optional while the cohort asks none).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    /// As `GET /api/v1/cohorts/{id}/challenge` answered it.
+    #[schema(max_length = 1024)]
+    challenge: String,
+    /// A decimal string such that SHA-256 of `challenge + ":" + nonce` starts with the
+    /// challenge's difficulty in zero bits.
+    #[schema(pattern = "^[0-9]{1,20}$")]
+    nonce: String,
+}
+
+/// The challenge a join solved, checked (one HMAC, one hash): its id and expiry, or `None`
+/// for a join without one where the cohort asks none.
+fn checked_solution(
+    state: &State,
+    cohort_id: i32,
+    asked: i32,
+    body: &[u8],
+) -> Result<Option<(String, i64)>, ApiError> {
+    let blank = body.iter().all(u8::is_ascii_whitespace);
+    if blank {
+        if asked > 0 {
+            return Err(ApiError::bad_request(
+                "this cohort asks a solved challenge: GET /api/v1/cohorts/{id}/challenge",
+            ));
+        }
+        return Ok(None);
+    }
+    let r: JoinRequest = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not a join: {e}")))?;
+    let c = state
+        .signer
+        .check_challenge(&r.challenge, crate::now_s())
+        .map_err(|e| match e {
+            crate::domain::tokens::TokenError::Expired => {
+                ApiError::bad_request("the challenge has expired: ask for a new one")
+            }
+            _ => ApiError::bad_request("the challenge is not one this server gave"),
+        })?;
+    if c.cohort_id != cohort_id {
+        return Err(ApiError::bad_request("the challenge is for another cohort"));
+    }
+    if !crate::domain::challenge::valid_nonce(&r.nonce)
+        || !crate::domain::challenge::solves(&r.challenge, &r.nonce, c.difficulty)
+    {
+        return Err(ApiError::bad_request(
+            "the nonce does not solve the challenge",
+        ));
+    }
+    Ok(Some((c.id, c.expires_at)))
+}
+
+/// Takes a place in the cohort's waiting room.
+#[utoipa::path(post, path = "/api/v1/cohorts/{id}/queue", operation_id = "join", tag = "citizen",
+    params(("id" = i32, Path, description = "The cohort")),
+    request_body(content = Option<JoinRequest>, description = "A solved challenge; required while the cohort's `join_difficulty` is above 0, else optional"),
+    responses((status = 201, description = "A ticket and its place (state `sold_out` if no place is left, kept in case places come back)", body = QueueAnswer)))]
+async fn join(
+    state: State,
+    req: HttpRequest,
+    path: web::Path<i32>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let cohort = state
+        .cohort(id)
+        .await
+        .ok_or_else(|| ApiError::not_found("cohort"))?;
+    check_join_limit(&state, &req).await?;
     if crate::now_s() >= cohort.shared.closes_at() {
         return Err(ApiError::conflict(
             "cohort_closed",
             "this cohort has closed",
         ));
     }
-    let seq = cohort.take_ticket().await.map_err(store_error)?;
+    let asked = cohort.shared.join_difficulty();
+    let solution = checked_solution(&state, id, asked, &body)?;
+    let seq = cohort
+        .take_ticket_with(solution)
+        .await
+        .map_err(|e| match e {
+            JoinError::Store(e) => store_error(e),
+            JoinError::ChallengeUsed => ApiError::conflict(
+                "challenge_used",
+                "this solution was used before: ask for a new challenge",
+            ),
+        })?;
     state.http_metrics.joins.fetch_add(1, Ordering::Relaxed);
     let ticket = Ticket { cohort_id: id, seq };
     let token = state.signer.ticket(&ticket);
@@ -581,35 +704,57 @@ async fn book(
     })
 }
 
-/// The lookup limit per client: counted on the shared database when nodes share one (every
-/// node counts alike), else in this process.
-async fn check_lookup_limit(state: &State, req: &HttpRequest) -> Result<(), ApiError> {
+/// The client a request comes from: the peer, or behind a trusted balancer (whose one
+/// address would be every citizen's) the client it names in `X-Forwarded-For`.
+fn client_ip(state: &State, req: &HttpRequest) -> std::net::IpAddr {
     let peer = req
         .peer_addr()
         .map(|a| a.ip())
         .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
-    // Behind a balancer, its one address would be every citizen's: the client it names.
     let forwarded = req
         .headers()
         .get_all("x-forwarded-for")
         .filter_map(|v| v.to_str().ok());
-    let ip = state.config.trusted_proxies.client(peer, forwarded);
+    state.config.trusted_proxies.client(peer, forwarded)
+}
+
+/// Counts one attempt of the client against a per-minute limit: on the shared database when
+/// nodes share one (every node counts alike, under `{kind}:{ip}`), else in this process.
+async fn check_client_limit(
+    state: &State,
+    req: &HttpRequest,
+    kind: &str,
+    per_minute: u32,
+    local: &governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
+) -> Result<(), ApiError> {
+    let ip = client_ip(state, req);
     if state.config.database.is_postgres() {
-        let limit = [(
-            format!("lookup:{ip}"),
-            60,
-            i64::from(state.config.lookups_per_minute),
-        )];
+        let limit = [(format!("{kind}:{ip}"), 60, i64::from(per_minute))];
         return match count_shared(state, limit.to_vec(), crate::now_s()).await? {
             Some(wait) => Err(ApiError::rate_limited(wait)),
             None => Ok(()),
         };
     }
-    state.lookups.check_key(&ip).map_err(|not_until| {
+    local.check_key(&ip).map_err(|not_until| {
         use governor::clock::{Clock, DefaultClock};
         let wait = not_until.wait_time_from(DefaultClock::default().now());
         ApiError::rate_limited(wait.as_secs() + 1)
     })
+}
+
+/// The lookup limit per client (guessing booking codes).
+async fn check_lookup_limit(state: &State, req: &HttpRequest) -> Result<(), ApiError> {
+    let per_minute = state.config.lookups_per_minute;
+    check_client_limit(state, req, "lookup", per_minute, &state.lookups).await
+}
+
+/// The join limit per client (`JOINS_PER_MINUTE`; none when 0).
+async fn check_join_limit(state: &State, req: &HttpRequest) -> Result<(), ApiError> {
+    let Some(local) = &state.joins else {
+        return Ok(());
+    };
+    let per_minute = state.config.joins_per_minute;
+    check_client_limit(state, req, "join", per_minute, local).await
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -32,6 +32,7 @@ use utoipa::{Modify, OpenApi};
         super::metrics,
         document,
         citizen::list_cohorts,
+        citizen::challenge,
         citizen::join,
         citizen::poll,
         citizen::verify,
@@ -121,7 +122,16 @@ pub async fn document() -> HttpResponse {
 type Answer = (u16, &'static [&'static str]);
 
 const ERRORS: &[(&str, Body, &[Answer])] = &[
-    ("join", NONE, &[NOT_FOUND, (409, &["cohort_closed"])]),
+    ("challenge", NONE, &[NOT_FOUND]),
+    (
+        "join",
+        JSON,
+        &[
+            NOT_FOUND,
+            (409, &["cohort_closed", "challenge_used"]),
+            RATE_LIMITED,
+        ],
+    ),
     ("poll", NONE, &[(401, &["invalid_ticket"])]),
     (
         "verify",
@@ -383,7 +393,7 @@ mod tests {
         let n = ids.len();
         ids.dedup();
         assert_eq!(ids.len(), n, "duplicate operation ids");
-        assert_eq!(n, 21, "{ids:?}");
+        assert_eq!(n, 22, "{ids:?}");
         for (id, _, _) in super::ERRORS {
             assert!(ids.iter().any(|i| i == id), "{id} has errors but no path");
         }

@@ -41,6 +41,8 @@ const ASSETS: &[Asset] = &[
     asset!("common.js", JS),
     asset!("charts.js", JS),
     asset!("citizen.js", JS),
+    // The citizen page solves join challenges in this worker (same origin, `worker-src`).
+    asset!("pow-worker.js", JS),
     asset!("admin.js", JS),
     asset!("favicon.svg", "image/svg+xml"),
 ];
@@ -50,7 +52,8 @@ const ADMIN_HTML: &str = include_str!("../../assets/admin.html");
 
 /// Only this server's own origin: nothing is loaded from the internet, and no inline script
 /// can run even if a cohort or center name ever slipped through unescaped.
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+const CSP: &str = "default-src 'none'; script-src 'self'; worker-src 'self'; style-src 'self'; \
+                   img-src 'self' data:; \
                    connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 struct Rendered {
