@@ -456,3 +456,28 @@ async fn a_solved_challenge_sent_to_two_processes_at_once_takes_one_ticket_betwe
     let ticket: Value = res.json().await.unwrap();
     assert_eq!(ticket["position"], 11, "{ticket}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_per_minute_counts_a_clients_joins_at_every_process_together() {
+    let pg = PgServer::start();
+    let url = pg.create_database();
+    let a = spawn_app_on(Backend::Postgres(url.clone()), |c| c.joins_per_minute = 2).await;
+    let cohort = a.open_cohort(100.0).await;
+    let b = spawn_app_on(Backend::Postgres(url.clone()), |c| c.joins_per_minute = 2).await;
+    let join = |app: &TestApp| {
+        let req = app
+            .client
+            .post(app.url(&format!("/api/v1/cohorts/{cohort}/queue")));
+        async move {
+            let res = req.send().await.unwrap();
+            (
+                res.status().as_u16(),
+                res.headers().contains_key("retry-after"),
+            )
+        }
+    };
+    assert_eq!(join(&a).await.0, 201);
+    assert_eq!(join(&b).await.0, 201);
+    assert_eq!(join(&a).await, (429, true), "the third, at either process");
+    assert_eq!(join(&b).await, (429, true));
+}
