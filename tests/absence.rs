@@ -170,6 +170,7 @@ async fn new_cohort(state: &AppState, opens_at: i64, rate: f64) -> CohortHandle 
         dose_interval_days: 28,
         admission_rate_per_s: rate,
         birth_day_schedule: Vec::new(),
+        join_difficulty: 0,
     };
     state.create_cohort(c).await.unwrap()
 }
