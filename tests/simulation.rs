@@ -2149,7 +2149,7 @@ fn config(database: &Backend) -> Config {
     config.secret_key = Some("sim".into());
     config.workers = 1;
     // The simulated clock runs a day ahead of the joins' wall clock; absence is simulated by
-    // `absent_schedules_keep_every_guarantee` with a clock of its own.
+    // tests/absence.rs, with a clock of its own.
     config.absent_after_s = 0;
     // A retry after a provider failure happens at once: no real time passes in a schedule.
     config.identity.retry_backoff_ms = 0;
