@@ -35,6 +35,9 @@ struct Args {
     joins_only: bool,
     /// The cohort's `join_difficulty`: each join then solves a challenge first.
     difficulty: u32,
+    /// The server runs under callgrind (scripts/profile.sh): its counters are zeroed as the
+    /// journey phase starts and dumped as it ends, so the profile holds that phase only.
+    callgrind: bool,
 }
 
 fn args() -> Args {
@@ -50,6 +53,7 @@ fn args() -> Args {
         server_pid: None,
         joins_only: false,
         difficulty: 0,
+        callgrind: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -66,6 +70,7 @@ fn args() -> Args {
             "--server-pid" => a.server_pid = Some(val().parse().expect("--server-pid PID")),
             "--joins-only" => a.joins_only = true,
             "--difficulty" => a.difficulty = val().parse().expect("--difficulty 0-24"),
+            "--callgrind" => a.callgrind = true,
             other => panic!("unknown flag {other}"),
         }
     }
@@ -96,6 +101,18 @@ fn pct(sorted: &[u32], p: f64) -> f64 {
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i] as f64 / 1000.0
+}
+
+/// `callgrind_control ARG PID` on the server, when it runs under callgrind.
+fn callgrind(a: &Args, arg: &str) {
+    if let (true, Some(pid)) = (a.callgrind, a.server_pid) {
+        let ok = std::process::Command::new("callgrind_control")
+            .args([arg, &pid.to_string()])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "callgrind_control {arg} {pid} failed");
+    }
 }
 
 fn peak_rss_mb(pid: u32) -> Option<f64> {
@@ -543,6 +560,7 @@ async fn main() {
     if !a.joins_only {
         let cache: Arc<Mutex<HashMap<i64, Vec<i64>>>> = Arc::default();
         let queue = Arc::new(Mutex::new(tickets.into_iter()));
+        callgrind(&a, "--zero");
         let start = Instant::now();
         let workers: Vec<_> = (0..a.concurrency)
             .map(|_| {
@@ -569,6 +587,7 @@ async fn main() {
             w.await.unwrap();
         }
         journey_secs = start.elapsed().as_secs_f64();
+        callgrind(&a, "--dump");
         booking_rate = out.booked.load(Ordering::Relaxed) as f64 / journey_secs;
     }
 

@@ -4,7 +4,8 @@
 #   start_server EXAMPLE [VAR=value ...]    (the assignments go to the server's environment)
 #
 # Sets `profile`, `dir` (where the binaries are), `work` (a temporary folder, removed on exit),
-# `port`, `base` and `pid`. PROFILE=debug builds without optimisation.
+# `port`, `base` and `pid`. PROFILE=debug builds without optimisation. SERVER_WRAPPER runs the
+# server under a command (scripts/profile.sh puts it under valgrind's callgrind).
 
 start_server() {
   local example=$1
@@ -22,9 +23,9 @@ start_server() {
   base="http://127.0.0.1:$port"
   trap stop_server EXIT
   env DATABASE_URL="$work/$example.db" BIND_ADDR="127.0.0.1:$port" RUST_LOG="${RUST_LOG:-warn}" \
-    "$@" "$dir/reservation" > "$work/server.log" 2>&1 &
+    "$@" ${SERVER_WRAPPER:-} "$dir/reservation" > "$work/server.log" 2>&1 &
   pid=$!
-  for _ in $(seq 1 200); do
+  for _ in $(seq 1 2000); do
     curl -fs "$base/healthz" >/dev/null 2>&1 && break
     sleep 0.05
   done

@@ -672,9 +672,7 @@ pub fn count_booked(conn: &mut Conn, places: &[(i32, u64)]) -> Result<(), Error>
     }
     run!(conn, c => {
         for ((cohort_id, upto), n) in &steps {
-            diesel::update(admissions::table.find((*cohort_id, *upto)))
-                .set(admissions::booked.eq(admissions::booked + *n))
-                .execute(c)?;
+            AddBooked { cohort_id: *cohort_id, upto: *upto, n: *n }.execute(c)?;
         }
         Ok(())
     })
@@ -866,6 +864,78 @@ fn give_place(conn: &mut Conn, slot_id: i32) -> Result<(), Error> {
         .map(drop))
 }
 
+/// The bookings of these citizens that a new booking must be checked against: the live ones,
+/// and those made with an idempotency key (a repeat answers the booking it repeats). On
+/// PostgreSQL a statement per thousand citizens (each is a round trip); on SQLite one cached
+/// statement per citizen, since diesel prepares an `IN` list anew every time, and preparing
+/// costs far more than a lookup in-process.
+fn live_or_keyed_bookings(conn: &mut Conn, keys: &[&str]) -> Result<Vec<BookingRow>, Error> {
+    let mut out = Vec::new();
+    match conn {
+        Conn::Postgres(c) => {
+            for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+                out.extend(
+                    bookings::table
+                        .filter(bookings::citizen_key.eq_any(chunk))
+                        .filter(
+                            bookings::state
+                                .eq(STATE_CONFIRMED)
+                                .or(bookings::idempotency_key.is_not_null()),
+                        )
+                        .select(BookingRow::as_select())
+                        .load(*c)?,
+                );
+            }
+        }
+        Conn::Sqlite(c) => {
+            // Every booking of the citizen (a handful at most), sorted here: a bound `state`
+            // beside the partial index `bookings_one_live` would make SQLite plan the
+            // statement anew at every bind, cached or not.
+            for key in keys {
+                out.extend(
+                    bookings::table
+                        .filter(bookings::citizen_key.eq(*key))
+                        .select(BookingRow::as_select())
+                        .load(*c)?
+                        .into_iter()
+                        .filter(|b: &BookingRow| {
+                            b.state == STATE_CONFIRMED || b.idempotency_key.is_some()
+                        }),
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Places left in each of these slots, read from disk (on PostgreSQL the caller locked the
+/// rows). As above: one statement on PostgreSQL, a cached one per slot on SQLite.
+fn room_in_slots(conn: &mut Conn, ids: &[i32]) -> Result<HashMap<i32, i64>, Error> {
+    let rows: Vec<(i32, i32, i32)> = match conn {
+        Conn::Postgres(c) => slots::table
+            .filter(slots::id.eq_any(ids))
+            .select((slots::id, slots::capacity, slots::booked))
+            .load(*c)?,
+        Conn::Sqlite(c) => {
+            let mut rows = Vec::with_capacity(ids.len());
+            for id in ids {
+                rows.extend(
+                    slots::table
+                        .find(*id)
+                        .select((slots::id, slots::capacity, slots::booked))
+                        .first::<(i32, i32, i32)>(*c)
+                        .optional()?,
+                );
+            }
+            rows
+        }
+    };
+    Ok(rows
+        .into_iter()
+        .map(|(id, cap, booked)| (id, i64::from(cap - booked)))
+        .collect())
+}
+
 /// Rows per statement when many go in one: far below SQLite's 32,766 bound parameters and
 /// PostgreSQL's 65,535 (a booking row has 15).
 const ROWS_PER_STATEMENT: usize = 1000;
@@ -894,18 +964,7 @@ pub fn insert_bookings(
         k.dedup();
         k
     };
-    let mut earlier: Vec<BookingRow> = Vec::new();
-    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
-        earlier.extend(run!(conn, c => bookings::table
-            .filter(bookings::citizen_key.eq_any(chunk))
-            .filter(
-                bookings::state
-                    .eq(STATE_CONFIRMED)
-                    .or(bookings::idempotency_key.is_not_null()),
-            )
-            .select(BookingRow::as_select())
-            .load(c))?);
-    }
+    let earlier = live_or_keyed_bookings(conn, &keys)?;
     let slot_ids: Vec<i32> = {
         let mut ids: Vec<i32> = items
             .iter()
@@ -915,13 +974,7 @@ pub fn insert_bookings(
         ids.dedup();
         ids
     };
-    let mut room: HashMap<i32, i64> = run!(conn, c => slots::table
-        .filter(slots::id.eq_any(&slot_ids))
-        .select((slots::id, slots::capacity, slots::booked))
-        .load::<(i32, i32, i32)>(c))?
-    .into_iter()
-    .map(|(id, cap, booked)| (id, i64::from(cap - booked)))
-    .collect();
+    let mut room = room_in_slots(conn, &slot_ids)?;
 
     enum Plan {
         Done(Box<BookOutcome>),
@@ -1129,12 +1182,20 @@ fn insert_booking_rows(
             Ok(got.into_iter().map(|r| (r.id, r.code)).collect())
         }
         Conn::Sqlite(c) => {
-            let owned: Vec<NewBookingRow> = rows.iter().map(|r| (*r).clone()).collect();
-            diesel::insert_into(bookings::table)
-                .values(&owned)
-                .on_conflict_do_nothing()
-                .returning((bookings::id, bookings::code))
-                .get_results(*c)
+            // One cached statement a row, without RETURNING: the writer knows every field but
+            // the id, which SQLite hands back for nothing.
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                let n = diesel::insert_into(bookings::table)
+                    .values(*row)
+                    .on_conflict_do_nothing()
+                    .execute(*c)?;
+                if n == 1 {
+                    let id: i64 = diesel::select(last_insert_rowid()).get_result(*c)?;
+                    out.push((id as i32, row.code.clone()));
+                }
+            }
+            Ok(out)
         }
     }
 }
@@ -1163,14 +1224,20 @@ fn upsert_citizens(conn: &mut Conn, rows: &[&NewCitizenRow]) -> Result<(), Error
         .execute(*c)
         .map(drop),
         Conn::Sqlite(c) => {
-            let owned: Vec<NewCitizenRow> = rows.iter().map(|r| (*r).clone()).collect();
-            diesel::insert_into(citizens::table)
-                .values(&owned)
-                .on_conflict(citizens::key)
-                .do_update()
-                .set(citizens::masked_name.eq(diesel::upsert::excluded(citizens::masked_name)))
-                .execute(*c)
-                .map(drop)
+            // A cached insert a row; a citizen known already (a booking after a cancellation)
+            // has the masked name renewed by an update of its own, which is rare.
+            for row in rows {
+                let n = diesel::insert_into(citizens::table)
+                    .values(*row)
+                    .on_conflict_do_nothing()
+                    .execute(*c)?;
+                if n == 0 {
+                    diesel::update(citizens::table.find(&row.key))
+                        .set(citizens::masked_name.eq(&row.masked_name))
+                        .execute(*c)?;
+                }
+            }
+            Ok(())
         }
     }
 }
@@ -1203,16 +1270,17 @@ fn insert_claim_rows(
                 .collect())
         }
         Conn::Sqlite(c) => {
-            let owned: Vec<NewPassClaim> = rows.iter().map(|r| (*r).clone()).collect();
-            diesel::insert_into(pass_claims::table)
-                .values(&owned)
-                .on_conflict_do_nothing()
-                .returning((
-                    pass_claims::cohort_id,
-                    pass_claims::ticket_seq,
-                    pass_claims::citizen_key,
-                ))
-                .get_results(*c)
+            let mut out = Vec::new();
+            for row in rows {
+                let n = diesel::insert_into(pass_claims::table)
+                    .values(*row)
+                    .on_conflict_do_nothing()
+                    .execute(*c)?;
+                if n == 1 {
+                    out.push((row.cohort_id, row.ticket_seq, row.citizen_key.clone()));
+                }
+            }
+            Ok(out)
         }
     }
 }
@@ -1220,11 +1288,73 @@ fn insert_claim_rows(
 /// Takes `n` places of a slot at once, never past its capacity (the CHECK refuses).
 fn add_places(conn: &mut Conn, slot_id: i32, n: i64) -> Result<(), Error> {
     let n = i32::try_from(n).unwrap_or(i32::MAX);
-    run!(conn, c => diesel::update(slots::table.find(slot_id))
-        .set(slots::booked.eq(slots::booked + n))
-        .execute(c)
-        .map(drop))
+    run!(conn, c => AddPlaces { slot_id, n }.execute(c).map(drop))
 }
+
+define_sql_function! {
+    /// SQLite's id of the row the connection inserted last.
+    fn last_insert_rowid() -> diesel::sql_types::BigInt;
+}
+
+/// `UPDATE slots SET booked = booked + n WHERE id = slot_id`, as a statement of its own type:
+/// diesel prepares every UPDATE of its query builder anew each time it runs (its cache skips
+/// them), which cost the writer more than the update itself. A fixed text with a static query
+/// id is prepared once per connection and kept.
+#[derive(Debug, Clone, Copy, diesel::query_builder::QueryId)]
+struct AddPlaces {
+    slot_id: i32,
+    n: i32,
+}
+
+impl<DB> diesel::query_builder::QueryFragment<DB> for AddPlaces
+where
+    DB: diesel::backend::Backend,
+    i32: diesel::serialize::ToSql<diesel::sql_types::Integer, DB>,
+{
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, DB>,
+    ) -> diesel::QueryResult<()> {
+        use diesel::sql_types::Integer;
+        out.push_sql("UPDATE slots SET booked = booked + ");
+        out.push_bind_param::<Integer, _>(&self.n)?;
+        out.push_sql(" WHERE id = ");
+        out.push_bind_param::<Integer, _>(&self.slot_id)
+    }
+}
+
+impl<C> RunQueryDsl<C> for AddPlaces {}
+
+/// `UPDATE admissions SET booked = booked + n WHERE (cohort_id, upto) = (..)`, kept prepared
+/// like `AddPlaces`.
+#[derive(Debug, Clone, Copy, diesel::query_builder::QueryId)]
+struct AddBooked {
+    cohort_id: i32,
+    upto: i64,
+    n: i64,
+}
+
+impl<DB> diesel::query_builder::QueryFragment<DB> for AddBooked
+where
+    DB: diesel::backend::Backend,
+    i32: diesel::serialize::ToSql<diesel::sql_types::Integer, DB>,
+    i64: diesel::serialize::ToSql<diesel::sql_types::BigInt, DB>,
+{
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, DB>,
+    ) -> diesel::QueryResult<()> {
+        use diesel::sql_types::{BigInt, Integer};
+        out.push_sql("UPDATE admissions SET booked = booked + ");
+        out.push_bind_param::<BigInt, _>(&self.n)?;
+        out.push_sql(" WHERE cohort_id = ");
+        out.push_bind_param::<Integer, _>(&self.cohort_id)?;
+        out.push_sql(" AND upto = ");
+        out.push_bind_param::<BigInt, _>(&self.upto)
+    }
+}
+
+impl<C> RunQueryDsl<C> for AddBooked {}
 
 /// Binds many passes at once (`claim_pass` for each, in one statement): the citizen each pass
 /// is bound to afterwards, in order.

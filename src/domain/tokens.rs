@@ -81,10 +81,7 @@ impl Signer {
         mac.update(&[0]);
         mac.update(data.as_bytes());
         let full = mac.finalize().into_bytes();
-        full[..bytes.min(full.len())]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        super::hex(&full[..bytes.min(full.len())])
     }
 
     fn seal(&self, payload: &str) -> String {
