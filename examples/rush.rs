@@ -115,6 +115,19 @@ fn callgrind(a: &Args, arg: &str) {
     }
 }
 
+/// CPU seconds (user and system) the process has used, from /proc: a figure of the server's
+/// cost that other work on the machine changes little, unlike its rate.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) closed by ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(ticks / hz)
+}
+
 fn peak_rss_mb(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -557,10 +570,12 @@ async fn main() {
     let out = Arc::new(Outcome::default());
     let mut booking_rate = 0.0;
     let mut journey_secs = 0.0;
+    let mut cpu_journey = None;
     if !a.joins_only {
         let cache: Arc<Mutex<HashMap<i64, Vec<i64>>>> = Arc::default();
         let queue = Arc::new(Mutex::new(tickets.into_iter()));
         callgrind(&a, "--zero");
+        let cpu_before = a.server_pid.and_then(cpu_seconds);
         let start = Instant::now();
         let workers: Vec<_> = (0..a.concurrency)
             .map(|_| {
@@ -588,6 +603,11 @@ async fn main() {
         }
         journey_secs = start.elapsed().as_secs_f64();
         callgrind(&a, "--dump");
+        cpu_journey = a
+            .server_pid
+            .and_then(cpu_seconds)
+            .zip(cpu_before)
+            .map(|(after, before)| after - before);
         booking_rate = out.booked.load(Ordering::Relaxed) as f64 / journey_secs;
     }
 
@@ -644,6 +664,13 @@ async fn main() {
         );
         println!("| journey phase (s) | {journey_secs:.1} |");
         println!("| confirmed bookings/s | {booking_rate:.0} |");
+        if let Some(cpu) = cpu_journey {
+            let booked = out.booked.load(Ordering::Relaxed).max(1) as f64;
+            println!(
+                "| server CPU in the journey phase (s) / per booking (µs) | {cpu:.1} / {:.0} |",
+                1e6 * cpu / booked
+            );
+        }
         println!(
             "| citizens who could not book | {} |",
             out.failed.load(Ordering::Relaxed)

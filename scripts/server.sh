@@ -6,6 +6,7 @@
 # Sets `profile`, `dir` (where the binaries are), `work` (a temporary folder, removed on exit),
 # `port`, `base` and `pid`. PROFILE=debug builds without optimisation. SERVER_WRAPPER runs the
 # server under a command (scripts/profile.sh puts it under valgrind's callgrind).
+# SERVER_BIN runs another build of the server (a before-and-after comparison).
 
 start_server() {
   local example=$1
@@ -23,7 +24,7 @@ start_server() {
   base="http://127.0.0.1:$port"
   trap stop_server EXIT
   env DATABASE_URL="$work/$example.db" BIND_ADDR="127.0.0.1:$port" RUST_LOG="${RUST_LOG:-warn}" \
-    "$@" ${SERVER_WRAPPER:-} "$dir/reservation" > "$work/server.log" 2>&1 &
+    "$@" ${SERVER_WRAPPER:-} "${SERVER_BIN:-$dir/reservation}" > "$work/server.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 2000); do
     curl -fs "$base/healthz" >/dev/null 2>&1 && break

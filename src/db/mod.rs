@@ -189,7 +189,10 @@ impl Conn<'_> {
 
 /// Set on every SQLite connection the pool hands out: WAL so readers never wait for the
 /// writer, `synchronous=FULL` so a commit is on disk before it returns, a busy timeout so the
-/// rare lock conflict waits instead of failing, and foreign keys enforced.
+/// rare lock conflict waits instead of failing, and foreign keys enforced. Pages are read
+/// through a memory map and kept in a 32 MiB cache (SQLite's default is 2 MiB): with the
+/// defaults the writer spent a sixth of its time in `pread` for pages the kernel had cached,
+/// once the bookings outgrew 2 MiB. Both only bound what may be held, nothing is taken ahead.
 #[derive(Debug, Clone, Copy)]
 struct SqlitePragmas;
 
@@ -197,7 +200,8 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragma
     fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
         conn.batch_execute(
             "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-             PRAGMA foreign_keys = ON;",
+             PRAGMA foreign_keys = ON; PRAGMA cache_size = -32768; \
+             PRAGMA mmap_size = 268435456;",
         )
         .map_err(diesel::r2d2::Error::QueryError)
     }
