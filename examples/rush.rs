@@ -5,10 +5,16 @@
 //! ```text
 //! cargo run --release --example rush -- --base http://127.0.0.1:8080 --admin TOKEN \
 //!     --citizens 20000 --concurrency 256 [--db ./data/reservations.db] [--server-pid PID]
-//!     [--difficulty BITS]
+//!     [--difficulty BITS] [--arrival-rate R] [--callgrind]
 //!
 //! With `--difficulty` the cohort asks that `join_difficulty`, every join first solves its
 //! challenge natively, and the table adds the CPU time solving cost (total and per ticket).
+//!
+//! With `--arrival-rate R` it runs an open loop instead: citizens arrive at R a second whatever
+//! the answers, each its own task, and every latency counts from when the request was due
+//! (wrk2's way: a slow server shows in the figures rather than slowing the arrivals).
+//! `--callgrind` zeroes and dumps a server that runs under callgrind around the journey phase
+//! (scripts/profile.sh).
 //! ```
 //! It creates its own cohort and supply (sized for the citizens) through the admin API, measures
 //! the bare `/healthz` rate in the same run, and ends with a consistency check against the
@@ -38,6 +44,9 @@ struct Args {
     /// The server runs under callgrind (scripts/profile.sh): its counters are zeroed as the
     /// journey phase starts and dumped as it ends, so the profile holds that phase only.
     callgrind: bool,
+    /// Open loop: citizens arrive at this rate (per second) whatever the answers, each on its
+    /// own, and every latency counts from when its request was due (as wrk2 does).
+    arrival_rate: Option<f64>,
 }
 
 fn args() -> Args {
@@ -54,6 +63,7 @@ fn args() -> Args {
         joins_only: false,
         difficulty: 0,
         callgrind: false,
+        arrival_rate: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -71,6 +81,7 @@ fn args() -> Args {
             "--joins-only" => a.joins_only = true,
             "--difficulty" => a.difficulty = val().parse().expect("--difficulty 0-24"),
             "--callgrind" => a.callgrind = true,
+            "--arrival-rate" => a.arrival_rate = Some(val().parse().expect("--arrival-rate R")),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -84,6 +95,7 @@ struct Recorder {
 }
 
 impl Recorder {
+    /// The answer to `endpoint` arrived now; the request was due at `since`.
     fn record(&self, endpoint: &'static str, since: Instant) {
         let us = since.elapsed().as_micros().min(u32::MAX as u128) as u32;
         self.lat
@@ -287,6 +299,13 @@ struct Ctx {
     cache: Arc<Mutex<HashMap<i64, Vec<i64>>>>,
 }
 
+/// Sleeps `d` and answers when the sleep was due to end (the next request's due time).
+async fn pause(d: Duration) -> Instant {
+    let until = Instant::now() + d;
+    tokio::time::sleep_until(until.into()).await;
+    until
+}
+
 async fn journey(ctx: &Ctx, ticket: String, n: usize) {
     let Ctx {
         c,
@@ -300,8 +319,11 @@ async fn journey(ctx: &Ctx, ticket: String, n: usize) {
     // Poll until admitted.
     let mut last_pos = u64::MAX;
     let mut first: Option<(Instant, f64)> = None;
+    // When the next request is due: latencies count from there, not from when it was sent,
+    // so that a late client (the open loop's many tasks) does not hide the server's delay.
+    let mut due = Instant::now();
     let pass = loop {
-        let t = Instant::now();
+        let t = due;
         let res = c
             .get(format!("{base}/api/v1/queue"))
             .bearer_auth(&ticket)
@@ -315,7 +337,7 @@ async fn journey(ctx: &Ctx, ticket: String, n: usize) {
         if res.status() == StatusCode::SERVICE_UNAVAILABLE {
             // Shed (MAX_IN_FLIGHT): the ticket keeps its place; ask again shortly.
             out.busy.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            due = pause(Duration::from_millis(50)).await;
             continue;
         }
         let v: Value = res.json().await.unwrap_or_default();
@@ -334,7 +356,7 @@ async fn journey(ctx: &Ctx, ticket: String, n: usize) {
             Some("admitted") => break v["pass"].as_str().unwrap_or_default().to_string(),
             Some("waiting") | Some("pre_queue") => {
                 let wait = v["poll_after_seconds"].as_f64().unwrap_or(1.0) * a.time_scale;
-                tokio::time::sleep(Duration::from_secs_f64(wait.max(0.01))).await;
+                due = pause(Duration::from_secs_f64(wait.max(0.01))).await;
             }
             _ => {
                 out.failed.fetch_add(1, Ordering::Relaxed);
@@ -353,8 +375,9 @@ async fn journey(ctx: &Ctx, ticket: String, n: usize) {
         }
     }
     // Verify, retrying while the pool is busy.
+    due = Instant::now();
     let session = loop {
-        let t = Instant::now();
+        let t = due;
         let res = c.post(format!("{base}/api/v1/verifications")).bearer_auth(&pass)
             .json(&json!({"name": format!("시민{n}"), "birth_date": "1965-03-01", "phone": format!("010-{:04}-{:04}", 1000 + n / 10_000, n % 10_000)}))
             .send().await;
@@ -372,7 +395,7 @@ async fn journey(ctx: &Ctx, ticket: String, n: usize) {
             }
             StatusCode::SERVICE_UNAVAILABLE => {
                 out.busy.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                due = pause(Duration::from_millis(50)).await;
             }
             _ => {
                 out.failed.fetch_add(1, Ordering::Relaxed);
@@ -380,6 +403,7 @@ async fn journey(ctx: &Ctx, ticket: String, n: usize) {
             }
         }
     };
+    due = Instant::now();
     let center = centers[n % centers.len()];
     for attempt in 0..20 {
         let known = cache.lock().unwrap().get(&center).cloned();
@@ -428,7 +452,7 @@ async fn journey(ctx: &Ctx, ticket: String, n: usize) {
         let Some(&slot) = slots.get(n % slots.len().max(1)).or(slots.first()) else {
             break;
         };
-        let t = Instant::now();
+        let t = due.min(Instant::now());
         let res = c
             .post(format!("{base}/api/v1/bookings"))
             .bearer_auth(&session)
@@ -445,9 +469,10 @@ async fn journey(ctx: &Ctx, ticket: String, n: usize) {
             }
             StatusCode::SERVICE_UNAVAILABLE => {
                 out.busy.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(20)).await
+                due = pause(Duration::from_millis(20)).await;
             }
-            _ => {} // slot_full or no second dose: refresh the listing and pick again
+            // slot_full or no second dose: refresh the listing and pick again
+            _ => due = Instant::now(),
         }
     }
     out.failed.fetch_add(1, Ordering::Relaxed);
@@ -469,6 +494,18 @@ async fn main() {
 
     let (cohort, centers) = setup(&c, &a).await;
     let centers = Arc::new(centers);
+    if let Some(rate) = a.arrival_rate {
+        let ctx = Ctx {
+            c: c.clone(),
+            a: a.clone(),
+            rec: rec.clone(),
+            out: Arc::default(),
+            centers: centers.clone(),
+            cache: Arc::default(),
+        };
+        open_loop(ctx, cohort, rate).await;
+        return;
+    }
 
     // Joins, as fast as they go.
     let tickets: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
@@ -700,25 +737,129 @@ async fn main() {
         println!("| server peak RSS at the end (MB) | {mb:.0} |");
     }
 
-    if let Some(db) = &a.db {
-        let pool =
-            reservation::db::connect(&reservation::db::Backend::from_url(db), &Default::default())
-                .expect("database");
-        let mut conn = pool.get().unwrap();
-        // Counted from the bookings themselves, and against the slot rows' own counts.
-        let over = reservation::db::queries::slots_out_of_step(&mut conn.conn())
-            .unwrap()
-            .len();
-        let (per_cohort, _, _) =
-            reservation::db::queries::booking_counts(&mut conn.conn()).unwrap();
-        let on_disk = per_cohort.get(&(cohort as i32)).copied().unwrap_or(0);
-        let seen = out.booked.load(Ordering::Relaxed) as i64;
-        println!("| slots over capacity (or out of step) | {over} |");
-        println!("| bookings on disk / 201s seen | {on_disk} / {seen} |");
-        let ok = over == 0 && (a.joins_only || on_disk == seen);
-        println!("\nconsistency: {}", if ok { "OK" } else { "VIOLATED" });
-        if !ok {
-            std::process::exit(1);
+    check_consistency(&a, cohort, &out);
+}
+
+/// Against the database when `--db` is given: no slot over capacity, live bookings equal the
+/// 201s seen. Exits 1 when violated.
+fn check_consistency(a: &Args, cohort: i64, out: &Outcome) {
+    let Some(db) = &a.db else {
+        return;
+    };
+    let pool =
+        reservation::db::connect(&reservation::db::Backend::from_url(db), &Default::default())
+            .expect("database");
+    let mut conn = pool.get().unwrap();
+    // Counted from the bookings themselves, and against the slot rows' own counts.
+    let over = reservation::db::queries::slots_out_of_step(&mut conn.conn())
+        .unwrap()
+        .len();
+    let (per_cohort, _, _) = reservation::db::queries::booking_counts(&mut conn.conn()).unwrap();
+    let on_disk = per_cohort.get(&(cohort as i32)).copied().unwrap_or(0);
+    let seen = out.booked.load(Ordering::Relaxed) as i64;
+    println!("| slots over capacity (or out of step) | {over} |");
+    println!("| bookings on disk / 201s seen | {on_disk} / {seen} |");
+    let ok = over == 0 && (a.joins_only || on_disk == seen);
+    println!("\nconsistency: {}", if ok { "OK" } else { "VIOLATED" });
+    if !ok {
+        std::process::exit(1);
+    }
+}
+
+/// The open loop: citizen `i` arrives `i / rate` seconds after the start, whatever the server
+/// answered before, and does the whole journey as its own task (join, poll as told, verify,
+/// book). Each latency counts from when its request was due, so a server that falls behind
+/// shows in the figures instead of slowing the arrivals (no coordinated omission).
+async fn open_loop(ctx: Ctx, cohort: i64, rate: f64) {
+    let a = ctx.a.clone();
+    println!("open loop: {} citizens arriving at {rate}/s", a.citizens);
+    let cpu_before = a.server_pid.and_then(cpu_seconds);
+    let start = Instant::now();
+    let late = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..a.citizens)
+        .map(|n| {
+            let (ctx, late) = (ctx.clone(), late.clone());
+            let arrival = start + Duration::from_secs_f64(n as f64 / rate);
+            tokio::spawn(async move {
+                tokio::time::sleep_until(arrival.into()).await;
+                // How late this task started against its arrival: the generator's own lag,
+                // counted in the latencies too.
+                let lag = arrival.elapsed().as_micros() as u64;
+                late.fetch_max(lag, Ordering::Relaxed);
+                let join = format!("{}/api/v1/cohorts/{cohort}/queue", ctx.a.base);
+                let mut due = arrival;
+                let ticket = loop {
+                    let res = ctx.c.post(&join).send().await;
+                    let Ok(res) = res else {
+                        ctx.out.failed.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    };
+                    ctx.rec.record("join", due);
+                    if res.status() == StatusCode::SERVICE_UNAVAILABLE {
+                        ctx.out.busy.fetch_add(1, Ordering::Relaxed);
+                        due = pause(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                    let v: Value = res.json().await.unwrap_or_default();
+                    match v["ticket"].as_str() {
+                        Some(t) => break t.to_string(),
+                        None => {
+                            ctx.out.failed.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                    }
+                };
+                journey(&ctx, ticket, n).await;
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let out = &ctx.out;
+    println!("\n| endpoint | requests | p50 ms | p99 ms | p99.9 ms | max ms |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let mut lat = ctx.rec.lat.lock().unwrap();
+    for name in ["join", "poll", "verify", "slots", "book"] {
+        if let Some(v) = lat.get_mut(name) {
+            v.sort_unstable();
+            println!(
+                "| {name} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                v.len(),
+                pct(v, 0.5),
+                pct(v, 0.99),
+                pct(v, 0.999),
+                pct(v, 1.0)
+            );
         }
     }
+    let booked = out.booked.load(Ordering::Relaxed);
+    println!("\n| figure | value |\n|---|---:|");
+    println!("| arrivals asked (citizens/s) | {rate:.0} |");
+    println!("| arrival phase (s) | {:.1} |", a.citizens as f64 / rate);
+    println!("| confirmed bookings | {booked} |");
+    println!("| from first arrival to last answer (s) | {secs:.1} |");
+    println!("| confirmed bookings/s | {:.0} |", booked as f64 / secs);
+    println!(
+        "| generator's largest start lag (ms) | {:.1} |",
+        late.load(Ordering::Relaxed) as f64 / 1000.0
+    );
+    println!(
+        "| citizens who could not book | {} |",
+        out.failed.load(Ordering::Relaxed)
+    );
+    println!(
+        "| 503 answers (retried) | {} |",
+        out.busy.load(Ordering::Relaxed)
+    );
+    if let Some(cpu) = a.server_pid.and_then(cpu_seconds).zip(cpu_before) {
+        let cpu = cpu.0 - cpu.1;
+        println!(
+            "| server CPU (s) / per booking (µs) | {cpu:.1} / {:.0} |",
+            1e6 * cpu / booked.max(1) as f64
+        );
+    }
+    drop(lat);
+    check_consistency(&a, cohort, out);
 }
