@@ -607,12 +607,13 @@ async fn main() {
     let out = Arc::new(Outcome::default());
     let mut booking_rate = 0.0;
     let mut journey_secs = 0.0;
-    let mut cpu_journey = None;
+    let (mut cpu_journey, mut own_journey) = (None, None);
     if !a.joins_only {
         let cache: Arc<Mutex<HashMap<i64, Vec<i64>>>> = Arc::default();
         let queue = Arc::new(Mutex::new(tickets.into_iter()));
         callgrind(&a, "--zero");
         let cpu_before = a.server_pid.and_then(cpu_seconds);
+        let own_before = cpu_seconds(std::process::id());
         let start = Instant::now();
         let workers: Vec<_> = (0..a.concurrency)
             .map(|_| {
@@ -644,6 +645,9 @@ async fn main() {
             .server_pid
             .and_then(cpu_seconds)
             .zip(cpu_before)
+            .map(|(after, before)| after - before);
+        own_journey = cpu_seconds(std::process::id())
+            .zip(own_before)
             .map(|(after, before)| after - before);
         booking_rate = out.booked.load(Ordering::Relaxed) as f64 / journey_secs;
     }
@@ -705,6 +709,13 @@ async fn main() {
             let booked = out.booked.load(Ordering::Relaxed).max(1) as f64;
             println!(
                 "| server CPU in the journey phase (s) / per booking (µs) | {cpu:.1} / {:.0} |",
+                1e6 * cpu / booked
+            );
+        }
+        if let Some(cpu) = own_journey {
+            let booked = out.booked.load(Ordering::Relaxed).max(1) as f64;
+            println!(
+                "| this generator's CPU in the journey phase (s) / per booking (µs) | {cpu:.1} / {:.0} |",
                 1e6 * cpu / booked
             );
         }
@@ -774,6 +785,7 @@ async fn open_loop(ctx: Ctx, cohort: i64, rate: f64) {
     let a = ctx.a.clone();
     println!("open loop: {} citizens arriving at {rate}/s", a.citizens);
     let cpu_before = a.server_pid.and_then(cpu_seconds);
+    let own_before = cpu_seconds(std::process::id());
     let start = Instant::now();
     let late = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = (0..a.citizens)
@@ -857,6 +869,13 @@ async fn open_loop(ctx: Ctx, cohort: i64, rate: f64) {
         let cpu = cpu.0 - cpu.1;
         println!(
             "| server CPU (s) / per booking (µs) | {cpu:.1} / {:.0} |",
+            1e6 * cpu / booked.max(1) as f64
+        );
+    }
+    if let Some(cpu) = cpu_seconds(std::process::id()).zip(own_before) {
+        let cpu = cpu.0 - cpu.1;
+        println!(
+            "| this generator's CPU (s) / per booking (µs) | {cpu:.1} / {:.0} |",
             1e6 * cpu / booked.max(1) as f64
         );
     }

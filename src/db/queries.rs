@@ -893,14 +893,16 @@ fn live_or_keyed_bookings(conn: &mut Conn, keys: &[&str]) -> Result<Vec<BookingR
             // statement anew at every bind, cached or not.
             for key in keys {
                 out.extend(
-                    bookings::table
-                        .filter(bookings::citizen_key.eq(*key))
-                        .select(BookingRow::as_select())
-                        .load(*c)?
-                        .into_iter()
-                        .filter(|b: &BookingRow| {
-                            b.state == STATE_CONFIRMED || b.idempotency_key.is_some()
-                        }),
+                    fixed::<BookingsOfCitizen, _>(
+                        bookings::table
+                            .filter(bookings::citizen_key.eq(*key))
+                            .select(BookingRow::as_select()),
+                    )
+                    .load::<BookingRow>(*c)?
+                    .into_iter()
+                    .filter(|b: &BookingRow| {
+                        b.state == STATE_CONFIRMED || b.idempotency_key.is_some()
+                    }),
                 );
             }
         }
@@ -920,11 +922,12 @@ fn room_in_slots(conn: &mut Conn, ids: &[i32]) -> Result<HashMap<i32, i64>, Erro
             let mut rows = Vec::with_capacity(ids.len());
             for id in ids {
                 rows.extend(
-                    slots::table
-                        .find(*id)
-                        .select((slots::id, slots::capacity, slots::booked))
-                        .first::<(i32, i32, i32)>(*c)
-                        .optional()?,
+                    fixed::<RoomInSlot, _>(slots::table.find(*id).select((
+                        slots::id,
+                        slots::capacity,
+                        slots::booked,
+                    )))
+                    .load::<(i32, i32, i32)>(*c)?,
                 );
             }
             rows
@@ -1186,10 +1189,12 @@ fn insert_booking_rows(
             // the id, which SQLite hands back for nothing.
             let mut out = Vec::with_capacity(rows.len());
             for row in rows {
-                let n = diesel::insert_into(bookings::table)
-                    .values(*row)
-                    .on_conflict_do_nothing()
-                    .execute(*c)?;
+                let n = fixed::<InsertBooking, _>(
+                    diesel::insert_into(bookings::table)
+                        .values(*row)
+                        .on_conflict_do_nothing(),
+                )
+                .execute(*c)?;
                 if n == 1 {
                     let id: i64 = diesel::select(last_insert_rowid()).get_result(*c)?;
                     out.push((id as i32, row.code.clone()));
@@ -1227,10 +1232,12 @@ fn upsert_citizens(conn: &mut Conn, rows: &[&NewCitizenRow]) -> Result<(), Error
             // A cached insert a row; a citizen known already (a booking after a cancellation)
             // has the masked name renewed by an update of its own, which is rare.
             for row in rows {
-                let n = diesel::insert_into(citizens::table)
-                    .values(*row)
-                    .on_conflict_do_nothing()
-                    .execute(*c)?;
+                let n = fixed::<InsertCitizen, _>(
+                    diesel::insert_into(citizens::table)
+                        .values(*row)
+                        .on_conflict_do_nothing(),
+                )
+                .execute(*c)?;
                 if n == 0 {
                     diesel::update(citizens::table.find(&row.key))
                         .set(citizens::masked_name.eq(&row.masked_name))
@@ -1272,10 +1279,12 @@ fn insert_claim_rows(
         Conn::Sqlite(c) => {
             let mut out = Vec::new();
             for row in rows {
-                let n = diesel::insert_into(pass_claims::table)
-                    .values(*row)
-                    .on_conflict_do_nothing()
-                    .execute(*c)?;
+                let n = fixed::<InsertClaim, _>(
+                    diesel::insert_into(pass_claims::table)
+                        .values(*row)
+                        .on_conflict_do_nothing(),
+                )
+                .execute(*c)?;
                 if n == 1 {
                     out.push((row.cohort_id, row.ticket_seq, row.citizen_key.clone()));
                 }
@@ -1290,6 +1299,54 @@ fn add_places(conn: &mut Conn, slot_id: i32, n: i64) -> Result<(), Error> {
     let n = i32::try_from(n).unwrap_or(i32::MAX);
     run!(conn, c => AddPlaces { slot_id, n }.execute(c).map(drop))
 }
+
+/// A query whose SQL text is the same at every call, cached by diesel under the type `K`.
+/// Diesel keys its cache of prepared statements by a query's static type when it has one, and
+/// otherwise renders the SQL text anew at every call to look it up (a quarter of what the
+/// writer's hot statements cost it). Only for queries whose text cannot vary with their
+/// values: rows with no optional column left to a default, filters of fixed shape.
+struct Fixed<K, Q> {
+    query: Q,
+    key: std::marker::PhantomData<K>,
+}
+
+fn fixed<K, Q>(query: Q) -> Fixed<K, Q> {
+    Fixed {
+        query,
+        key: std::marker::PhantomData,
+    }
+}
+
+impl<K: 'static, Q> diesel::query_builder::QueryId for Fixed<K, Q> {
+    type QueryId = K;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl<K, Q, DB> diesel::query_builder::QueryFragment<DB> for Fixed<K, Q>
+where
+    DB: diesel::backend::Backend,
+    Q: diesel::query_builder::QueryFragment<DB>,
+{
+    fn walk_ast<'b>(
+        &'b self,
+        pass: diesel::query_builder::AstPass<'_, 'b, DB>,
+    ) -> diesel::QueryResult<()> {
+        self.query.walk_ast(pass)
+    }
+}
+
+impl<K, Q: diesel::query_builder::Query> diesel::query_builder::Query for Fixed<K, Q> {
+    type SqlType = Q::SqlType;
+}
+
+impl<K, Q, C> RunQueryDsl<C> for Fixed<K, Q> {}
+
+/// The keys of the writer's hot statements in diesel's cache (see `Fixed`).
+enum BookingsOfCitizen {}
+enum RoomInSlot {}
+enum InsertBooking {}
+enum InsertCitizen {}
+enum InsertClaim {}
 
 define_sql_function! {
     /// SQLite's id of the row the connection inserted last.
