@@ -35,3 +35,7 @@ async fn main() -> std::io::Result<()> {
     };
     app.run_until_stopped().await
 }
+
+/// mimalloc rather than glibc's malloc: see Cargo.toml.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
