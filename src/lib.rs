@@ -7,6 +7,7 @@
 
 pub mod actors;
 pub mod config;
+pub mod cores;
 pub mod db;
 pub mod demo;
 pub mod domain;

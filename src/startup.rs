@@ -372,14 +372,17 @@ impl Application {
         }
 
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-        let workers = match state.config.workers {
-            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
-            n => n,
-        };
+        let workers = crate::cores::http_workers(state.config.workers);
+        // Off the writer's core when it has one (`crate::cores`); the factory runs on each
+        // worker's thread as it starts.
+        let http_cores = crate::cores::http_cores();
         let data = state.clone();
         let shed = http::shed::Shed::new(state.clone());
         let timeout = std::time::Duration::from_millis(state.config.request_timeout_ms);
         let server = HttpServer::new(move || {
+            if let Some(cores) = http_cores.clone() {
+                crate::cores::pin_current_thread(cores);
+            }
             App::new()
                 .app_data(data.clone())
                 // Inside the counting below, so that shed answers are counted as 503s.

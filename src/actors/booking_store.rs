@@ -136,8 +136,18 @@ pub struct StoreMetrics {
 
 type Reply = oneshot::Sender<Result<Written, StoreError>>;
 
+/// A batch for the writer thread, and where to answer how it went.
+type Job = (
+    Vec<Write>,
+    bool,
+    oneshot::Sender<Result<Vec<Result<Written, String>>, String>>,
+);
+
 pub struct BookingStore {
-    pool: DbPool,
+    /// The writer thread's inbox: it runs one transaction at a time, on a thread of its own
+    /// (on the last core, alone, when the machine has more than two: `crate::cores`). It
+    /// stops when the store is dropped.
+    writer: std::sync::mpsc::Sender<Job>,
     pending: Vec<(Write, Reply)>,
     flushing: bool,
     fail_next: u32,
@@ -146,12 +156,31 @@ pub struct BookingStore {
 
 impl BookingStore {
     pub fn new(pool: DbPool) -> Self {
+        let (writer, jobs) = std::sync::mpsc::channel::<Job>();
+        let metrics: Arc<StoreMetrics> = Arc::default();
+        let m = metrics.clone();
+        std::thread::Builder::new()
+            .name("writer".into())
+            .spawn(move || {
+                if let Some(core) = crate::cores::writer_core() {
+                    if !crate::cores::pin_current_thread(core..core + 1) {
+                        log::warn!("the writer could not be kept on core {core}");
+                    }
+                }
+                for (writes, fail, answer) in jobs {
+                    let started = std::time::Instant::now();
+                    let outcome = commit(&pool, &writes, fail);
+                    m.commit_latency.observe(started.elapsed());
+                    let _ = answer.send(outcome);
+                }
+            })
+            .expect("the writer thread starts");
         Self {
-            pool,
+            writer,
             pending: Vec::new(),
             flushing: false,
             fail_next: 0,
-            metrics: Arc::default(),
+            metrics,
         }
     }
 
@@ -174,16 +203,11 @@ impl BookingStore {
         let (writes, replies): (Vec<Write>, Vec<Reply>) = batch.into_iter().unzip();
         let fail = self.fail_next > 0;
         self.fail_next = self.fail_next.saturating_sub(1);
-        let pool = self.pool.clone();
-        let metrics = self.metrics.clone();
-        let job = tokio::task::spawn_blocking(move || {
-            let started = std::time::Instant::now();
-            let outcome = commit(&pool, &writes, fail);
-            metrics.commit_latency.observe(started.elapsed());
-            outcome
-        });
-        ctx.spawn(job.into_actor(self).map(move |joined, act, ctx| {
-            let outcome = joined.unwrap_or_else(|e| Err(format!("writer thread: {e}")));
+        let (tx, rx) = oneshot::channel();
+        // If the writer thread is gone, `tx` is dropped with the job and the batch fails.
+        let _ = self.writer.send((writes, fail, tx));
+        ctx.spawn(rx.into_actor(self).map(move |joined, act, ctx| {
+            let outcome = joined.unwrap_or_else(|_| Err("the writer thread stopped".into()));
             let m = &act.metrics;
             match outcome {
                 Ok(results) => {
