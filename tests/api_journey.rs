@@ -343,7 +343,7 @@ async fn metrics_show_queue_pool_and_store_figures_with_latency_histograms() {
     let node = regex::Regex::new(r#"node="[^"]*",?"#).unwrap();
     assert!(
         text.lines()
-            .filter(|l| !l.starts_with('#'))
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
             .all(|l| node.is_match(l)),
         "a sample without its node:\n{text}"
     );
@@ -367,6 +367,50 @@ async fn metrics_show_queue_pool_and_store_figures_with_latency_histograms() {
         "cohort, center, slots, claim, booking"
     );
     assert_eq!(value("identity_breaker_state"), 0.0);
+    // Every name `/metrics` had before it went through the metrics facade, each with its
+    // HELP and TYPE, and the process's own figures.
+    for name in [
+        "bookings_created_total",
+        "http_in_flight",
+        "http_responses_total",
+        "http_shed_total",
+        "identity_breaker_state",
+        "identity_call_seconds",
+        "identity_events_total",
+        "identity_in_flight",
+        "identity_max_in_flight",
+        "identity_max_waiting",
+        "identity_outcomes_total",
+        "identity_waiting",
+        "queue_admission_rate",
+        "queue_admitted_total",
+        "queue_joins_total",
+        "queue_passed_over_total",
+        "queue_polls_total",
+        "queue_returned_total",
+        "queue_sold_out",
+        "queue_verified_total",
+        "queue_waiting",
+        "store_commit_seconds",
+        "store_commits_total",
+        "store_failed_commits_total",
+        "store_largest_batch",
+        "store_pending",
+        "store_writes_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_cpu_seconds_total",
+    ] {
+        for line in ["HELP", "TYPE"].map(|k| format!("# {k} {name} ")) {
+            assert!(
+                text.lines().any(|l| l.starts_with(&line)),
+                "{line} in\n{text}"
+            );
+        }
+    }
+    assert!(value("process_resident_memory_bytes") > 1e6);
+    assert!(text.contains("# TYPE store_commit_seconds histogram"));
+    assert!(text.contains("# TYPE http_responses_total counter"));
 }
 
 #[tokio::test]
