@@ -51,6 +51,8 @@ pub struct AppState {
     pub http_metrics: HttpMetrics,
     /// This application's Prometheus recorder (`/metrics`).
     pub metrics: crate::telemetry::Metrics,
+    /// The request lines' budget and counts.
+    pub request_log: http::request_log::RequestLog,
     /// The admission clock runs by itself (false only where tests drive it).
     pub auto_tick: bool,
     /// What `/readyz` last found (stats show it).
@@ -357,6 +359,7 @@ impl Application {
             join_pressure: Default::default(),
             http_metrics: HttpMetrics::default(),
             metrics,
+            request_log: http::request_log::RequestLog::new(&config.log),
             auto_tick,
             ready: std::sync::atomic::AtomicBool::new(true),
             cluster: Arc::default(),
@@ -416,6 +419,32 @@ impl Application {
                         let res = answer.await?;
                         if let Some(d) = data {
                             d.http_metrics.record(res.status());
+                        }
+                        Ok(res)
+                    }
+                })
+                // Outermost: every answer, shed ones included, gets its id and its line.
+                .wrap_fn(|req, srv| {
+                    let started = std::time::Instant::now();
+                    let id = http::request_log::request_id(req.headers());
+                    let method = req.method().clone();
+                    let data = req.app_data::<web::Data<AppState>>().cloned();
+                    let answer = srv.call(req);
+                    async move {
+                        let mut res = answer.await?;
+                        res.headers_mut().insert(
+                            http::request_log::REQUEST_ID,
+                            http::request_log::header_value(&id),
+                        );
+                        if let Some(d) = data {
+                            let req = res.request();
+                            d.request_log.finish(
+                                &id,
+                                &method,
+                                || req.match_pattern(),
+                                res.status(),
+                                started.elapsed(),
+                            );
                         }
                         Ok(res)
                     }

@@ -619,3 +619,54 @@ async fn a_ticket_that_stopped_polling_is_passed_over_and_admitted_when_it_polls
     assert_eq!(last["state"], "admitted", "{last}");
     assert!(last["pass"].is_string(), "{last}");
 }
+
+#[tokio::test]
+async fn a_request_id_sent_comes_back_and_one_is_made_when_absent_or_unsafe() {
+    let app = spawn_app().await;
+    let id_of = |res: &reqwest::Response| {
+        res.headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .expect("every answer names its request")
+    };
+    let res = app
+        .client
+        .get(app.url("/api/v1/cohorts"))
+        .header("X-Request-Id", "complaint-4711.a_b:c")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(id_of(&res), "complaint-4711.a_b:c", "the caller's id, kept");
+    // An error answer carries it too.
+    let res = app
+        .client
+        .get(app.url("/api/v1/no-such-thing"))
+        .header("X-Request-Id", "lost-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert_eq!(id_of(&res), "lost-1");
+    let safe = regex::Regex::new(r"^[0-9a-f]{16}$").unwrap();
+    for unsafe_id in ["two words", "a\"b", &"x".repeat(65)] {
+        let res = app
+            .client
+            .get(app.url("/healthz"))
+            .header("X-Request-Id", unsafe_id)
+            .send()
+            .await
+            .unwrap();
+        let id = id_of(&res);
+        assert!(
+            safe.is_match(&id),
+            "{unsafe_id:?} replaced by a new id, not {id:?}"
+        );
+    }
+    let (a, b) = (
+        id_of(&app.client.get(app.url("/healthz")).send().await.unwrap()),
+        id_of(&app.client.get(app.url("/healthz")).send().await.unwrap()),
+    );
+    assert!(safe.is_match(&a) && safe.is_match(&b) && a != b, "{a} {b}");
+}

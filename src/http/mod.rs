@@ -6,6 +6,7 @@ pub mod admin;
 pub mod citizen;
 pub mod openapi;
 pub mod pages;
+pub mod request_log;
 pub mod shed;
 pub mod watchdog;
 
@@ -447,5 +448,18 @@ fn publish(state: &AppState) {
         "Requests answered 503 at once because MAX_IN_FLIGHT were in flight.",
         Kind::Counter,
         load(&h.shed),
+    );
+    let log = &state.request_log;
+    one(
+        "log_requests_logged_total",
+        "Request lines written to the log.",
+        Kind::Counter,
+        load(&log.logged),
+    );
+    one(
+        "log_requests_dropped_total",
+        "Ordinary request lines not written, past LOG_REQUESTS_PER_SECOND.",
+        Kind::Counter,
+        load(&log.dropped),
     );
 }
