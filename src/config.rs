@@ -1,7 +1,9 @@
 //! Settings, read once at start from the environment (see the README's table).
 
 use crate::db::{Backend, PoolSettings};
+use crate::domain::client::TrustedProxies;
 use chrono::FixedOffset;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -15,7 +17,7 @@ pub struct Config {
     /// This node's name in `/metrics`, stats and logs (default: the bind address).
     pub node_name: Option<String>,
     /// Load balancers whose `X-Forwarded-For` names the client.
-    pub trusted_proxies: crate::domain::client::TrustedProxies,
+    pub trusted_proxies: TrustedProxies,
     pub admin_token: Option<String>,
     pub secret_key: Option<String>,
     pub identity: IdentitySettings,
@@ -44,6 +46,8 @@ pub struct Config {
     /// Open connections at most, over all workers; past it new connections wait in the
     /// kernel's accept queue. Bounds the memory a crowd of clients can take.
     pub max_connections: usize,
+    /// Request lines and the log's format.
+    pub log: LogSettings,
     /// Seed the July 2021 scenario at start.
     pub demo: bool,
 }
@@ -127,6 +131,15 @@ pub enum Jitter {
     Uniform,
 }
 
+impl Jitter {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Exponential => "exponential",
+            Self::Uniform => "uniform",
+        }
+    }
+}
+
 impl FromStr for Jitter {
     type Err = String;
 
@@ -193,20 +206,257 @@ impl Config {
             max_in_flight: 1024,
             request_timeout_ms: 10_000,
             max_connections: 8192,
+            log: LogSettings::default(),
             demo: false,
         }
     }
 
+    /// The settings from the environment alone (the binary reads its flags too: `Settings`).
     pub fn from_env() -> Result<Self, String> {
-        let url = var("DATABASE_URL").unwrap_or_else(|| "./data/reservations.db".into());
-        let mut c = Self::new(Backend::from_url(&url));
-        c.bind_addr = var("BIND_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into());
-        c.admin_token = var("ADMIN_TOKEN");
-        c.secret_key = var("SECRET_KEY");
-        c.node_name = var("NODE_NAME");
-        if let Some(list) = var("TRUSTED_PROXIES") {
-            c.trusted_proxies = list.parse()?;
-        }
+        let matches = Settings::command_with_env()
+            .no_binary_name(true)
+            .try_get_matches_from(std::iter::empty::<String>())
+            .map_err(|e| e.to_string())?;
+        Settings::from_arg_matches(&matches)
+            .map_err(|e| e.to_string())?
+            .into_config()
+    }
+}
+
+/// Every setting, as a flag and an environment variable (the flag wins). `--help` is generated
+/// from this; the README's table is checked against it (`tests/cli.rs`). Values are read here;
+/// the clamps and the checks across settings are in `Settings::into_config`, so that what
+/// `--print-config` shows is what runs.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "reservation",
+    version,
+    about = "Vaccine pre-reservation server: cohort waiting rooms, identity checks, durable bookings.",
+    long_about = None,
+    after_help = "Every setting may also be given as the environment variable shown; a flag wins \
+                  over its variable. Durations are in the unit their name ends with (_MS: \
+                  milliseconds, _SECONDS: seconds). See README.md, Configuration."
+)]
+pub struct Settings {
+    /// Seed two demo cohorts and 12 centers with two months of slots, into an empty database.
+    #[arg(long)]
+    pub demo: bool,
+    /// Print the effective settings (after clamps, secrets redacted) and exit.
+    #[arg(long)]
+    pub print_config: bool,
+
+    /// Address and port to listen on.
+    #[arg(
+        long,
+        env = "BIND_ADDR",
+        default_value = "127.0.0.1:8080",
+        help_heading = "Server"
+    )]
+    pub bind_addr: String,
+    /// HTTP worker threads; 0: one per core.
+    #[arg(long, env = "WORKERS", default_value_t = 0, value_parser = trimmed::<usize>, help_heading = "Server")]
+    pub workers: usize,
+    /// Citizens' requests in flight at once; past it 503 at once with Retry-After. 0: no limit.
+    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 1024, value_parser = trimmed::<usize>, help_heading = "Server")]
+    pub max_in_flight: usize,
+    /// Open connections at most, over all workers (each uses two file descriptors).
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 8192, value_parser = trimmed::<usize>, help_heading = "Server")]
+    pub max_connections: usize,
+    /// How long a request's head, and then its body, may take to arrive, in ms; then 408.
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 10_000, value_parser = trimmed::<u64>, help_heading = "Server")]
+    pub request_timeout_ms: u64,
+    /// This node's name in /metrics (label `node`), stats and logs [default: BIND_ADDR].
+    #[arg(long, env = "NODE_NAME", help_heading = "Server")]
+    pub node_name: Option<String>,
+    /// Comma-separated addresses or CIDRs of load balancers whose X-Forwarded-For names the client.
+    #[arg(long, env = "TRUSTED_PROXIES", value_parser = trimmed::<TrustedProxies>, help_heading = "Server")]
+    pub trusted_proxies: Option<TrustedProxies>,
+    /// The server's zone, as a fixed offset.
+    #[arg(long, env = "TIMEZONE", default_value = "+09:00", value_parser = zone, help_heading = "Server")]
+    pub timezone: FixedOffset,
+
+    /// A SQLite file (plain path or sqlite://), or a postgres:// URL (libpq form).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "./data/reservations.db",
+        hide_env_values = true,
+        help_heading = "Database"
+    )]
+    pub database_url: String,
+    /// Database connections at most (clamped to 2-256).
+    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 8, value_parser = trimmed::<u32>, help_heading = "Database")]
+    pub db_pool_size: u32,
+    /// How long a request waits for a connection before a 503, in ms (clamped to 100-9000).
+    #[arg(long, env = "DB_CONNECT_TIMEOUT_MS", default_value_t = 5_000, value_parser = trimmed::<u64>, help_heading = "Database")]
+    pub db_connect_timeout_ms: u64,
+    /// PostgreSQL: a statement running longer is cancelled, in ms (at least 100).
+    #[arg(long, env = "DB_STATEMENT_TIMEOUT_MS", default_value_t = 5_000, value_parser = trimmed::<u64>, help_heading = "Database")]
+    pub db_statement_timeout_ms: u64,
+    /// 1: run on a PostgreSQL whose fsync is off (throwaway test databases only).
+    #[arg(long, env = "ALLOW_UNSAFE_DURABILITY", default_value = "0", value_parser = ["0", "1"], help_heading = "Database")]
+    pub allow_unsafe_durability: String,
+
+    /// Bearer token for /api/v1/admin/* (required on PostgreSQL) [default: SQLite: generated, kept beside the data].
+    #[arg(
+        long,
+        env = "ADMIN_TOKEN",
+        hide_env_values = true,
+        help_heading = "Secrets"
+    )]
+    pub admin_token: Option<String>,
+    /// Signs tickets, passes, sessions; keys the citizen hash (required on PostgreSQL, the same on every node) [default: SQLite: generated, kept beside the data].
+    #[arg(
+        long,
+        env = "SECRET_KEY",
+        hide_env_values = true,
+        help_heading = "Secrets"
+    )]
+    pub secret_key: Option<String>,
+
+    /// An external identity service (plain http://) instead of the simulated one.
+    #[arg(
+        long,
+        env = "IDENTITY_PROVIDER_URL",
+        hide_env_values = true,
+        help_heading = "Identity"
+    )]
+    pub identity_provider_url: Option<String>,
+    /// Simulated provider: base latency, in ms.
+    #[arg(long, env = "IDENTITY_LATENCY_MS", default_value_t = 50, value_parser = trimmed::<u64>, help_heading = "Identity")]
+    pub identity_latency_ms: u64,
+    /// Simulated provider: jitter on top of the base, in ms (its mean, or its maximum).
+    #[arg(long, env = "IDENTITY_JITTER_MS", default_value_t = 0, value_parser = trimmed::<u64>, help_heading = "Identity")]
+    pub identity_jitter_ms: u64,
+    /// Simulated provider: the jitter's distribution.
+    #[arg(long, env = "IDENTITY_JITTER", default_value = "exponential", value_parser = trimmed::<Jitter>, help_heading = "Identity")]
+    pub identity_jitter: Jitter,
+    /// Simulated provider: share of calls that fail, 0.0-1.0.
+    #[arg(long, env = "IDENTITY_FAILURE_RATE", default_value = "0.0", value_parser = trimmed::<f64>, help_heading = "Identity")]
+    pub identity_failure_rate: f64,
+    /// Simulated provider: share of calls that never answer, 0.0-1.0 (with the failure rate at most 1.0).
+    #[arg(long, env = "IDENTITY_HANG_RATE", default_value = "0.0", value_parser = trimmed::<f64>, help_heading = "Identity")]
+    pub identity_hang_rate: f64,
+    /// Requests holding a place in the pool (calling the provider, or backing off) at once (at least 1).
+    #[arg(long, env = "IDENTITY_MAX_IN_FLIGHT", default_value_t = 64, value_parser = trimmed::<usize>, help_heading = "Identity")]
+    pub identity_max_in_flight: usize,
+    /// How long a request may wait for a place, in ms (at most half the deadline); 0: answer busy at once.
+    #[arg(long, env = "IDENTITY_QUEUE_MS", default_value_t = 100, value_parser = trimmed::<u64>, help_heading = "Identity")]
+    pub identity_queue_ms: u64,
+    /// How many requests may wait for a place; past it 503 identity_busy.
+    #[arg(long, env = "IDENTITY_MAX_WAITING", default_value_t = 128, value_parser = trimmed::<usize>, help_heading = "Identity")]
+    pub identity_max_waiting: usize,
+    /// A provider call slower than this is abandoned (a failure), in ms.
+    #[arg(long, env = "IDENTITY_TIMEOUT_MS", default_value_t = 5_000, value_parser = trimmed::<u64>, help_heading = "Identity")]
+    pub identity_timeout_ms: u64,
+    /// From arrival to answer, in ms: the wait, the calls and the retry all fit in it.
+    #[arg(long, env = "IDENTITY_DEADLINE_MS", default_value_t = 8_000, value_parser = trimmed::<u64>, help_heading = "Identity")]
+    pub identity_deadline_ms: u64,
+    /// Further calls after a failure or a timeout, 0-3.
+    #[arg(long, env = "IDENTITY_RETRIES", default_value_t = 1, value_parser = trimmed::<u32>, help_heading = "Identity")]
+    pub identity_retries: u32,
+    /// Backoff before a retry, in ms, jittered between half and one and a half times this.
+    #[arg(long, env = "IDENTITY_RETRY_BACKOFF_MS", default_value_t = 100, value_parser = trimmed::<u64>, help_heading = "Identity")]
+    pub identity_retry_backoff_ms: u64,
+    /// The breaker opens after this many consecutive failed calls.
+    #[arg(long, env = "IDENTITY_BREAKER_FAILURES", default_value_t = 20, value_parser = trimmed::<u32>, help_heading = "Identity")]
+    pub identity_breaker_failures: u32,
+    /// ... or when at least this share of the calls in the window failed (above 0.0, at most 1.0).
+    #[arg(long, env = "IDENTITY_BREAKER_FAILURE_RATIO", default_value = "0.75", value_parser = trimmed::<f64>, help_heading = "Identity")]
+    pub identity_breaker_failure_ratio: f64,
+    /// The breaker's window, in seconds.
+    #[arg(long, env = "IDENTITY_BREAKER_WINDOW_SECONDS", default_value_t = 10, value_parser = trimmed::<u64>, help_heading = "Identity")]
+    pub identity_breaker_window_seconds: u64,
+    /// Calls the window must have seen before the ratio counts.
+    #[arg(long, env = "IDENTITY_BREAKER_MIN_CALLS", default_value_t = 40, value_parser = trimmed::<usize>, help_heading = "Identity")]
+    pub identity_breaker_min_calls: usize,
+    /// How long the breaker stays open, in ms; then one probe call goes through.
+    #[arg(long, env = "IDENTITY_BREAKER_OPEN_MS", default_value_t = 5_000, value_parser = trimmed::<u64>, help_heading = "Identity")]
+    pub identity_breaker_open_ms: u64,
+    /// Checks of one identity allowed per window (429 past it).
+    #[arg(long, env = "IDENTITY_ATTEMPTS_PER_WINDOW", default_value_t = 5, value_parser = trimmed::<usize>, help_heading = "Identity")]
+    pub identity_attempts_per_window: usize,
+    /// The per-identity window, in seconds.
+    #[arg(long, env = "IDENTITY_ATTEMPT_WINDOW_SECONDS", default_value_t = 600, value_parser = trimmed::<u64>, help_heading = "Identity")]
+    pub identity_attempt_window_seconds: u64,
+    /// Checks made with one pass allowed per window (429 past it).
+    #[arg(long, env = "IDENTITY_PASS_ATTEMPTS_PER_WINDOW", default_value_t = 5, value_parser = trimmed::<usize>, help_heading = "Identity")]
+    pub identity_pass_attempts_per_window: usize,
+    /// The per-pass window, in seconds.
+    #[arg(long, env = "IDENTITY_PASS_ATTEMPT_WINDOW_SECONDS", default_value_t = 600, value_parser = trimmed::<u64>, help_heading = "Identity")]
+    pub identity_pass_attempt_window_seconds: u64,
+
+    /// How long a pass lasts after admission, in seconds (at least 600).
+    #[arg(long, env = "PASS_TTL_SECONDS", default_value_t = 600, value_parser = trimmed::<i64>, help_heading = "Queue and limits")]
+    pub pass_ttl_seconds: i64,
+    /// How long a verified session lasts, in seconds (at least 60).
+    #[arg(long, env = "SESSION_TTL_SECONDS", default_value_t = 900, value_parser = trimmed::<i64>, help_heading = "Queue and limits")]
+    pub session_ttl_seconds: i64,
+    /// Admission may run this far ahead of the places left, 1.0-10.0.
+    #[arg(long, env = "OVER_ADMISSION_FACTOR", default_value = "1.1", value_parser = trimmed::<f64>, help_heading = "Queue and limits")]
+    pub over_admission_factor: f64,
+    /// Booking lookups + cancellations per client IP per minute (at least 1).
+    #[arg(long, env = "LOOKUPS_PER_MINUTE", default_value_t = 30, value_parser = trimmed::<u32>, help_heading = "Queue and limits")]
+    pub lookups_per_minute: u32,
+    /// A ticket not heard from for this long, in seconds, is passed over when its turn comes; 0: never.
+    #[arg(long, env = "ABSENT_AFTER_SECONDS", default_value_t = 120, value_parser = trimmed::<u64>, help_heading = "Queue and limits")]
+    pub absent_after_seconds: u64,
+    /// Joins per client IP per minute, past it 429; 0: no limit.
+    #[arg(long, env = "JOINS_PER_MINUTE", default_value_t = 0, value_parser = trimmed::<u32>, help_heading = "Queue and limits")]
+    pub joins_per_minute: u32,
+
+    /// env_logger filter (error, warn, info, debug, or per module: reservation=debug).
+    #[arg(
+        long,
+        env = "RUST_LOG",
+        default_value = "info",
+        help_heading = "Logging"
+    )]
+    pub rust_log: String,
+    /// Log lines as text, or one JSON object per line for log shippers.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], help_heading = "Logging")]
+    pub log_format: String,
+    /// Ordinary request lines logged per second at most (errors, 5xx and slow requests always are); 0: none.
+    #[arg(long, env = "LOG_REQUESTS_PER_SECOND", default_value_t = 100, value_parser = trimmed::<u32>, help_heading = "Logging")]
+    pub log_requests_per_second: u32,
+    /// A request slower than this, in ms, is always logged.
+    #[arg(long, env = "LOG_SLOW_REQUEST_MS", default_value_t = 1_000, value_parser = trimmed::<u64>, help_heading = "Logging")]
+    pub log_slow_request_ms: u64,
+}
+
+impl Settings {
+    /// The command, reading the environment as it is now. A variable set to nothing (or only
+    /// blanks) counts as unset, as it always has here.
+    pub fn command_with_env() -> clap::Command {
+        Self::command().mut_args(|a| {
+            let blank = a
+                .get_env()
+                .and_then(std::env::var_os)
+                .is_some_and(|v| v.to_string_lossy().trim().is_empty());
+            if blank {
+                a.env(None::<&str>)
+            } else {
+                a
+            }
+        })
+    }
+
+    /// Flags and environment, as the binary reads them; on a bad value, clap's error (exit 2).
+    pub fn parse_args() -> Self {
+        let matches = Self::command_with_env().get_matches();
+        Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+
+    /// The configuration these settings make: clamps applied, settings checked against each
+    /// other. The error names the variable.
+    pub fn into_config(self) -> Result<Config, String> {
+        let s = self;
+        let mut c = Config::new(Backend::from_url(&s.database_url));
+        c.bind_addr = s.bind_addr;
+        c.admin_token = s.admin_token;
+        c.secret_key = s.secret_key;
+        c.node_name = s.node_name;
+        c.trusted_proxies = s.trusted_proxies.unwrap_or_default();
         if c.database.is_postgres() {
             // Every node must sign and check tokens alike, and nothing beside a database that
             // many nodes share can keep a generated secret for all of them.
@@ -223,35 +473,18 @@ impl Config {
             }
         }
         let p = &mut c.pool;
-        p.max_size = parsed("DB_POOL_SIZE", p.max_size)?.clamp(2, 256);
-        p.connect_timeout = std::time::Duration::from_millis(
-            parsed(
-                "DB_CONNECT_TIMEOUT_MS",
-                p.connect_timeout.as_millis() as u64,
-            )?
-            .clamp(100, 9_000),
-        );
-        p.statement_timeout = std::time::Duration::from_millis(
-            parsed(
-                "DB_STATEMENT_TIMEOUT_MS",
-                p.statement_timeout.as_millis() as u64,
-            )?
-            .max(100),
-        );
-        p.allow_unsafe_durability = match var("ALLOW_UNSAFE_DURABILITY").as_deref() {
-            None | Some("0") => false,
-            Some("1") => true,
-            Some(_) => return Err("ALLOW_UNSAFE_DURABILITY must be 0 or 1".into()),
-        };
+        p.max_size = s.db_pool_size.clamp(2, 256);
+        p.connect_timeout =
+            std::time::Duration::from_millis(s.db_connect_timeout_ms.clamp(100, 9_000));
+        p.statement_timeout = std::time::Duration::from_millis(s.db_statement_timeout_ms.max(100));
+        p.allow_unsafe_durability = s.allow_unsafe_durability == "1";
         let id = &mut c.identity;
-        id.provider_url = var("IDENTITY_PROVIDER_URL");
-        id.latency_ms = parsed("IDENTITY_LATENCY_MS", id.latency_ms)?;
-        id.jitter_ms = parsed("IDENTITY_JITTER_MS", id.jitter_ms)?;
-        if let Some(j) = var("IDENTITY_JITTER") {
-            id.jitter = j.parse()?;
-        }
-        id.failure_rate = parsed("IDENTITY_FAILURE_RATE", id.failure_rate)?;
-        id.hang_rate = parsed("IDENTITY_HANG_RATE", id.hang_rate)?;
+        id.provider_url = s.identity_provider_url;
+        id.latency_ms = s.identity_latency_ms;
+        id.jitter_ms = s.identity_jitter_ms;
+        id.jitter = s.identity_jitter;
+        id.failure_rate = s.identity_failure_rate;
+        id.hang_rate = s.identity_hang_rate;
         for (name, share) in [
             ("IDENTITY_FAILURE_RATE", id.failure_rate),
             ("IDENTITY_HANG_RATE", id.hang_rate),
@@ -263,59 +496,228 @@ impl Config {
         if id.failure_rate + id.hang_rate > 1.0 {
             return Err("IDENTITY_FAILURE_RATE + IDENTITY_HANG_RATE must not exceed 1.0".into());
         }
-        id.max_in_flight = parsed("IDENTITY_MAX_IN_FLIGHT", id.max_in_flight)?.max(1);
-        id.timeout_ms = parsed("IDENTITY_TIMEOUT_MS", id.timeout_ms)?.max(1);
-        id.deadline_ms = parsed("IDENTITY_DEADLINE_MS", id.deadline_ms)?.max(1);
+        id.max_in_flight = s.identity_max_in_flight.max(1);
+        id.timeout_ms = s.identity_timeout_ms.max(1);
+        id.deadline_ms = s.identity_deadline_ms.max(1);
         // A wait as long as the deadline would leave no time for the call itself.
-        id.queue_ms = parsed("IDENTITY_QUEUE_MS", id.queue_ms)?.min(id.deadline_ms / 2);
-        id.max_waiting = parsed("IDENTITY_MAX_WAITING", id.max_waiting)?;
-        id.retries = parsed("IDENTITY_RETRIES", id.retries)?;
+        id.queue_ms = s.identity_queue_ms.min(id.deadline_ms / 2);
+        id.max_waiting = s.identity_max_waiting;
+        id.retries = s.identity_retries;
         if id.retries > 3 {
             return Err("IDENTITY_RETRIES must be between 0 and 3".into());
         }
-        id.retry_backoff_ms = parsed("IDENTITY_RETRY_BACKOFF_MS", id.retry_backoff_ms)?;
-        id.breaker_failures = parsed("IDENTITY_BREAKER_FAILURES", id.breaker_failures)?.max(1);
-        id.breaker_failure_ratio =
-            parsed("IDENTITY_BREAKER_FAILURE_RATIO", id.breaker_failure_ratio)?;
+        id.retry_backoff_ms = s.identity_retry_backoff_ms;
+        id.breaker_failures = s.identity_breaker_failures.max(1);
+        id.breaker_failure_ratio = s.identity_breaker_failure_ratio;
         if !(id.breaker_failure_ratio > 0.0 && id.breaker_failure_ratio <= 1.0) {
             return Err("IDENTITY_BREAKER_FAILURE_RATIO must be above 0.0, at most 1.0".into());
         }
-        id.breaker_window_s =
-            parsed("IDENTITY_BREAKER_WINDOW_SECONDS", id.breaker_window_s)?.max(1);
-        id.breaker_min_calls = parsed("IDENTITY_BREAKER_MIN_CALLS", id.breaker_min_calls)?.max(1);
-        id.breaker_open_ms = parsed("IDENTITY_BREAKER_OPEN_MS", id.breaker_open_ms)?.max(1);
-        id.attempts_per_window = parsed("IDENTITY_ATTEMPTS_PER_WINDOW", id.attempts_per_window)?;
-        id.attempt_window_s = parsed("IDENTITY_ATTEMPT_WINDOW_SECONDS", id.attempt_window_s)?;
-        id.pass_attempts_per_window = parsed(
-            "IDENTITY_PASS_ATTEMPTS_PER_WINDOW",
-            id.pass_attempts_per_window,
-        )?;
-        id.pass_attempt_window_s = parsed(
-            "IDENTITY_PASS_ATTEMPT_WINDOW_SECONDS",
-            id.pass_attempt_window_s,
-        )?;
-        if let Some(tz) = var("TIMEZONE") {
-            c.zone = FixedOffset::from_str(&tz)
-                .map_err(|_| format!("TIMEZONE must be an offset such as +09:00, not {tz}"))?;
-        }
-        c.pass_ttl_s = parsed("PASS_TTL_SECONDS", c.pass_ttl_s)?.max(600);
-        c.session_ttl_s = parsed("SESSION_TTL_SECONDS", c.session_ttl_s)?.max(60);
-        c.over_admission = parsed("OVER_ADMISSION_FACTOR", c.over_admission)?;
+        id.breaker_window_s = s.identity_breaker_window_seconds.max(1);
+        id.breaker_min_calls = s.identity_breaker_min_calls.max(1);
+        id.breaker_open_ms = s.identity_breaker_open_ms.max(1);
+        id.attempts_per_window = s.identity_attempts_per_window;
+        id.attempt_window_s = s.identity_attempt_window_seconds;
+        id.pass_attempts_per_window = s.identity_pass_attempts_per_window;
+        id.pass_attempt_window_s = s.identity_pass_attempt_window_seconds;
+        c.zone = s.timezone;
+        c.pass_ttl_s = s.pass_ttl_seconds.max(600);
+        c.session_ttl_s = s.session_ttl_seconds.max(60);
+        c.over_admission = s.over_admission_factor;
         if !(1.0..=10.0).contains(&c.over_admission) {
             return Err("OVER_ADMISSION_FACTOR must be between 1.0 and 10.0".into());
         }
-        c.lookups_per_minute = parsed("LOOKUPS_PER_MINUTE", c.lookups_per_minute)?.max(1);
-        c.absent_after_s = parsed("ABSENT_AFTER_SECONDS", c.absent_after_s)?;
-        c.joins_per_minute = parsed("JOINS_PER_MINUTE", c.joins_per_minute)?;
-        c.workers = parsed("WORKERS", c.workers)?;
-        c.max_in_flight = parsed("MAX_IN_FLIGHT", c.max_in_flight)?;
-        c.request_timeout_ms = parsed("REQUEST_TIMEOUT_MS", c.request_timeout_ms)?.max(1);
-        c.max_connections = parsed("MAX_CONNECTIONS", c.max_connections)?.max(1);
+        c.lookups_per_minute = s.lookups_per_minute.max(1);
+        c.absent_after_s = s.absent_after_seconds;
+        c.joins_per_minute = s.joins_per_minute;
+        c.workers = s.workers;
+        c.max_in_flight = s.max_in_flight;
+        c.request_timeout_ms = s.request_timeout_ms.max(1);
+        c.max_connections = s.max_connections.max(1);
+        c.log = LogSettings {
+            filter: s.rust_log,
+            json: s.log_format == "json",
+            requests_per_second: s.log_requests_per_second,
+            slow_request_ms: s.log_slow_request_ms,
+        };
+        c.demo = s.demo;
         Ok(c)
     }
 }
 
+/// A URL without the password of its user part nor a `password=` parameter.
+fn redact_url(url: &str) -> String {
+    let mut out = url.to_string();
+    if let Some(scheme) = out.find("://") {
+        let rest = scheme + 3;
+        let authority_end = out[rest..].find(['/', '?']).map_or(out.len(), |i| rest + i);
+        if let Some(at) = out[rest..authority_end].rfind('@') {
+            let user = &out[rest..rest + at];
+            if let Some(colon) = user.find(':') {
+                out.replace_range(rest + colon + 1..rest + at, "<redacted>");
+            }
+        }
+    }
+    if let Some(q) = out.find('?') {
+        let (head, query) = out.split_at(q + 1);
+        let query: Vec<String> = query
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=<redacted>"),
+                _ => kv.to_string(),
+            })
+            .collect();
+        out = format!("{head}{}", query.join("&"));
+    }
+    out
+}
+
+/// Reads a value as `parsed` always has: blanks around it do not count.
+fn trimmed<T: FromStr>(v: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    v.trim().parse::<T>().map_err(|e| e.to_string())
+}
+
+fn zone(tz: &str) -> Result<FixedOffset, String> {
+    FixedOffset::from_str(tz.trim())
+        .map_err(|_| format!("must be an offset such as +09:00, not {tz}"))
+}
+
+/// The request lines and the log's format (`http::request_log`).
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// The env_logger filter (`RUST_LOG`).
+    pub filter: String,
+    /// One JSON object per line rather than text.
+    pub json: bool,
+    /// Ordinary request lines per second at most; errors and slow requests are always logged.
+    pub requests_per_second: u32,
+    /// A request slower than this is always logged.
+    pub slow_request_ms: u64,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            filter: "info".into(),
+            json: false,
+            requests_per_second: 100,
+            slow_request_ms: 1_000,
+        }
+    }
+}
+
 impl Config {
+    /// The effective settings, as `VARIABLE=value` lines in the order of `--help`: what
+    /// `--print-config` prints. Secrets are never shown: the tokens only as set or not, the
+    /// URLs without their passwords.
+    pub fn printed(&self) -> String {
+        let secret = |v: &Option<String>| match v {
+            Some(_) => "<redacted>".to_string(),
+            None => "<unset>".to_string(),
+        };
+        let database = match &self.database {
+            Backend::Sqlite(path) => path.display().to_string(),
+            Backend::Postgres(url) => redact_url(url),
+        };
+        let id = &self.identity;
+        let lines: Vec<(&str, String)> = vec![
+            ("BIND_ADDR", self.bind_addr.clone()),
+            ("WORKERS", self.workers.to_string()),
+            ("MAX_IN_FLIGHT", self.max_in_flight.to_string()),
+            ("MAX_CONNECTIONS", self.max_connections.to_string()),
+            ("REQUEST_TIMEOUT_MS", self.request_timeout_ms.to_string()),
+            ("NODE_NAME", self.node()),
+            ("TRUSTED_PROXIES", self.trusted_proxies.to_string()),
+            ("TIMEZONE", self.zone.to_string()),
+            ("DATABASE_URL", database),
+            ("DB_POOL_SIZE", self.pool.max_size.to_string()),
+            (
+                "DB_CONNECT_TIMEOUT_MS",
+                self.pool.connect_timeout.as_millis().to_string(),
+            ),
+            (
+                "DB_STATEMENT_TIMEOUT_MS",
+                self.pool.statement_timeout.as_millis().to_string(),
+            ),
+            (
+                "ALLOW_UNSAFE_DURABILITY",
+                u8::from(self.pool.allow_unsafe_durability).to_string(),
+            ),
+            ("ADMIN_TOKEN", secret(&self.admin_token)),
+            ("SECRET_KEY", secret(&self.secret_key)),
+            (
+                "IDENTITY_PROVIDER_URL",
+                id.provider_url
+                    .as_deref()
+                    .map_or("<unset: simulated>".into(), redact_url),
+            ),
+            ("IDENTITY_LATENCY_MS", id.latency_ms.to_string()),
+            ("IDENTITY_JITTER_MS", id.jitter_ms.to_string()),
+            ("IDENTITY_JITTER", id.jitter.name().to_string()),
+            ("IDENTITY_FAILURE_RATE", id.failure_rate.to_string()),
+            ("IDENTITY_HANG_RATE", id.hang_rate.to_string()),
+            ("IDENTITY_MAX_IN_FLIGHT", id.max_in_flight.to_string()),
+            ("IDENTITY_QUEUE_MS", id.queue_ms.to_string()),
+            ("IDENTITY_MAX_WAITING", id.max_waiting.to_string()),
+            ("IDENTITY_TIMEOUT_MS", id.timeout_ms.to_string()),
+            ("IDENTITY_DEADLINE_MS", id.deadline_ms.to_string()),
+            ("IDENTITY_RETRIES", id.retries.to_string()),
+            ("IDENTITY_RETRY_BACKOFF_MS", id.retry_backoff_ms.to_string()),
+            ("IDENTITY_BREAKER_FAILURES", id.breaker_failures.to_string()),
+            (
+                "IDENTITY_BREAKER_FAILURE_RATIO",
+                id.breaker_failure_ratio.to_string(),
+            ),
+            (
+                "IDENTITY_BREAKER_WINDOW_SECONDS",
+                id.breaker_window_s.to_string(),
+            ),
+            (
+                "IDENTITY_BREAKER_MIN_CALLS",
+                id.breaker_min_calls.to_string(),
+            ),
+            ("IDENTITY_BREAKER_OPEN_MS", id.breaker_open_ms.to_string()),
+            (
+                "IDENTITY_ATTEMPTS_PER_WINDOW",
+                id.attempts_per_window.to_string(),
+            ),
+            (
+                "IDENTITY_ATTEMPT_WINDOW_SECONDS",
+                id.attempt_window_s.to_string(),
+            ),
+            (
+                "IDENTITY_PASS_ATTEMPTS_PER_WINDOW",
+                id.pass_attempts_per_window.to_string(),
+            ),
+            (
+                "IDENTITY_PASS_ATTEMPT_WINDOW_SECONDS",
+                id.pass_attempt_window_s.to_string(),
+            ),
+            ("PASS_TTL_SECONDS", self.pass_ttl_s.to_string()),
+            ("SESSION_TTL_SECONDS", self.session_ttl_s.to_string()),
+            ("OVER_ADMISSION_FACTOR", self.over_admission.to_string()),
+            ("LOOKUPS_PER_MINUTE", self.lookups_per_minute.to_string()),
+            ("ABSENT_AFTER_SECONDS", self.absent_after_s.to_string()),
+            ("JOINS_PER_MINUTE", self.joins_per_minute.to_string()),
+            ("RUST_LOG", self.log.filter.clone()),
+            (
+                "LOG_FORMAT",
+                if self.log.json { "json" } else { "text" }.into(),
+            ),
+            (
+                "LOG_REQUESTS_PER_SECOND",
+                self.log.requests_per_second.to_string(),
+            ),
+            ("LOG_SLOW_REQUEST_MS", self.log.slow_request_ms.to_string()),
+        ];
+        lines
+            .into_iter()
+            .map(|(name, value)| format!("{name}={value}\n"))
+            .collect()
+    }
+
     /// This node's name: `NODE_NAME`, else the bind address.
     pub fn node(&self) -> String {
         self.node_name
@@ -329,16 +731,31 @@ pub fn seoul() -> FixedOffset {
     FixedOffset::east_opt(9 * 3600).expect("+09:00 is a valid offset")
 }
 
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn parsed<T: FromStr>(name: &str, default: T) -> Result<T, String> {
-    match var(name) {
-        None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse()
-            .map_err(|_| format!("{name} has an unreadable value")),
+    /// The defaults `--help` states are those the tests' `Config::new` builds with.
+    #[test]
+    fn the_flags_defaults_make_the_same_config_as_config_new() {
+        let cmd = Settings::command().mut_args(|a| a.env(None::<&str>));
+        let matches = cmd.try_get_matches_from(["reservation"]).unwrap();
+        let mut parsed = Settings::from_arg_matches(&matches)
+            .unwrap()
+            .into_config()
+            .unwrap();
+        parsed.bind_addr = "127.0.0.1:0".into();
+        let built = Config::new(Backend::from_url("./data/reservations.db"));
+        assert_eq!(format!("{parsed:?}"), format!("{built:?}"));
+    }
+
+    #[test]
+    fn passwords_are_taken_out_of_urls() {
+        assert_eq!(
+            redact_url("postgres://app:pw@db1:5432,db2/r?password=x&sslmode=off"),
+            "postgres://app:<redacted>@db1:5432,db2/r?password=<redacted>&sslmode=off"
+        );
+        assert_eq!(redact_url("postgres://app@db/r"), "postgres://app@db/r");
+        assert_eq!(redact_url("./data/x.db"), "./data/x.db");
     }
 }

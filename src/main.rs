@@ -1,31 +1,26 @@
-//! Reads the configuration, starts logging, and runs the server until it is stopped.
+//! Reads the settings (flags and environment), starts logging, and runs the server until it is
+//! stopped.
 
-use reservation::config::Config;
+use reservation::config::Settings;
 use reservation::startup::Application;
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let mut config = match Config::from_env() {
+    // A bad value has already ended the process here, with clap's error and status 2.
+    let settings = Settings::parse_args();
+    let print = settings.print_config;
+    let config = match settings.into_config() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("configuration: {e}");
             std::process::exit(2);
         }
     };
-    for arg in std::env::args().skip(1) {
-        match arg.as_str() {
-            "--demo" => config.demo = true,
-            "-h" | "--help" => {
-                println!("usage: reservation [--demo]   (settings come from the environment; see README.md)");
-                return Ok(());
-            }
-            other => {
-                eprintln!("unknown argument {other}; try --help");
-                std::process::exit(2);
-            }
-        }
+    if print {
+        print!("{}", config.printed());
+        return Ok(());
     }
+    reservation::telemetry::init_logging(&config.log);
     let app = match Application::build(config).await {
         Ok(app) => app,
         Err(e) => {

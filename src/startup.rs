@@ -49,6 +49,10 @@ pub struct AppState {
     /// Each cohort's joins per second at this node, for the difficulty of new challenges.
     pub join_pressure: std::sync::Mutex<std::collections::HashMap<i32, JoinPressure>>,
     pub http_metrics: HttpMetrics,
+    /// This application's Prometheus recorder (`/metrics`).
+    pub metrics: crate::telemetry::Metrics,
+    /// The request lines' budget and counts.
+    pub request_log: http::request_log::RequestLog,
     /// The admission clock runs by itself (false only where tests drive it).
     pub auto_tick: bool,
     /// What `/readyz` last found (stats show it).
@@ -330,6 +334,15 @@ impl Application {
         let identity_load = identity_actor.load();
         let identity = identity_actor.start();
         let per_minute = NonZeroU32::new(config.lookups_per_minute).unwrap_or(NonZeroU32::MIN);
+        let metrics = crate::telemetry::Metrics::new(&config.node());
+        store_metrics.commit_latency.attach(metrics.histogram(
+            "store_commit_seconds",
+            "How long a group commit took, to disk.",
+        ));
+        identity_load.call_latency.attach(metrics.histogram(
+            "identity_call_seconds",
+            "How long identity provider calls took.",
+        ));
 
         let state = web::Data::new(AppState {
             signer: Signer::new(secret.as_bytes()),
@@ -345,6 +358,8 @@ impl Application {
                 .map(|n| RateLimiter::keyed(Quota::per_minute(n))),
             join_pressure: Default::default(),
             http_metrics: HttpMetrics::default(),
+            metrics,
+            request_log: http::request_log::RequestLog::new(&config.log),
             auto_tick,
             ready: std::sync::atomic::AtomicBool::new(true),
             cluster: Arc::default(),
@@ -355,6 +370,19 @@ impl Application {
             config,
         });
         restore(&state, &pool)?;
+        // Histogram samples wait in a list until folded into buckets; fold them even when
+        // nobody scrapes. A weak reference, so that a stopped application is not kept alive.
+        let weak = Arc::downgrade(&state.clone().into_inner());
+        actix_web::rt::spawn(async move {
+            let mut every = tokio::time::interval(crate::telemetry::UPKEEP_EVERY);
+            loop {
+                every.tick().await;
+                match weak.upgrade() {
+                    Some(state) => state.metrics.upkeep(),
+                    None => break,
+                }
+            }
+        });
         if state.config.database.is_postgres() {
             // Other nodes may share this database: follow what they and the operators change.
             let sync = ClusterSync::new(
@@ -394,6 +422,32 @@ impl Application {
                         let res = answer.await?;
                         if let Some(d) = data {
                             d.http_metrics.record(res.status());
+                        }
+                        Ok(res)
+                    }
+                })
+                // Outermost: every answer, shed ones included, gets its id and its line.
+                .wrap_fn(|req, srv| {
+                    let started = std::time::Instant::now();
+                    let id = http::request_log::request_id(req.headers());
+                    let method = req.method().clone();
+                    let data = req.app_data::<web::Data<AppState>>().cloned();
+                    let answer = srv.call(req);
+                    async move {
+                        let mut res = answer.await?;
+                        res.headers_mut().insert(
+                            http::request_log::REQUEST_ID,
+                            http::request_log::header_value(&id),
+                        );
+                        if let Some(d) = data {
+                            let req = res.request();
+                            d.request_log.finish(
+                                &id,
+                                &method,
+                                || req.match_pattern(),
+                                res.status(),
+                                started.elapsed(),
+                            );
                         }
                         Ok(res)
                     }

@@ -343,7 +343,7 @@ async fn metrics_show_queue_pool_and_store_figures_with_latency_histograms() {
     let node = regex::Regex::new(r#"node="[^"]*",?"#).unwrap();
     assert!(
         text.lines()
-            .filter(|l| !l.starts_with('#'))
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
             .all(|l| node.is_match(l)),
         "a sample without its node:\n{text}"
     );
@@ -367,6 +367,50 @@ async fn metrics_show_queue_pool_and_store_figures_with_latency_histograms() {
         "cohort, center, slots, claim, booking"
     );
     assert_eq!(value("identity_breaker_state"), 0.0);
+    // Every name `/metrics` had before it went through the metrics facade, each with its
+    // HELP and TYPE, and the process's own figures.
+    for name in [
+        "bookings_created_total",
+        "http_in_flight",
+        "http_responses_total",
+        "http_shed_total",
+        "identity_breaker_state",
+        "identity_call_seconds",
+        "identity_events_total",
+        "identity_in_flight",
+        "identity_max_in_flight",
+        "identity_max_waiting",
+        "identity_outcomes_total",
+        "identity_waiting",
+        "queue_admission_rate",
+        "queue_admitted_total",
+        "queue_joins_total",
+        "queue_passed_over_total",
+        "queue_polls_total",
+        "queue_returned_total",
+        "queue_sold_out",
+        "queue_verified_total",
+        "queue_waiting",
+        "store_commit_seconds",
+        "store_commits_total",
+        "store_failed_commits_total",
+        "store_largest_batch",
+        "store_pending",
+        "store_writes_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_cpu_seconds_total",
+    ] {
+        for line in ["HELP", "TYPE"].map(|k| format!("# {k} {name} ")) {
+            assert!(
+                text.lines().any(|l| l.starts_with(&line)),
+                "{line} in\n{text}"
+            );
+        }
+    }
+    assert!(value("process_resident_memory_bytes") > 1e6);
+    assert!(text.contains("# TYPE store_commit_seconds histogram"));
+    assert!(text.contains("# TYPE http_responses_total counter"));
 }
 
 #[tokio::test]
@@ -574,4 +618,55 @@ async fn a_ticket_that_stopped_polling_is_passed_over_and_admitted_when_it_polls
     }
     assert_eq!(last["state"], "admitted", "{last}");
     assert!(last["pass"].is_string(), "{last}");
+}
+
+#[tokio::test]
+async fn a_request_id_sent_comes_back_and_one_is_made_when_absent_or_unsafe() {
+    let app = spawn_app().await;
+    let id_of = |res: &reqwest::Response| {
+        res.headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .expect("every answer names its request")
+    };
+    let res = app
+        .client
+        .get(app.url("/api/v1/cohorts"))
+        .header("X-Request-Id", "complaint-4711.a_b:c")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(id_of(&res), "complaint-4711.a_b:c", "the caller's id, kept");
+    // An error answer carries it too.
+    let res = app
+        .client
+        .get(app.url("/api/v1/no-such-thing"))
+        .header("X-Request-Id", "lost-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert_eq!(id_of(&res), "lost-1");
+    let safe = regex::Regex::new(r"^[0-9a-f]{16}$").unwrap();
+    for unsafe_id in ["two words", "a\"b", &"x".repeat(65)] {
+        let res = app
+            .client
+            .get(app.url("/healthz"))
+            .header("X-Request-Id", unsafe_id)
+            .send()
+            .await
+            .unwrap();
+        let id = id_of(&res);
+        assert!(
+            safe.is_match(&id),
+            "{unsafe_id:?} replaced by a new id, not {id:?}"
+        );
+    }
+    let (a, b) = (
+        id_of(&app.client.get(app.url("/healthz")).send().await.unwrap()),
+        id_of(&app.client.get(app.url("/healthz")).send().await.unwrap()),
+    );
+    assert!(safe.is_match(&a) && safe.is_match(&b) && a != b, "{a} {b}");
 }

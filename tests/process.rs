@@ -434,6 +434,22 @@ async fn neither_the_log_nor_the_database_holds_a_name_phone_or_token() {
         .send()
         .await
         .unwrap();
+    // The code in a path, and a request id: the request lines name the route, not the path.
+    let res = c
+        .get(format!("{base}/api/v1/admin/bookings/{code}"))
+        .bearer_auth(ADMIN)
+        .header("X-Request-Id", "complaint-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    c.post(format!(
+        "{base}/api/v1/bookings/{code}/cancel?birth_date={birth}"
+    ))
+    .json(&json!({"birth_date": birth}))
+    .send()
+    .await
+    .unwrap();
     let status = Command::new("kill")
         .args(["-TERM", &server.child.id().to_string()])
         .status()
@@ -453,8 +469,30 @@ async fn neither_the_log_nor_the_database_holds_a_name_phone_or_token() {
         pass.clone(),
         session.clone(),
     ];
-    for s in &secrets {
+    for s in secrets.iter().chain([&code, &ADMIN.to_string()]) {
         assert!(!log_text.contains(s.as_str()), "the log holds {s:?}");
+    }
+    // A line per request, with its id, method, route template, status and latency.
+    let line = log_text
+        .lines()
+        .find(|l| l.contains("request_id=complaint-42"))
+        .unwrap_or_else(|| panic!("no line of the request in\n{log_text}"));
+    for part in [
+        "method=GET",
+        "route=/api/v1/admin/bookings/{code}",
+        "status=200",
+        "latency_ms=",
+    ] {
+        assert!(line.contains(part), "{part} in {line}");
+    }
+    for route in [
+        "route=/api/v1/cohorts/{id}/queue",
+        "route=/api/v1/queue",
+        "route=/api/v1/verifications",
+        "route=/api/v1/bookings/lookup",
+        "route=/api/v1/bookings/{code}/cancel",
+    ] {
+        assert!(log_text.contains(route), "{route} in\n{log_text}");
     }
     // The database keeps the birth date (a booking must show and check it), nothing else.
     secrets.retain(|s| s != birth);
@@ -465,4 +503,95 @@ async fn neither_the_log_nor_the_database_holds_a_name_phone_or_token() {
         assert!(!haystack.contains(s.as_str()), "the database holds {s:?}");
     }
     assert!(haystack.contains("홍*동"), "the masked name is kept");
+}
+
+/// With `LOG_FORMAT=json` every line is one JSON object (a log shipper's input), a request
+/// line's fields are members, and past `LOG_REQUESTS_PER_SECOND` ordinary lines are counted
+/// rather than written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_log_lines_and_request_lines_limited_under_a_burst() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_reservation"))
+        .env("DATABASE_URL", dir.path().join("j.db"))
+        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+        .env("ADMIN_TOKEN", ADMIN)
+        .env("RUST_LOG", "info")
+        .env("LOG_FORMAT", "json")
+        .env("LOG_REQUESTS_PER_SECOND", "20")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let c = Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "the server never answered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let res = c
+        .get(format!("{base}/api/v1/cohorts"))
+        .header("X-Request-Id", "trace-7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-request-id"], "trace-7");
+    for _ in 0..300 {
+        c.get(format!("{base}/healthz")).send().await.unwrap();
+    }
+    let metrics = c
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let figure = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}{{")))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in\n{metrics}"))
+    };
+    let (logged, dropped) = (
+        figure("log_requests_logged_total"),
+        figure("log_requests_dropped_total"),
+    );
+    assert!(dropped >= 200.0, "{dropped} dropped of 302");
+    assert!((1.0..=80.0).contains(&logged), "{logged} written");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: not JSON: {l}")))
+        .collect();
+    assert!(lines
+        .iter()
+        .all(|l| l["ts"].is_string() && l["level"].is_string() && l["msg"].is_string()));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["msg"].as_str().unwrap().contains("listening")),
+        "every line, not only requests"
+    );
+    let req = lines
+        .iter()
+        .find(|l| l["request_id"] == "trace-7")
+        .unwrap_or_else(|| panic!("the request's line in\n{text}"));
+    assert_eq!(req["method"], "GET");
+    assert_eq!(req["route"], "/api/v1/cohorts");
+    assert_eq!(req["status"], 200);
+    assert!(req["latency_ms"].is_number());
+    let written = lines.iter().filter(|l| l["msg"] == "request").count();
+    assert!(
+        written as f64 <= logged + 1.0,
+        "{written} lines, {logged} counted"
+    );
 }

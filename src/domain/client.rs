@@ -28,6 +28,14 @@ impl FromStr for TrustedProxies {
     }
 }
 
+impl std::fmt::Display for TrustedProxies {
+    /// The list as `TRUSTED_PROXIES` takes it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list: Vec<String> = self.0.iter().map(IpNet::to_string).collect();
+        f.write_str(&list.join(","))
+    }
+}
+
 impl TrustedProxies {
     pub fn contains(&self, ip: &IpAddr) -> bool {
         self.0.iter().any(|net| net.contains(ip))

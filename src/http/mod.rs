@@ -6,6 +6,7 @@ pub mod admin;
 pub mod citizen;
 pub mod openapi;
 pub mod pages;
+pub mod request_log;
 pub mod shed;
 pub mod watchdog;
 
@@ -13,7 +14,6 @@ use crate::error::ApiError;
 use crate::startup::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{error, web, HttpRequest, HttpResponse};
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub type State = web::Data<AppState>;
@@ -213,255 +213,253 @@ async fn readyz(state: State) -> Result<HttpResponse, ApiError> {
     }
 }
 
-/// Queue, admission, identity pool, booking and HTTP figures.
+/// Queue, admission, identity pool, booking, HTTP and process figures.
 #[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", body = String,
         content_type = "text/plain; version=0.0.4; charset=utf-8")))]
 async fn metrics(state: State) -> HttpResponse {
-    let mut out = String::new();
-    let now = crate::now_s();
-    let mut gauge = |name: &str, help: &str, kind: &str, rows: Vec<(String, f64)>| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, value) in rows {
-            let _ = writeln!(out, "{name}{labels} {value}");
-        }
-    };
-    let cohorts = state.registry.cohorts();
-    let per_cohort = |f: &dyn Fn(&crate::actors::cohort_queue::CohortShared) -> f64| {
-        cohorts
-            .iter()
-            .map(|c| (format!("{{cohort=\"{}\"}}", c.shared.id), f(&c.shared)))
-            .collect()
-    };
-    gauge(
-        "queue_waiting",
-        "Tickets not yet admitted, pre-queue included.",
-        "gauge",
-        per_cohort(&|c| c.waiting() as f64),
-    );
-    gauge(
-        "queue_admitted_total",
-        "Tickets admitted so far.",
-        "counter",
-        per_cohort(&|c| c.admitted_people() as f64),
-    );
-    gauge(
-        "queue_passed_over_total",
-        "Tickets passed over as absent when their turn came (ABSENT_AFTER_SECONDS).",
-        "counter",
-        per_cohort(&|c| c.passed_over() as f64),
-    );
-    gauge(
-        "queue_returned_total",
-        "Passed-over tickets admitted beside the line once back.",
-        "counter",
-        per_cohort(&|c| c.returned() as f64),
-    );
-    gauge(
-        "queue_verified_total",
-        "Passes that verified a citizen.",
-        "counter",
-        per_cohort(&|c| c.verified() as f64),
-    );
-    gauge(
-        "queue_admission_rate",
-        "Admissions per second, measured.",
-        "gauge",
-        per_cohort(&|c| c.measured_rate()),
-    );
-    gauge(
-        "queue_sold_out",
-        "1 while the cohort is sold out.",
-        "gauge",
-        per_cohort(&|c| {
-            f64::from(u8::from(
-                c.state(now) == crate::domain::cohort::CohortState::SoldOut,
-            ))
-        }),
-    );
-    let id = &state.identity_load;
-    let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
-    gauge(
-        "identity_in_flight",
-        "Provider calls in flight.",
-        "gauge",
-        vec![(String::new(), load(&id.in_flight))],
-    );
-    gauge(
-        "identity_max_in_flight",
-        "Cap on provider calls in flight.",
-        "gauge",
-        vec![(String::new(), load(&id.max_in_flight))],
-    );
-    gauge(
-        "identity_waiting",
-        "Requests waiting for a place in the pool.",
-        "gauge",
-        vec![(String::new(), load(&id.waiting))],
-    );
-    gauge(
-        "identity_max_waiting",
-        "Cap on requests waiting for a place.",
-        "gauge",
-        vec![(String::new(), load(&id.max_waiting))],
-    );
-    gauge(
-        "identity_breaker_state",
-        "Circuit breaker: 0 closed, 1 open, 2 half-open.",
-        "gauge",
-        vec![(String::new(), load(&id.breaker_state))],
-    );
-    gauge(
-        "identity_events_total",
-        "Retries, timeouts and breaker events.",
-        "counter",
-        vec![
-            ("{event=\"retry\"}".into(), load(&id.retries)),
-            ("{event=\"timeout\"}".into(), load(&id.timeouts)),
-            ("{event=\"queue_timeout\"}".into(), load(&id.queue_timeouts)),
-            (
-                "{event=\"breaker_opened\"}".into(),
-                load(&id.breaker_opened),
-            ),
-            (
-                "{event=\"breaker_rejected\"}".into(),
-                load(&id.breaker_rejected),
-            ),
-        ],
-    );
-    gauge(
-        "identity_outcomes_total",
-        "Verification outcomes.",
-        "counter",
-        vec![
-            ("{outcome=\"vouched\"}".into(), load(&id.vouched)),
-            ("{outcome=\"rejected\"}".into(), load(&id.rejected)),
-            ("{outcome=\"failed\"}".into(), load(&id.failed)),
-            ("{outcome=\"busy\"}".into(), load(&id.busy)),
-            ("{outcome=\"rate_limited\"}".into(), load(&id.rate_limited)),
-        ],
-    );
-    let st = &state.store_metrics;
-    gauge(
-        "store_commits_total",
-        "Transactions committed.",
-        "counter",
-        vec![(String::new(), load(&st.commits))],
-    );
-    gauge(
-        "store_failed_commits_total",
-        "Transactions that failed.",
-        "counter",
-        vec![(String::new(), load(&st.failed_commits))],
-    );
-    gauge(
-        "store_writes_total",
-        "Writes committed.",
-        "counter",
-        vec![(String::new(), load(&st.writes))],
-    );
-    gauge(
-        "store_largest_batch",
-        "Most writes in one commit.",
-        "gauge",
-        vec![(String::new(), load(&st.largest_batch))],
-    );
-    gauge(
-        "store_pending",
-        "Writes waiting for the next commit.",
-        "gauge",
-        vec![(String::new(), load(&st.pending))],
-    );
-    let h = &state.http_metrics;
-    gauge(
-        "queue_joins_total",
-        "Tickets handed out over HTTP.",
-        "counter",
-        vec![(String::new(), load(&h.joins))],
-    );
-    gauge(
-        "queue_polls_total",
-        "Queue polls answered.",
-        "counter",
-        vec![(String::new(), load(&h.polls))],
-    );
-    gauge(
-        "bookings_created_total",
-        "Bookings answered 201 (repeats excluded).",
-        "counter",
-        vec![(String::new(), load(&h.bookings_created))],
-    );
-    gauge(
-        "http_responses_total",
-        "HTTP answers by class.",
-        "counter",
-        vec![
-            ("{class=\"ok\"}".into(), load(&h.ok)),
-            ("{class=\"client_error\"}".into(), load(&h.client_errors)),
-            ("{class=\"rate_limited\"}".into(), load(&h.rate_limited)),
-            ("{class=\"unavailable\"}".into(), load(&h.unavailable)),
-            ("{class=\"server_error\"}".into(), load(&h.server_errors)),
-        ],
-    );
-    gauge(
-        "http_in_flight",
-        "Citizens' requests in flight.",
-        "gauge",
-        vec![(String::new(), load(&h.in_flight))],
-    );
-    gauge(
-        "http_shed_total",
-        "Requests answered 503 at once because MAX_IN_FLIGHT were in flight.",
-        "counter",
-        vec![(String::new(), load(&h.shed))],
-    );
-    state.identity_load.call_latency.render(
-        "identity_call_seconds",
-        "How long identity provider calls took.",
-        &mut out,
-    );
-    state.store_metrics.commit_latency.render(
-        "store_commit_seconds",
-        "How long a group commit took, to disk.",
-        &mut out,
-    );
+    let text = state.metrics.render(|| publish(&state));
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(with_node_label(&out, &state.config.node()))
+        .body(text)
 }
 
-/// Every sample labelled with the node that reports it (`NODE_NAME`), so that one scrape
-/// configuration serves a whole cluster.
-fn with_node_label(text: &str, node: &str) -> String {
-    let node = node.replace('\\', "\\\\").replace('"', "\\\"");
-    let mut out = String::with_capacity(text.len() + text.len() / 4);
-    for line in text.lines() {
-        if line.starts_with('#') || line.is_empty() {
-            out.push_str(line);
-        } else if let Some(brace) = line.find('{').filter(|b| !line[..*b].contains(' ')) {
-            out.push_str(&line[..=brace]);
-            out.push_str(&format!("node=\"{node}\","));
-            out.push_str(&line[brace + 1..]);
-        } else if let Some(space) = line.find(' ') {
-            out.push_str(&line[..space]);
-            out.push_str(&format!("{{node=\"{node}\"}}"));
-            out.push_str(&line[space..]);
-        } else {
-            out.push_str(line);
+/// How a figure is exposed.
+#[derive(Clone, Copy)]
+enum Kind {
+    Gauge,
+    Counter,
+}
+
+/// Sets what the actors publish into the current recorder (`telemetry::Metrics::render`).
+/// The names are those `/metrics` has always had (README, Metrics).
+fn publish(state: &AppState) {
+    use metrics::{counter, describe_counter, describe_gauge, gauge};
+    let now = crate::now_s();
+    let set = |name: &'static str,
+               help: &'static str,
+               kind: Kind,
+               labels: &[(&'static str, String)],
+               value: f64| {
+        let labels: Vec<metrics::Label> = labels
+            .iter()
+            .map(|(k, v)| metrics::Label::new(*k, v.clone()))
+            .collect();
+        match kind {
+            Kind::Gauge => {
+                describe_gauge!(name, help);
+                gauge!(name, labels).set(value);
+            }
+            Kind::Counter => {
+                describe_counter!(name, help);
+                counter!(name, labels).absolute(value as u64);
+            }
         }
-        out.push('\n');
+    };
+    let one = |name, help, kind, value: f64| set(name, help, kind, &[], value);
+    for c in state.registry.cohorts() {
+        let c = &c.shared;
+        let cohort = [("cohort", c.id.to_string())];
+        let figures: [(&'static str, &'static str, Kind, f64); 7] = [
+            (
+                "queue_waiting",
+                "Tickets not yet admitted, pre-queue included.",
+                Kind::Gauge,
+                c.waiting() as f64,
+            ),
+            (
+                "queue_admitted_total",
+                "Tickets admitted so far.",
+                Kind::Counter,
+                c.admitted_people() as f64,
+            ),
+            (
+                "queue_passed_over_total",
+                "Tickets passed over as absent when their turn came (ABSENT_AFTER_SECONDS).",
+                Kind::Counter,
+                c.passed_over() as f64,
+            ),
+            (
+                "queue_returned_total",
+                "Passed-over tickets admitted beside the line once back.",
+                Kind::Counter,
+                c.returned() as f64,
+            ),
+            (
+                "queue_verified_total",
+                "Passes that verified a citizen.",
+                Kind::Counter,
+                c.verified() as f64,
+            ),
+            (
+                "queue_admission_rate",
+                "Admissions per second, measured.",
+                Kind::Gauge,
+                c.measured_rate(),
+            ),
+            (
+                "queue_sold_out",
+                "1 while the cohort is sold out.",
+                Kind::Gauge,
+                f64::from(u8::from(
+                    c.state(now) == crate::domain::cohort::CohortState::SoldOut,
+                )),
+            ),
+        ];
+        for (name, help, kind, value) in figures {
+            set(name, help, kind, &cohort, value);
+        }
     }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn every_sample_carries_the_node_label() {
-        let text = "# HELP a x\n# TYPE a gauge\na 1\nb{cohort=\"2\"} 3\n";
-        assert_eq!(
-            super::with_node_label(text, "n\"1"),
-            "# HELP a x\n# TYPE a gauge\na{node=\"n\\\"1\"} 1\nb{node=\"n\\\"1\",cohort=\"2\"} 3\n"
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+    let id = &state.identity_load;
+    one(
+        "identity_in_flight",
+        "Provider calls in flight.",
+        Kind::Gauge,
+        load(&id.in_flight),
+    );
+    one(
+        "identity_max_in_flight",
+        "Cap on provider calls in flight.",
+        Kind::Gauge,
+        load(&id.max_in_flight),
+    );
+    one(
+        "identity_waiting",
+        "Requests waiting for a place in the pool.",
+        Kind::Gauge,
+        load(&id.waiting),
+    );
+    one(
+        "identity_max_waiting",
+        "Cap on requests waiting for a place.",
+        Kind::Gauge,
+        load(&id.max_waiting),
+    );
+    one(
+        "identity_breaker_state",
+        "Circuit breaker: 0 closed, 1 open, 2 half-open.",
+        Kind::Gauge,
+        load(&id.breaker_state),
+    );
+    for (event, value) in [
+        ("retry", &id.retries),
+        ("timeout", &id.timeouts),
+        ("queue_timeout", &id.queue_timeouts),
+        ("breaker_opened", &id.breaker_opened),
+        ("breaker_rejected", &id.breaker_rejected),
+    ] {
+        set(
+            "identity_events_total",
+            "Retries, timeouts and breaker events.",
+            Kind::Counter,
+            &[("event", event.into())],
+            load(value),
         );
     }
+    for (outcome, value) in [
+        ("vouched", &id.vouched),
+        ("rejected", &id.rejected),
+        ("failed", &id.failed),
+        ("busy", &id.busy),
+        ("rate_limited", &id.rate_limited),
+    ] {
+        set(
+            "identity_outcomes_total",
+            "Verification outcomes.",
+            Kind::Counter,
+            &[("outcome", outcome.into())],
+            load(value),
+        );
+    }
+    let st = &state.store_metrics;
+    one(
+        "store_commits_total",
+        "Transactions committed.",
+        Kind::Counter,
+        load(&st.commits),
+    );
+    one(
+        "store_failed_commits_total",
+        "Transactions that failed.",
+        Kind::Counter,
+        load(&st.failed_commits),
+    );
+    one(
+        "store_writes_total",
+        "Writes committed.",
+        Kind::Counter,
+        load(&st.writes),
+    );
+    one(
+        "store_largest_batch",
+        "Most writes in one commit.",
+        Kind::Gauge,
+        load(&st.largest_batch),
+    );
+    one(
+        "store_pending",
+        "Writes waiting for the next commit.",
+        Kind::Gauge,
+        load(&st.pending),
+    );
+    let h = &state.http_metrics;
+    one(
+        "queue_joins_total",
+        "Tickets handed out over HTTP.",
+        Kind::Counter,
+        load(&h.joins),
+    );
+    one(
+        "queue_polls_total",
+        "Queue polls answered.",
+        Kind::Counter,
+        load(&h.polls),
+    );
+    one(
+        "bookings_created_total",
+        "Bookings answered 201 (repeats excluded).",
+        Kind::Counter,
+        load(&h.bookings_created),
+    );
+    for (class, value) in [
+        ("ok", &h.ok),
+        ("client_error", &h.client_errors),
+        ("rate_limited", &h.rate_limited),
+        ("unavailable", &h.unavailable),
+        ("server_error", &h.server_errors),
+    ] {
+        set(
+            "http_responses_total",
+            "HTTP answers by class.",
+            Kind::Counter,
+            &[("class", class.into())],
+            load(value),
+        );
+    }
+    one(
+        "http_in_flight",
+        "Citizens' requests in flight.",
+        Kind::Gauge,
+        load(&h.in_flight),
+    );
+    one(
+        "http_shed_total",
+        "Requests answered 503 at once because MAX_IN_FLIGHT were in flight.",
+        Kind::Counter,
+        load(&h.shed),
+    );
+    let log = &state.request_log;
+    one(
+        "log_requests_logged_total",
+        "Request lines written to the log.",
+        Kind::Counter,
+        load(&log.logged),
+    );
+    one(
+        "log_requests_dropped_total",
+        "Ordinary request lines not written, past LOG_REQUESTS_PER_SECOND.",
+        Kind::Counter,
+        load(&log.dropped),
+    );
 }
