@@ -281,10 +281,38 @@ async fn setup(c: &Client, a: &Args) -> (i64, Vec<i64>) {
 #[derive(Default)]
 struct Outcome {
     booked: AtomicUsize,
-    failed: AtomicUsize,
+    /// Citizens who could not book, by the step and reason that stopped them.
+    failed: Mutex<std::collections::BTreeMap<String, usize>>,
     busy: AtomicUsize,
     position_growth: AtomicUsize,
     eta_errors: Mutex<Vec<f64>>,
+}
+
+impl Outcome {
+    /// A citizen gave up at `step`, for `why`.
+    fn fail(&self, step: &str, why: impl std::fmt::Display) {
+        *self
+            .failed
+            .lock()
+            .unwrap()
+            .entry(format!("{step}: {why}"))
+            .or_default() += 1;
+    }
+
+    /// The table's line of citizens who could not book, with why when any did.
+    fn print_failures(&self) {
+        let failed = self.failed.lock().unwrap();
+        let why: Vec<String> = failed.iter().map(|(k, n)| format!("{n} × {k}")).collect();
+        let why = if why.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", why.join("; "))
+        };
+        println!(
+            "| citizens who could not book | {}{why} |",
+            failed.values().sum::<usize>()
+        );
+    }
 }
 
 /// What every simulated citizen shares.
@@ -297,6 +325,22 @@ struct Ctx {
     centers: Arc<Vec<i64>>,
     /// Slot listings per center, refreshed when a booking finds a slot full.
     cache: Arc<Mutex<HashMap<i64, Vec<i64>>>>,
+    /// Requests in flight at most (`--concurrency`): in the open loop, arrivals beyond it wait
+    /// here (their latency counting from when they were due) rather than each opening a
+    /// connection of its own. In the closed loop it never blocks: there are no more workers.
+    inflight: Arc<tokio::sync::Semaphore>,
+}
+
+/// Sends a request once one of the `--concurrency` places in flight is free.
+async fn send(
+    inflight: &tokio::sync::Semaphore,
+    request: reqwest::RequestBuilder,
+) -> reqwest::Result<reqwest::Response> {
+    let _place = inflight
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
+    request.send().await
 }
 
 /// Sleeps `d` and answers when the sleep was due to end (the next request's due time).
@@ -314,6 +358,7 @@ async fn journey(ctx: &Ctx, ticket: String, n: usize) {
         out,
         centers,
         cache,
+        inflight,
     } = ctx;
     let base = &a.base;
     // Poll until admitted.
@@ -324,14 +369,14 @@ async fn journey(ctx: &Ctx, ticket: String, n: usize) {
     let mut due = Instant::now();
     let pass = loop {
         let t = due;
-        let res = c
-            .get(format!("{base}/api/v1/queue"))
-            .bearer_auth(&ticket)
-            .send()
-            .await;
-        let Ok(res) = res else {
-            out.failed.fetch_add(1, Ordering::Relaxed);
-            return;
+        let res = send(
+            inflight,
+            c.get(format!("{base}/api/v1/queue")).bearer_auth(&ticket),
+        )
+        .await;
+        let res = match res {
+            Ok(res) => res,
+            Err(e) => return out.fail("poll", e),
         };
         rec.record("poll", t);
         if res.status() == StatusCode::SERVICE_UNAVAILABLE {
@@ -358,10 +403,7 @@ async fn journey(ctx: &Ctx, ticket: String, n: usize) {
                 let wait = v["poll_after_seconds"].as_f64().unwrap_or(1.0) * a.time_scale;
                 due = pause(Duration::from_secs_f64(wait.max(0.01))).await;
             }
-            _ => {
-                out.failed.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
+            other => return out.fail("poll", format!("state {other:?}")),
         }
     };
     if let Some((at, eta)) = first {
@@ -378,12 +420,12 @@ async fn journey(ctx: &Ctx, ticket: String, n: usize) {
     due = Instant::now();
     let session = loop {
         let t = due;
-        let res = c.post(format!("{base}/api/v1/verifications")).bearer_auth(&pass)
-            .json(&json!({"name": format!("시민{n}"), "birth_date": "1965-03-01", "phone": format!("010-{:04}-{:04}", 1000 + n / 10_000, n % 10_000)}))
-            .send().await;
-        let Ok(res) = res else {
-            out.failed.fetch_add(1, Ordering::Relaxed);
-            return;
+        let res = send(inflight, c.post(format!("{base}/api/v1/verifications")).bearer_auth(&pass)
+            .json(&json!({"name": format!("시민{n}"), "birth_date": "1965-03-01", "phone": format!("010-{:04}-{:04}", 1000 + n / 10_000, n % 10_000)})))
+            .await;
+        let res = match res {
+            Ok(res) => res,
+            Err(e) => return out.fail("verify", e),
         };
         rec.record("verify", t);
         match res.status() {
@@ -397,24 +439,24 @@ async fn journey(ctx: &Ctx, ticket: String, n: usize) {
                 out.busy.fetch_add(1, Ordering::Relaxed);
                 due = pause(Duration::from_millis(50)).await;
             }
-            _ => {
-                out.failed.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
+            status => return out.fail("verify", status),
         }
     };
     due = Instant::now();
     let center = centers[n % centers.len()];
+    // Why the last attempt did not book, if none does.
+    let mut last = String::new();
     for attempt in 0..20 {
         let known = cache.lock().unwrap().get(&center).cloned();
         let slots = match known {
             Some(s) if attempt == 0 => s,
             _ => {
                 let t = Instant::now();
-                let res = c
-                    .get(format!("{base}/api/v1/centers/{center}/slots"))
-                    .send()
-                    .await;
+                let res = send(
+                    inflight,
+                    c.get(format!("{base}/api/v1/centers/{center}/slots")),
+                )
+                .await;
                 rec.record("slots", t);
                 let v: Value = match res {
                     Ok(r) if r.status() == StatusCode::SERVICE_UNAVAILABLE => {
@@ -423,8 +465,23 @@ async fn journey(ctx: &Ctx, ticket: String, n: usize) {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
-                    Ok(r) => r.json().await.unwrap_or_default(),
-                    Err(_) => Value::Null,
+                    Ok(r) if r.status().is_success() => match r.json().await {
+                        Ok(v) => v,
+                        Err(e) => {
+                            last = format!("listing: {e}");
+                            continue;
+                        }
+                    },
+                    // Nothing learnt: not cached as "no slot open"; the next attempt lists
+                    // again.
+                    Ok(r) => {
+                        last = format!("listing: {}", r.status());
+                        continue;
+                    }
+                    Err(e) => {
+                        last = format!("listing: {e}");
+                        continue;
+                    }
                 };
                 // First doses only on the first 28 days: later days have no second-dose day.
                 let last_first = (chrono::Utc::now() + chrono::Duration::hours(9)).date_naive()
@@ -450,17 +507,24 @@ async fn journey(ctx: &Ctx, ticket: String, n: usize) {
             }
         };
         let Some(&slot) = slots.get(n % slots.len().max(1)).or(slots.first()) else {
-            break;
+            return out.fail("book", "no open slot in the listing");
         };
         let t = due.min(Instant::now());
-        let res = c
-            .post(format!("{base}/api/v1/bookings"))
-            .bearer_auth(&session)
-            .header("Idempotency-Key", format!("rush-{n}"))
-            .json(&json!({"slot_id": slot}))
-            .send()
-            .await;
-        let Ok(res) = res else { continue };
+        let res = send(
+            inflight,
+            c.post(format!("{base}/api/v1/bookings"))
+                .bearer_auth(&session)
+                .header("Idempotency-Key", format!("rush-{n}"))
+                .json(&json!({"slot_id": slot})),
+        )
+        .await;
+        let res = match res {
+            Ok(res) => res,
+            Err(e) => {
+                last = e.to_string();
+                continue;
+            }
+        };
         rec.record("book", t);
         match res.status() {
             StatusCode::CREATED => {
@@ -472,10 +536,14 @@ async fn journey(ctx: &Ctx, ticket: String, n: usize) {
                 due = pause(Duration::from_millis(20)).await;
             }
             // slot_full or no second dose: refresh the listing and pick again
-            _ => due = Instant::now(),
+            status => {
+                let v: Value = res.json().await.unwrap_or_default();
+                last = format!("{status} {}", v["error"].as_str().unwrap_or("?"));
+                due = Instant::now();
+            }
         }
     }
-    out.failed.fetch_add(1, Ordering::Relaxed);
+    out.fail("book", format!("20 attempts, the last {last}"));
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -502,6 +570,7 @@ async fn main() {
             out: Arc::default(),
             centers: centers.clone(),
             cache: Arc::default(),
+            inflight: Arc::new(tokio::sync::Semaphore::new(a.concurrency)),
         };
         open_loop(ctx, cohort, rate).await;
         return;
@@ -610,6 +679,7 @@ async fn main() {
     let (mut cpu_journey, mut own_journey) = (None, None);
     if !a.joins_only {
         let cache: Arc<Mutex<HashMap<i64, Vec<i64>>>> = Arc::default();
+        let inflight = Arc::new(tokio::sync::Semaphore::new(a.concurrency));
         let queue = Arc::new(Mutex::new(tickets.into_iter()));
         callgrind(&a, "--zero");
         let cpu_before = a.server_pid.and_then(cpu_seconds);
@@ -625,6 +695,7 @@ async fn main() {
                     out: out.clone(),
                     centers: centers.clone(),
                     cache: cache.clone(),
+                    inflight: inflight.clone(),
                 };
                 tokio::spawn(async move {
                     loop {
@@ -719,10 +790,7 @@ async fn main() {
                 1e6 * cpu / booked
             );
         }
-        println!(
-            "| citizens who could not book | {} |",
-            out.failed.load(Ordering::Relaxed)
-        );
+        out.print_failures();
         println!(
             "| 503 answers (retried) | {} |",
             out.busy.load(Ordering::Relaxed)
@@ -801,10 +869,10 @@ async fn open_loop(ctx: Ctx, cohort: i64, rate: f64) {
                 let join = format!("{}/api/v1/cohorts/{cohort}/queue", ctx.a.base);
                 let mut due = arrival;
                 let ticket = loop {
-                    let res = ctx.c.post(&join).send().await;
-                    let Ok(res) = res else {
-                        ctx.out.failed.fetch_add(1, Ordering::Relaxed);
-                        return;
+                    let res = send(&ctx.inflight, ctx.c.post(&join)).await;
+                    let res = match res {
+                        Ok(res) => res,
+                        Err(e) => return ctx.out.fail("join", e),
                     };
                     ctx.rec.record("join", due);
                     if res.status() == StatusCode::SERVICE_UNAVAILABLE {
@@ -815,10 +883,7 @@ async fn open_loop(ctx: Ctx, cohort: i64, rate: f64) {
                     let v: Value = res.json().await.unwrap_or_default();
                     match v["ticket"].as_str() {
                         Some(t) => break t.to_string(),
-                        None => {
-                            ctx.out.failed.fetch_add(1, Ordering::Relaxed);
-                            return;
-                        }
+                        None => return ctx.out.fail("join", "no ticket in the answer"),
                     }
                 };
                 journey(&ctx, ticket, n).await;
@@ -857,10 +922,7 @@ async fn open_loop(ctx: Ctx, cohort: i64, rate: f64) {
         "| generator's largest start lag (ms) | {:.1} |",
         late.load(Ordering::Relaxed) as f64 / 1000.0
     );
-    println!(
-        "| citizens who could not book | {} |",
-        out.failed.load(Ordering::Relaxed)
-    );
+    out.print_failures();
     println!(
         "| 503 answers (retried) | {} |",
         out.busy.load(Ordering::Relaxed)

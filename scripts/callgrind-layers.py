@@ -17,7 +17,7 @@ from collections import defaultdict
 
 # Layer -> regexes of root function names; the first layer that matches a function owns it.
 LAYERS = [
-    ("writer (group commit, diesel, SQLite)", [r"^reservation::actors::booking_store::commit$"]),
+    ("writer (group commit, diesel, SQLite)", [r"^reservation::actors::booking_store::commit(::\{\{closure\}\})?$"]),
     ("  of which SQLite", [r"^sqlite3_(step|prepare_v2|prepare_v3|exec|finalize|reset)$"]),
     ("HTTP: requests in, answers out (actix-http, actix-web, handlers)",
      [r"^<actix_http::h1::dispatcher::Dispatcher<.*> as core::future::future::Future>::poll$"]),
@@ -25,7 +25,7 @@ LAYERS = [
     ("  of which JSON (serde_json)", [r"^serde_json::", r"^<serde_json::"]),
     ("actors (queues, inventories, identity pool)",
      [r"^<actix::context_impl::ContextFut<.*> as core::future::future::Future>::poll$"]),
-    ("memory (malloc, free, realloc)", [r"^(malloc|free|realloc|calloc|_int_malloc|_int_free|cfree)$"]),
+    ("memory (malloc, free, realloc)", [r"^(malloc|free|realloc|calloc|_int_malloc|_int_free|cfree)$", r"^_?mi_"]),
 ]
 
 
