@@ -17,20 +17,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "needs valgrind (Debian: valgrind)" >&2; exit 1; }
 
-citizens=2000
-args=()
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --citizens) citizens=$2; shift 2 ;;
-    *) args+=("$1"); shift ;;
-  esac
-done
 out_dir=target/profile
 mkdir -p "$out_dir"
 out="$out_dir/callgrind.$(date +%Y%m%d-%H%M%S)"
 log="$out.rush.txt"
+# The defaults go first: rush takes the last value of a flag given twice, so the caller's win.
 SERVER_WRAPPER="valgrind --tool=callgrind --callgrind-out-file=$PWD/$out" PROFILE=release \
-  scripts/rush.sh --citizens "$citizens" --concurrency 64 "${args[@]}" --callgrind | tee "$log"
+  scripts/rush.sh --citizens 2000 --concurrency 64 "$@" --callgrind | tee "$log"
 booked=$(awk -F'|' '/^\| confirmed bookings \|/{gsub(/ /,"",$3); print $3}' "$log")
 # The dump the rush asked for is part 1; the file without a suffix is the rest of the run.
 python3 scripts/callgrind-layers.py "$out.1" "$booked"

@@ -169,7 +169,12 @@ impl BookingStore {
                 }
                 for (writes, fail, answer) in jobs {
                     let started = std::time::Instant::now();
-                    let outcome = commit(&pool, &writes, fail);
+                    // A panic fails its batch only, as it did on tokio's blocking pool: the
+                    // thread goes on with the next one.
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        commit(&pool, &writes, fail)
+                    }))
+                    .unwrap_or_else(|_| Err("the writer panicked".into()));
                     m.commit_latency.observe(started.elapsed());
                     let _ = answer.send(outcome);
                 }
