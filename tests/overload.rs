@@ -178,16 +178,17 @@ async fn twice_capacity_is_refused_cleanly_and_recovers() {
 }
 
 /// Sends `bytes` one at a time, `every` apart, and reads what comes back; returns the answer
-/// and how long after the first byte the server closed the connection (None: still open
-/// after `limit`).
+/// and how long after `start` (when the connection opened: the server's clock for it starts
+/// there, not when this thread got going) the server closed it (None: still open after
+/// `limit`).
 fn trickle(
     mut s: TcpStream,
+    start: Instant,
     bytes: &[u8],
     every: Duration,
     limit: Duration,
 ) -> (String, Option<Duration>) {
     s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
-    let start = Instant::now();
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     let mut i = 0;
@@ -240,6 +241,7 @@ async fn slow_clients_are_cut_off_and_others_served() {
     // connection's first head; the watchdog (`http::watchdog`) cuts these.
     let mut kept = Vec::new();
     for _ in 0..5 {
+        let opened = Instant::now();
         let mut s = TcpStream::connect(&addr).unwrap();
         s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap();
@@ -247,6 +249,7 @@ async fn slow_clients_are_cut_off_and_others_served() {
         kept.push(std::thread::spawn(move || {
             trickle(
                 s,
+                opened,
                 head.as_bytes(),
                 Duration::from_millis(100),
                 Duration::from_secs(12),
@@ -270,13 +273,20 @@ async fn slow_clients_are_cut_off_and_others_served() {
     let mut slow = Vec::new();
     for (name, first, rest) in &kinds {
         for _ in 0..10 {
+            let opened = Instant::now();
             let mut s = TcpStream::connect(&addr).unwrap();
             s.write_all(first.as_bytes()).unwrap();
             let (name, rest) = (name.to_string(), rest.clone());
             slow.push(std::thread::spawn(move || {
                 (
                     name,
-                    trickle(s, rest.as_bytes(), Duration::from_millis(100), limit),
+                    trickle(
+                        s,
+                        opened,
+                        rest.as_bytes(),
+                        Duration::from_millis(100),
+                        limit,
+                    ),
                 )
             }));
         }
