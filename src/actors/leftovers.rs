@@ -60,6 +60,13 @@ impl LeftoverShared {
     fn set(&self, rows: Vec<LeftoverRow>) {
         *self.leftovers.lock().unwrap_or_else(|e| e.into_inner()) = rows;
     }
+
+    fn add(&self, row: LeftoverRow) {
+        let mut list = self.leftovers.lock().unwrap_or_else(|e| e.into_inner());
+        if !list.iter().any(|l| l.id == row.id) {
+            list.push(row);
+        }
+    }
 }
 
 /// How the line runs.
@@ -271,13 +278,15 @@ impl Handler<PostLeftovers> for LeftoverLine {
             self.store
                 .send(Persist(Write::Leftover(LeftoverWrite::Post(new))))
                 .into_actor(self)
-                .map(|res, _, ctx| {
+                .map(|res, act, ctx| {
                     let row = match res.map_err(|_| StoreError::Busy)?? {
                         Written::Leftover(LeftoverWritten::Posted(row)) => row,
                         other => {
                             return Err(StoreError::Commit(format!("unexpected answer {other:?}")))
                         }
                     };
+                    // Listed as soon as it is answered; the dispatch then offers it.
+                    act.shared.add(row.clone());
                     ctx.notify(Dispatch);
                     Ok(row)
                 }),
