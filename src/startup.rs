@@ -128,6 +128,11 @@ impl AppState {
                 hold_s: self.config.offer_hold_s,
                 zone: self.config.zone,
                 tick: self.auto_tick,
+                shared_db: self
+                    .config
+                    .database
+                    .is_postgres()
+                    .then(|| self.pool.clone()),
             },
         )
         .start();

@@ -605,3 +605,103 @@ async fn two_processes_offer_each_leftover_dose_once_and_book_it_once() {
         "1"
     );
 }
+
+/// Leftovers posted at one process are listed by the other within seconds, and an offer made
+/// by a process that then stops still lapses after its hold, the other process passing the
+/// dose on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leftovers_posted_at_one_process_are_served_by_the_other_which_lapses_its_offers_once_it_stops(
+) {
+    let pg = PgServer::start();
+    let url = pg.create_database();
+    let a = spawn_app_on(Backend::Postgres(url.clone()), |c| c.offer_hold_s = 1).await;
+    let cohort = a.open_cohort(1000.0).await;
+    let supply = a.center("대구").await;
+    a.pair(supply, 100).await;
+    let center = a.center("서울").await;
+    a.slots(center, &[(27, "10:00", 20)]).await;
+    let b = spawn_app_on(Backend::Postgres(url.clone()), |c| c.offer_hold_s = 1).await;
+    let sessions = join_all((0..2).map(|n| a.session(cohort, n))).await;
+    let until = {
+        let now = chrono::Utc::now().with_timezone(&reservation::config::seoul());
+        let midnight = now
+            .date_naive()
+            .succ_opt()
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap();
+        let left = (midnight - now.naive_local()).num_seconds();
+        (now + chrono::Duration::seconds((left - 2).clamp(1, 3600))).to_rfc3339()
+    };
+    let res = a
+        .admin_post(
+            &format!("/api/v1/admin/centers/{center}/leftovers"),
+            json!({"vaccine": "Moderna", "doses": 1, "until": until}),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let list: Vec<Value> = b
+            .client
+            .get(b.url("/api/v1/leftovers"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if list.len() == 1 {
+            assert_eq!(list[0]["center_id"], center);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never listed at the other process"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sign_up = |app: &TestApp, session: &str| {
+        let req = app
+            .client
+            .post(app.url("/api/v1/leftovers/waitlist"))
+            .bearer_auth(session)
+            .json(&json!({"center_ids": [center]}));
+        async move {
+            let res = req.send().await.unwrap();
+            assert_eq!(res.status(), 201);
+            res.json::<Value>().await.unwrap()["entry"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let state = |app: &TestApp, e: &str| {
+        let req = app
+            .client
+            .get(app.url("/api/v1/leftovers/waitlist"))
+            .bearer_auth(e);
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap()["state"].clone() }
+    };
+    let first = sign_up(&a, &sessions[0]).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while state(&a, &first).await != "offered" {
+        assert!(Instant::now() < deadline, "never offered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let second = sign_up(&b, &sessions[1]).await;
+    drop(a);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while state(&b, &second).await != "offered" {
+        assert!(Instant::now() < deadline, "the dose never passed on");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(state(&b, &first).await, "lapsed");
+    assert_eq!(
+        pg.psql(
+            &url,
+            "SELECT state, count(*) FROM leftover_offers GROUP BY state ORDER BY state"
+        ),
+        "held|1\nlapsed|1"
+    );
+}

@@ -1,7 +1,8 @@
 //! `LeftoverLine`: one actor per vaccination center, the owner of the center's leftover doses
 //! of the day and of its offer line, as `CenterInventory` owns its slots. It drives the line:
 //! after a posting, a sign-up, a decline, an acceptance, when a held offer's hold ends, and on
-//! a slow tick while it has leftovers (for what other nodes changed), it asks the store to
+//! a slow tick while it has leftovers (for what other nodes changed; on a shared database the
+//! tick also reads whether another node posted some), it asks the store to
 //! dispatch: lapse the offers held past their expiry and offer each dose neither booked nor
 //! offered to the next waiting sign-up. What is offered is decided in that transaction, by
 //! conditional updates (`db::leftovers`), so several nodes driving the same line never offer
@@ -57,6 +58,16 @@ impl LeftoverShared {
             .collect()
     }
 
+    /// Whether any leftovers of `day` are still usable at `now` (doses left or not: a held
+    /// offer still has to lapse).
+    fn live(&self, day: &str, now: i64) -> bool {
+        self.leftovers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|l| l.date == day && l.until() > now)
+    }
+
     fn set(&self, rows: Vec<LeftoverRow>) {
         *self.leftovers.lock().unwrap_or_else(|e| e.into_inner()) = rows;
     }
@@ -70,13 +81,17 @@ impl LeftoverShared {
 }
 
 /// How the line runs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct LineSettings {
     /// How long an offer is held (`OFFER_HOLD_SECONDS`).
     pub hold_s: u64,
     pub zone: FixedOffset,
     /// Dispatch on a timer (`TICK`, and when a hold ends); off in tests that drive it.
     pub tick: bool,
+    /// Several nodes on one database: while this node knows of no leftovers at the center,
+    /// the tick reads whether another node posted some (then the line runs here too, so that
+    /// they are listed here within a second, and a hold lapses even if its node died).
+    pub shared_db: Option<crate::db::DbPool>,
 }
 
 /// Doses usable today at this center until `until`.
@@ -147,6 +162,8 @@ pub struct LeftoverLine {
     settings: LineSettings,
     /// The timer for the earliest hold's end.
     wake: Option<SpawnHandle>,
+    /// A read of other nodes' leftovers is on its way (`LineSettings::shared_db`).
+    reading: bool,
 }
 
 impl LeftoverLine {
@@ -162,6 +179,7 @@ impl LeftoverLine {
             inventory,
             settings,
             wake: None,
+            reading: false,
         }
     }
 
@@ -172,11 +190,13 @@ impl LeftoverLine {
     }
 
     fn dispatch_write(&self) -> Write {
+        let now_ms = crate::now_ms();
         Write::Leftover(LeftoverWrite::Dispatch {
             center_id: self.shared.center_id,
             day: self.today().to_string(),
-            now: crate::now_s(),
-            hold_s: self.settings.hold_s as i64,
+            now: now_ms.div_euclid(1000),
+            // Rounded up: an offer is held for the whole hold, never a fraction of a second less.
+            expires_at: (now_ms + 999).div_euclid(1000) + self.settings.hold_s as i64,
         })
     }
 
@@ -228,10 +248,30 @@ impl Actor for LeftoverLine {
         if self.settings.tick {
             ctx.run_interval(TICK, |act, ctx| {
                 let today = act.today().to_string();
-                let busy = !act.shared.open(&today, crate::now_s()).is_empty();
-                if busy {
+                let now = crate::now_s();
+                if act.shared.live(&today, now) {
                     ctx.notify(Dispatch);
+                    return;
                 }
+                let Some(pool) = act.settings.shared_db.clone() else {
+                    return;
+                };
+                if act.reading {
+                    return;
+                }
+                act.reading = true;
+                let center = act.shared.center_id;
+                let read = tokio::task::spawn_blocking(move || {
+                    let mut conn = pool.get().ok()?;
+                    crate::db::leftovers::center_leftovers(&mut conn.conn(), center, &today).ok()
+                });
+                ctx.spawn(read.into_actor(act).map(move |rows, act, ctx| {
+                    act.reading = false;
+                    let rows = rows.ok().flatten().unwrap_or_default();
+                    if rows.iter().any(|l| l.until() > now) {
+                        ctx.notify(Dispatch);
+                    }
+                }));
             });
         }
     }

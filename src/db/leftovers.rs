@@ -333,8 +333,10 @@ pub enum LeftoverWrite {
     Dispatch {
         center_id: i32,
         day: String,
+        /// Offers with `expires_at <= now` lapse.
         now: i64,
-        hold_s: i64,
+        /// When the offers made now expire: at least the hold from now, in whole seconds.
+        expires_at: i64,
     },
     /// The sign-up ends (`cancelled`); an offer it held is given back.
     Leave {
@@ -373,8 +375,8 @@ pub fn apply(conn: &mut Conn, w: &LeftoverWrite) -> Result<LeftoverWritten, Erro
             center_id,
             day,
             now,
-            hold_s,
-        } => LeftoverWritten::Dispatched(dispatch(conn, *center_id, day, *now, *hold_s)?),
+            expires_at,
+        } => LeftoverWritten::Dispatched(dispatch(conn, *center_id, day, *now, *expires_at)?),
         LeftoverWrite::Leave { entry_id } => {
             let (left, center) = leave(conn, *entry_id)?;
             LeftoverWritten::Left(left, center)
@@ -509,7 +511,7 @@ fn dispatch(
     center_id: i32,
     day: &str,
     now: i64,
-    hold_s: i64,
+    expires_at: i64,
 ) -> Result<Dispatched, Error> {
     let mut out = Dispatched::default();
     let expired: Vec<OfferRow> = run!(conn, c => leftover_offers::table
@@ -565,7 +567,6 @@ fn dispatch(
                 after = entry - 1;
                 break;
             }
-            let expires_at = now + hold_s;
             run!(conn, c => diesel::insert_into(leftover_offers::table)
                 .values((
                     leftover_offers::entry_id.eq(entry),
