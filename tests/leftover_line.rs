@@ -304,3 +304,24 @@ async fn two_lines_on_one_database_running_at_once_offer_each_dose_once_in_order
     assert!(states[3..].iter().all(|s| s == "waiting"), "{states:?}");
     assert_eq!(a.leftovers(&center)[0].taken, 3);
 }
+
+#[actix::test]
+async fn an_offer_is_never_held_past_the_instant_its_doses_are_usable_until() {
+    let w = world(300).await;
+    let center = w.center().await;
+    let entry = w.sign_up(&center, 1).await;
+    let until = reservation::now_s() + 30;
+    center
+        .leftovers
+        .send(PostLeftovers {
+            vaccine: "Moderna".into(),
+            doses: 1,
+            until,
+            now: reservation::now_s(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    w.dispatch(&center).await;
+    assert_eq!(w.status(entry).offer.expect("offered").0.expires_at, until);
+}

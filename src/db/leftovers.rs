@@ -567,6 +567,8 @@ fn dispatch(
                 after = entry - 1;
                 break;
             }
+            // Never held past the instant the doses are usable until.
+            let expires_at = expires_at.min(leftover.until());
             run!(conn, c => diesel::insert_into(leftover_offers::table)
                 .values((
                     leftover_offers::entry_id.eq(entry),
