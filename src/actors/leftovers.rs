@@ -32,6 +32,9 @@ use std::time::Duration;
 /// have signed someone up, or a cancelled booking given a dose back.
 pub const TICK: Duration = Duration::from_secs(1);
 
+/// How long the line leaves the database alone after a read of it failed.
+const READ_BACKOFF: Duration = Duration::from_secs(10);
+
 /// A center's leftovers as listings read them.
 #[derive(Debug, Default)]
 pub struct LeftoverShared {
@@ -164,6 +167,9 @@ pub struct LeftoverLine {
     wake: Option<SpawnHandle>,
     /// A read of other nodes' leftovers is on its way (`LineSettings::shared_db`).
     reading: bool,
+    /// After a failed read (the database unreachable) the next waits until then, so that
+    /// these reads never crowd the pool the writer needs to reconnect.
+    read_again_at: std::time::Instant,
 }
 
 impl LeftoverLine {
@@ -180,6 +186,7 @@ impl LeftoverLine {
             settings,
             wake: None,
             reading: false,
+            read_again_at: std::time::Instant::now(),
         }
     }
 
@@ -256,7 +263,7 @@ impl Actor for LeftoverLine {
                 let Some(pool) = act.settings.shared_db.clone() else {
                     return;
                 };
-                if act.reading {
+                if act.reading || std::time::Instant::now() < act.read_again_at {
                     return;
                 }
                 act.reading = true;
@@ -267,7 +274,10 @@ impl Actor for LeftoverLine {
                 });
                 ctx.spawn(read.into_actor(act).map(move |rows, act, ctx| {
                     act.reading = false;
-                    let rows = rows.ok().flatten().unwrap_or_default();
+                    let Some(rows) = rows.ok().flatten() else {
+                        act.read_again_at = std::time::Instant::now() + READ_BACKOFF;
+                        return;
+                    };
                     if rows.iter().any(|l| l.until() > now) {
                         ctx.notify(Dispatch);
                     }

@@ -4,7 +4,7 @@
 //! attributes on the handlers and the `ToSchema` types they parse and answer with, so the
 //! document moves with the code. Three things are added here, in one place each: the error
 //! answers of every operation (status, the codes it may carry, `Retry-After`), the bearer
-//! schemes (admin token, ticket, pass, session), and the links that chain join -> poll ->
+//! schemes (admin token, ticket, pass, session, leftover entry), and the links that chain join -> poll ->
 //! verify -> book for tools that follow them (schemathesis' stateful phase in CI).
 
 use super::{admin, citizen, leftovers};
