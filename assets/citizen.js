@@ -10,6 +10,7 @@ import { h, $, call, stored, randomKey, normalizeDate, fieldError } from './comm
 const KEY_TICKET = 'rsv.ticket';
 const KEY_SESSION = 'rsv.session';
 const KEY_CODE = 'rsv.code';
+const KEY_ENTRY = 'rsv.entry';
 
 const S = {
   view: null,
@@ -32,6 +33,7 @@ const S = {
   idemKey: null,
   booking: null,
   manage: { booking: null, birth: null, confirming: false },
+  leftovers: { list: null, picked: new Set(), entry: stored('local', KEY_ENTRY), status: null }, // entry: the sign-up's token
   deadlines: {}, // name -> epoch ms, drawn by the one-second ticker
   timers: {},
 };
@@ -73,7 +75,7 @@ function status(id, key, vars, kind = 'error') {
 function render() {
   renderNotice();
   ({ cohorts: renderCohorts, queue: renderQueue, verify: renderVerify, place: renderPlace,
-     confirm: renderConfirm, done: renderDone, manage: renderManage })[S.view]?.();
+     confirm: renderConfirm, done: renderDone, manage: renderManage, leftovers: renderLeftovers })[S.view]?.();
   renderCountdowns();
 }
 
@@ -82,7 +84,13 @@ function route() {
     show('manage');
     return;
   }
-  if (!S.view || S.view === 'manage') resume();
+  if (location.hash === '#leftovers') {
+    show('leftovers');
+    loadLeftovers();
+    return;
+  }
+  clearTimeout(S.timers.leftovers);
+  if (!S.view || S.view === 'manage' || S.view === 'leftovers') resume();
 }
 
 /** Where a visitor belongs: back in line if they hold a ticket, else the list of cohorts. */
@@ -767,6 +775,144 @@ $('#m-home').addEventListener('click', (e) => {
   resume();
 });
 
+// ---------------------------------------------------------------- 8. leftover doses today
+
+/** The list of today's leftovers, and where this visitor's sign-up stands. */
+async function loadLeftovers() {
+  const L = S.leftovers;
+  const r = await call('GET', '/api/v1/leftovers');
+  if (r.ok) L.list = r.data;
+  if (L.entry) await pollEntry();
+  else render();
+}
+
+async function pollEntry() {
+  const L = S.leftovers;
+  clearTimeout(S.timers.leftovers);
+  if (!L.entry) return;
+  const r = await call('GET', '/api/v1/leftovers/waitlist', { token: L.entry });
+  if (r.ok) {
+    L.status = r.data;
+    if (r.data.state === 'offered') S.deadlines.offer = Date.parse(r.data.offer.expires_at);
+    else delete S.deadlines.offer;
+  } else if (r.error === 'invalid_entry') {
+    forgetEntry();
+  }
+  render();
+  // Waiting or offered: ask again soon (an offer comes, or lapses).
+  if (S.view === 'leftovers' && L.entry && ['waiting', 'offered'].includes(L.status?.state)) {
+    S.timers.leftovers = setTimeout(pollEntry, 2000);
+  }
+}
+
+function forgetEntry() {
+  const L = S.leftovers;
+  L.entry = null;
+  L.status = null;
+  delete S.deadlines.offer;
+  stored('local', KEY_ENTRY, null);
+}
+
+function renderLeftovers() {
+  const L = S.leftovers;
+  const list = L.list ?? [];
+  const live = L.entry && L.status && ['waiting', 'offered'].includes(L.status.state);
+  $('#l-signup').hidden = !!live;
+  $('#l-empty').hidden = list.length > 0;
+  const box = $('#l-list');
+  const centers = new Map();
+  for (const l of list) if (!centers.has(l.center_id)) centers.set(l.center_id, l);
+  box.replaceChildren(...[...centers.values()].map((l) => {
+    const id = `lo-${l.center_id}`;
+    const input = h('input', {
+      type: 'checkbox', id, checked: L.picked.has(l.center_id),
+      onchange: (e) => (e.target.checked ? L.picked.add(l.center_id) : L.picked.delete(l.center_id)),
+    });
+    const text = t('lo_item', { name: l.name, vaccine: l.vaccine, n: fmtNum(l.remaining), until: l.until.slice(11, 16) });
+    return h('div', { class: 'lo-item', 'data-leftover': l.center_id }, input, h('label', { for: id }, text));
+  }));
+  $('#l-need-session').hidden = sessionValid();
+  $('#l-join').disabled = !sessionValid();
+  const st = L.entry ? L.status : null;
+  $('#l-entry').hidden = !st;
+  if (!st) return;
+  $('#l-state').textContent = t(`lo_state_${st.state}`);
+  $('#l-position').hidden = st.state !== 'waiting';
+  $('#l-position').textContent = st.state === 'waiting' ? t('lo_position', { ahead: Math.max(0, st.position - 1), n: st.position }) : '';
+  $('#l-offer').hidden = st.state !== 'offered';
+  if (st.state === 'offered') {
+    const c = list.find((l) => l.center_id === st.offer.center_id) ?? centerById(st.offer.center_id);
+    $('#l-offer-text').textContent = t('lo_offer', { center: c?.name ?? `#${st.offer.center_id}`, vaccine: st.offer.vaccine });
+  }
+  $('#l-leave').hidden = !live || st.state === 'offered';
+  $('#l-again').hidden = !!live || st.state === 'booked';
+}
+
+async function signUpLeftovers() {
+  const L = S.leftovers;
+  if (!sessionValid()) return render();
+  const ids = [...L.picked];
+  if (ids.length < 1 || ids.length > 5) return status('l-status', 'lo_pick_some', {}, 'warn');
+  status('l-status', null);
+  const r = await call('POST', '/api/v1/leftovers/waitlist', { token: S.session.token, body: { center_ids: ids } });
+  if (r.ok) {
+    L.entry = r.data.entry;
+    L.picked.clear();
+    stored('local', KEY_ENTRY, r.data.entry);
+    L.status = { state: r.data.state, position: r.data.position };
+    render();
+    $('#l-entry').focus();
+    pollEntry();
+    return;
+  }
+  if (r.error === 'already_waiting') status('l-status', 'lo_already', {}, 'warn');
+  else if (r.error === 'invalid_session') sessionLapsed();
+  else status('l-status', ...failure(r));
+}
+
+async function acceptOffer() {
+  const L = S.leftovers;
+  const btn = $('#l-accept');
+  btn.disabled = true;
+  const r = await call('POST', '/api/v1/leftovers/waitlist/accept', { token: L.entry });
+  btn.disabled = false;
+  if (r.ok) {
+    S.booking = r.data;
+    stored('local', KEY_CODE, r.data.code);
+    S.manage = { booking: null, birth: S.birthDate, confirming: false };
+    clearTimeout(S.timers.leftovers);
+    history.pushState(null, '', location.pathname);
+    show('done');
+    return;
+  }
+  if (r.error === 'no_offer') status('l-status', 'lo_no_offer', {}, 'warn');
+  else if (r.error === 'no_second_dose_slot') status('l-status', 'lo_no_second', {}, 'warn');
+  else status('l-status', ...failure(r));
+  pollEntry();
+}
+
+async function leaveLeftovers() {
+  const L = S.leftovers;
+  const r = await call('POST', '/api/v1/leftovers/waitlist/decline', { token: L.entry });
+  if (!r.ok && r.error !== 'no_offer') status('l-status', ...failure(r));
+  await pollEntry();
+}
+
+$('#l-join').addEventListener('click', signUpLeftovers);
+$('#l-accept').addEventListener('click', acceptOffer);
+$('#l-decline').addEventListener('click', leaveLeftovers);
+$('#l-leave').addEventListener('click', leaveLeftovers);
+$('#l-again').addEventListener('click', () => {
+  forgetEntry();
+  loadLeftovers();
+});
+$('#l-home').addEventListener('click', (e) => {
+  e.preventDefault();
+  clearTimeout(S.timers.leftovers);
+  history.pushState(null, '', location.pathname);
+  resume();
+});
+
 // ---------------------------------------------------------------- countdowns
 
 /** Redraws only the countdowns; they sit outside live regions so they are not read out each second. */
@@ -796,6 +942,14 @@ function renderCountdowns() {
     if (S.deadlines.verifyBlocked && !pending) {
       delete S.deadlines.verifyBlocked;
       $('#v-submit').disabled = false;
+    }
+  }
+  if (S.view === 'leftovers') {
+    const cd = $('#l-countdown');
+    cd.textContent = S.deadlines.offer ? t('lo_offer_left', { clock: fmtClock(left('offer')) }) : '';
+    if (S.deadlines.offer && left('offer') === 0) {
+      delete S.deadlines.offer;
+      pollEntry();
     }
   }
   if (S.view === 'confirm') {

@@ -36,6 +36,8 @@ pub struct Config {
     pub absent_after_s: u64,
     /// Joins a client may make per minute; 0: no limit.
     pub joins_per_minute: u32,
+    /// How long a leftover dose's offer is held for its citizen alone before it passes on.
+    pub offer_hold_s: u64,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
     /// Citizens' requests in flight at most; past it a request is answered 503 at once
@@ -202,6 +204,7 @@ impl Config {
             lookups_per_minute: 30,
             absent_after_s: 120,
             joins_per_minute: 0,
+            offer_hold_s: 300,
             workers: 0,
             max_in_flight: 1024,
             request_timeout_ms: 10_000,
@@ -404,6 +407,9 @@ pub struct Settings {
     /// Joins per client IP per minute, past it 429; 0: no limit.
     #[arg(long, env = "JOINS_PER_MINUTE", default_value_t = 0, value_parser = trimmed::<u32>, help_heading = "Queue and limits")]
     pub joins_per_minute: u32,
+    /// Seconds a leftover dose's offer is held for its citizen alone before it lapses (at least 1).
+    #[arg(long, env = "OFFER_HOLD_SECONDS", default_value_t = 300, value_parser = trimmed::<u64>, help_heading = "Queue and limits")]
+    pub offer_hold_seconds: u64,
 
     /// env_logger filter (error, warn, info, debug, or per module: reservation=debug).
     #[arg(
@@ -529,6 +535,7 @@ impl Settings {
         c.lookups_per_minute = s.lookups_per_minute.max(1);
         c.absent_after_s = s.absent_after_seconds;
         c.joins_per_minute = s.joins_per_minute;
+        c.offer_hold_s = s.offer_hold_seconds.max(1);
         c.workers = s.workers;
         c.max_in_flight = s.max_in_flight;
         c.request_timeout_ms = s.request_timeout_ms.max(1);
@@ -701,6 +708,7 @@ impl Config {
             ("LOOKUPS_PER_MINUTE", self.lookups_per_minute.to_string()),
             ("ABSENT_AFTER_SECONDS", self.absent_after_s.to_string()),
             ("JOINS_PER_MINUTE", self.joins_per_minute.to_string()),
+            ("OFFER_HOLD_SECONDS", self.offer_hold_s.to_string()),
             ("RUST_LOG", self.log.filter.clone()),
             (
                 "LOG_FORMAT",

@@ -12,6 +12,7 @@ use crate::actors::cohort_queue::{
 use crate::actors::identity_pool::{
     provider_from_settings, IdentityPool, IdentityProvider, PoolLoad,
 };
+use crate::actors::leftovers::{LeftoverLine, LeftoverShared, LineSettings};
 use crate::actors::shared_limits::SharedLimits;
 use crate::actors::{CenterHandle, Registry};
 use crate::config::Config;
@@ -118,8 +119,30 @@ impl AppState {
         let shared = Arc::new(shared);
         let ids: Vec<i32> = slots.iter().map(|s| s.id).collect();
         let addr = CenterInventory::new(shared.clone(), slots, self.store.clone()).start();
+        let leftover_shared = Arc::new(LeftoverShared::new(shared.id));
+        let leftovers = LeftoverLine::new(
+            leftover_shared.clone(),
+            self.store.clone(),
+            addr.clone(),
+            LineSettings {
+                hold_s: self.config.offer_hold_s,
+                zone: self.config.zone,
+                tick: self.auto_tick,
+                shared_db: self
+                    .config
+                    .database
+                    .is_postgres()
+                    .then(|| self.pool.clone()),
+            },
+        )
+        .start();
         self.registry.add_slots(shared.id, ids);
-        let handle = CenterHandle { addr, shared };
+        let handle = CenterHandle {
+            addr,
+            shared,
+            leftovers,
+            leftover_shared,
+        };
         self.registry.add_center(handle.clone());
         handle
     }

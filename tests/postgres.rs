@@ -481,3 +481,227 @@ async fn joins_per_minute_counts_a_clients_joins_at_every_process_together() {
     assert_eq!(join(&a).await, (429, true), "the third, at either process");
     assert_eq!(join(&b).await, (429, true));
 }
+
+/// Leftover doses on one database served by two processes: citizens signing up at both at
+/// once for a center's two doses get exactly two offers between them, one each, in sign-up
+/// order; an accepted offer books the dose once; a declined one passes to the next in line at
+/// the other process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_offer_each_leftover_dose_once_and_book_it_once() {
+    let pg = PgServer::start();
+    let url = pg.create_database();
+    let a = spawn_app_on(Backend::Postgres(url.clone()), |_| {}).await;
+    let cohort = a.open_cohort(1000.0).await;
+    let supply = a.center("대구").await;
+    a.pair(supply, 100).await;
+    let center = a.center("서울").await;
+    a.slots(center, &[(27, "10:00", 20)]).await;
+    let b = spawn_app_on(Backend::Postgres(url.clone()), |_| {}).await;
+    let sessions = join_all((0..8).map(|n| a.session(cohort, n))).await;
+    let until = {
+        let now = chrono::Utc::now().with_timezone(&reservation::config::seoul());
+        let midnight = now
+            .date_naive()
+            .succ_opt()
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap();
+        let left = (midnight - now.naive_local()).num_seconds();
+        (now + chrono::Duration::seconds((left - 2).clamp(1, 3600))).to_rfc3339()
+    };
+    let res = a
+        .admin_post(
+            &format!("/api/v1/admin/centers/{center}/leftovers"),
+            json!({"vaccine": "Moderna", "doses": 2, "until": until}),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    // Sign up in turn (the order is the line), alternating between the processes.
+    let mut entries = Vec::new();
+    for (n, s) in sessions.iter().enumerate() {
+        let app = if n % 2 == 0 { &a } else { &b };
+        let res = app
+            .client
+            .post(app.url("/api/v1/leftovers/waitlist"))
+            .bearer_auth(s)
+            .json(&json!({"center_ids": [center]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        let v: Value = res.json().await.unwrap();
+        entries.push(v["entry"].as_str().unwrap().to_string());
+    }
+    let status = |app: &TestApp, e: &str| {
+        let req = app
+            .client
+            .get(app.url("/api/v1/leftovers/waitlist"))
+            .bearer_auth(e);
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let offered_within = |entry: usize| {
+        let (a, b, e) = (&a, &b, entries[entry].clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let app = if entry % 2 == 0 { b } else { a };
+                let v = status(app, &e).await;
+                if v["state"] == "offered" {
+                    return v;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "sign-up {entry} never offered: {v}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    offered_within(0).await;
+    offered_within(1).await;
+    let held = |pg: &PgServer| {
+        pg.psql(
+            &url,
+            "SELECT count(*), count(DISTINCT entry_id) FROM leftover_offers WHERE state = 'held'",
+        )
+    };
+    assert_eq!(held(&pg), "2|2");
+    for e in &entries[2..] {
+        assert_eq!(status(&a, e).await["state"], "waiting");
+    }
+    // One takes it at the other process; the other declines and the next is offered.
+    let res = b
+        .client
+        .post(b.url("/api/v1/leftovers/waitlist/accept"))
+        .bearer_auth(&entries[0])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let res = a
+        .client
+        .post(a.url("/api/v1/leftovers/waitlist/decline"))
+        .bearer_auth(&entries[1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    offered_within(2).await;
+    assert_eq!(held(&pg), "1|1");
+    assert_eq!(status(&b, &entries[3]).await["state"], "waiting");
+    assert_eq!(
+        pg.psql(
+            &url,
+            "SELECT capacity, booked FROM slots WHERE leftover_until IS NOT NULL"
+        ),
+        "2|2",
+        "one dose booked, one under an offer"
+    );
+    assert_eq!(
+        pg.psql(
+            &url,
+            "SELECT count(*) FROM bookings WHERE state = 'confirmed'"
+        ),
+        "1"
+    );
+}
+
+/// Leftovers posted at one process are listed by the other within seconds, and an offer made
+/// by a process that then stops still lapses after its hold, the other process passing the
+/// dose on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leftovers_posted_at_one_process_are_served_by_the_other_which_lapses_its_offers_once_it_stops(
+) {
+    let pg = PgServer::start();
+    let url = pg.create_database();
+    let a = spawn_app_on(Backend::Postgres(url.clone()), |c| c.offer_hold_s = 1).await;
+    let cohort = a.open_cohort(1000.0).await;
+    let supply = a.center("대구").await;
+    a.pair(supply, 100).await;
+    let center = a.center("서울").await;
+    a.slots(center, &[(27, "10:00", 20)]).await;
+    let b = spawn_app_on(Backend::Postgres(url.clone()), |c| c.offer_hold_s = 1).await;
+    let sessions = join_all((0..2).map(|n| a.session(cohort, n))).await;
+    let until = {
+        let now = chrono::Utc::now().with_timezone(&reservation::config::seoul());
+        let midnight = now
+            .date_naive()
+            .succ_opt()
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap();
+        let left = (midnight - now.naive_local()).num_seconds();
+        (now + chrono::Duration::seconds((left - 2).clamp(1, 3600))).to_rfc3339()
+    };
+    let res = a
+        .admin_post(
+            &format!("/api/v1/admin/centers/{center}/leftovers"),
+            json!({"vaccine": "Moderna", "doses": 1, "until": until}),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let list: Vec<Value> = b
+            .client
+            .get(b.url("/api/v1/leftovers"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if list.len() == 1 {
+            assert_eq!(list[0]["center_id"], center);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never listed at the other process"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sign_up = |app: &TestApp, session: &str| {
+        let req = app
+            .client
+            .post(app.url("/api/v1/leftovers/waitlist"))
+            .bearer_auth(session)
+            .json(&json!({"center_ids": [center]}));
+        async move {
+            let res = req.send().await.unwrap();
+            assert_eq!(res.status(), 201);
+            res.json::<Value>().await.unwrap()["entry"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let state = |app: &TestApp, e: &str| {
+        let req = app
+            .client
+            .get(app.url("/api/v1/leftovers/waitlist"))
+            .bearer_auth(e);
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap()["state"].clone() }
+    };
+    let first = sign_up(&a, &sessions[0]).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while state(&a, &first).await != "offered" {
+        assert!(Instant::now() < deadline, "never offered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let second = sign_up(&b, &sessions[1]).await;
+    drop(a);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while state(&b, &second).await != "offered" {
+        assert!(Instant::now() < deadline, "the dose never passed on");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(state(&b, &first).await, "lapsed");
+    assert_eq!(
+        pg.psql(
+            &url,
+            "SELECT state, count(*) FROM leftover_offers GROUP BY state ORDER BY state"
+        ),
+        "held|1\nlapsed|1"
+    );
+}

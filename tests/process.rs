@@ -595,3 +595,179 @@ async fn json_log_lines_and_request_lines_limited_under_a_burst() {
         "{written} lines, {logged} counted"
     );
 }
+
+/// Join, wait for the pass and verify citizen `n`: the session.
+async fn session_of(c: &Client, base: &str, cohort: i64, n: u32) -> String {
+    let v: Value = c
+        .post(format!("{base}/api/v1/cohorts/{cohort}/queue"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ticket = v["ticket"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let pass = loop {
+        let v: Value = c
+            .get(format!("{base}/api/v1/queue"))
+            .bearer_auth(&ticket)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["state"] == "admitted" {
+            break v["pass"].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "never admitted: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let body = json!({"name": format!("시민{n}"), "birth_date": "1965-03-01", "phone": format!("010-3000-{:04}", n)});
+    let v: Value = c
+        .post(format!("{base}/api/v1/verifications"))
+        .bearer_auth(&pass)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["session"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leftover_offer_survives_kill_minus_nine_with_the_same_expires_at() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = if common::on_postgres() {
+        common::pg::shared().create_database()
+    } else {
+        dir.path()
+            .join("leftovers.db")
+            .to_string_lossy()
+            .to_string()
+    };
+    let c = Client::new();
+    let mut server = start(&db, free_port(), None).await;
+    let base = server.base.clone();
+    let cohort = cohort(&c, &base, false).await;
+    let tomorrow =
+        (chrono::Utc::now() + chrono::Duration::hours(9)).date_naive() + chrono::Days::new(1);
+    let slot = |days: u64| {
+        json!({"date": (tomorrow + chrono::Days::new(days)).to_string(), "start_time": "10:00",
+            "end_time": "11:00", "capacity": 10, "vaccine": "Moderna"})
+    };
+    let supply = admin_post(
+        &c,
+        &base,
+        "/api/v1/admin/centers",
+        json!({"name": "s", "region": "대구", "address": "a"}),
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap();
+    admin_post(
+        &c,
+        &base,
+        &format!("/api/v1/admin/centers/{supply}/slots"),
+        json!({"slots": [slot(0), slot(28)]}),
+    )
+    .await;
+    let center = admin_post(
+        &c,
+        &base,
+        "/api/v1/admin/centers",
+        json!({"name": "l", "region": "서울", "address": "a"}),
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap();
+    admin_post(
+        &c,
+        &base,
+        &format!("/api/v1/admin/centers/{center}/slots"),
+        json!({"slots": [slot(27)]}),
+    )
+    .await;
+    let mut entries = Vec::new();
+    for n in 0..2 {
+        let session = session_of(&c, &base, cohort, n).await;
+        let res = c
+            .post(format!("{base}/api/v1/leftovers/waitlist"))
+            .bearer_auth(&session)
+            .json(&json!({"center_ids": [center]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED);
+        entries.push(
+            res.json::<Value>().await.unwrap()["entry"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let now = chrono::Utc::now().with_timezone(&reservation::config::seoul());
+    let midnight = now
+        .date_naive()
+        .succ_opt()
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap();
+    let left = (midnight - now.naive_local()).num_seconds();
+    let until = (now + chrono::Duration::seconds((left - 2).clamp(1, 3600))).to_rfc3339();
+    admin_post(
+        &c,
+        &base,
+        &format!("/api/v1/admin/centers/{center}/leftovers"),
+        json!({"vaccine": "Moderna", "doses": 1, "until": until}),
+    )
+    .await;
+    let status = |base: String, entry: String| {
+        let c = c.clone();
+        async move {
+            c.get(format!("{base}/api/v1/leftovers/waitlist"))
+                .bearer_auth(entry)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let before = loop {
+        let v = status(base.clone(), entries[0].clone()).await;
+        if v["state"] == "offered" {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "never offered: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let server = start(&db, free_port(), None).await;
+    let base = server.base.clone();
+
+    let after = status(base.clone(), entries[0].clone()).await;
+    assert_eq!(after["state"], "offered", "{after}");
+    assert_eq!(
+        after["offer"], before["offer"],
+        "the same offer, the same expires_at"
+    );
+    assert_eq!(
+        status(base.clone(), entries[1].clone()).await["state"],
+        "waiting"
+    );
+    let res = c
+        .post(format!("{base}/api/v1/leftovers/waitlist/accept"))
+        .bearer_auth(&entries[0])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+}

@@ -83,6 +83,8 @@ pub enum Write {
         code: String,
         now: i64,
     },
+    /// Leftover doses: posting, sign-ups, the offer line (`db::leftovers`).
+    Leftover(crate::db::leftovers::LeftoverWrite),
 }
 
 /// What a committed write produced.
@@ -102,6 +104,7 @@ pub enum Written {
     Admission(Option<AdmissionState>),
     /// The returns' clock on disk, and which of the tickets asked for are admitted (at when).
     Returns(i64, Vec<(u64, i64)>),
+    Leftover(crate::db::leftovers::LeftoverWritten),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -301,6 +304,7 @@ fn commit(
                             ids.extend([a, b]);
                         }
                     }
+                    Write::Leftover(l) => ids.extend(crate::db::leftovers::slots_to_lock(conn, l)?),
                     _ => {}
                 }
             }
@@ -345,7 +349,7 @@ fn commit(
                 Write::Book { .. } => run.push(i),
                 Write::ClaimPass(_) => claims.push(i),
                 _ => {
-                    if matches!(w, Write::Cancel { .. }) {
+                    if matches!(w, Write::Cancel { .. } | Write::Leftover(_)) {
                         book_run(conn, writes, &mut run, &mut results, &mut places)?;
                     }
                     results[i] = Some(
@@ -509,5 +513,6 @@ fn apply(conn: &mut Conn, w: &Write) -> Result<Written, diesel::result::Error> {
         Write::Cancel { code, now } => {
             Written::Cancelled(queries::cancel_booking(conn, code, *now)?)
         }
+        Write::Leftover(l) => Written::Leftover(crate::db::leftovers::apply(conn, l)?),
     })
 }

@@ -411,3 +411,72 @@ impl Handler<SyncPlaces> for CenterInventory {
         }
     }
 }
+
+/// Takes a place for the second dose of a first dose given outside the slots (a leftover
+/// dose, `actors::leftovers`), by the usual rule; answers the slot.
+#[derive(Message)]
+#[rtype(result = "Result<Slot, Refusal>")]
+pub struct ReserveSecondDose {
+    pub vaccine: String,
+    pub date: NaiveDate,
+    /// Minutes after midnight.
+    pub start: u16,
+    pub interval_days: u32,
+}
+
+/// Gives back the place `ReserveSecondDose` took (the booking did not go through).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReleaseSecondDose(pub i32);
+
+impl Handler<ReserveSecondDose> for CenterInventory {
+    type Result = Result<Slot, Refusal>;
+
+    fn handle(&mut self, msg: ReserveSecondDose, _: &mut Context<Self>) -> Self::Result {
+        let slot =
+            self.inventory
+                .reserve_second(&msg.vaccine, msg.date, msg.start, msg.interval_days)?;
+        self.publish_change(&slot, -1);
+        *self.in_flight.entry(slot.id).or_default() += 1;
+        self.touch([slot.id, slot.id]);
+        Ok(slot)
+    }
+}
+
+impl Handler<ReleaseSecondDose> for CenterInventory {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReleaseSecondDose, _: &mut Context<Self>) {
+        self.settle(msg.0);
+        self.touch([msg.0, msg.0]);
+        self.inventory.release_one(msg.0);
+        if let Some(slot) = self.inventory.get(msg.0).cloned() {
+            self.publish_change(&slot, 1);
+        }
+    }
+}
+
+/// The second dose `ReserveSecondDose` took is on disk now (or given back): no longer in flight.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SecondDoseSettled(pub i32);
+
+impl Handler<SecondDoseSettled> for CenterInventory {
+    type Result = ();
+
+    fn handle(&mut self, msg: SecondDoseSettled, _: &mut Context<Self>) {
+        self.settle(msg.0);
+        self.touch([msg.0, msg.0]);
+    }
+}
+
+impl CenterInventory {
+    fn settle(&mut self, id: i32) {
+        if let Some(n) = self.in_flight.get_mut(&id) {
+            *n -= 1;
+            if *n <= 0 {
+                self.in_flight.remove(&id);
+            }
+        }
+    }
+}

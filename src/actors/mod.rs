@@ -8,6 +8,7 @@ pub mod center_inventory;
 pub mod cluster_sync;
 pub mod cohort_queue;
 pub mod identity_pool;
+pub mod leftovers;
 pub mod shared_limits;
 
 use actix::Addr;
@@ -20,6 +21,9 @@ use std::sync::{Arc, RwLock};
 pub struct CenterHandle {
     pub addr: Addr<CenterInventory>,
     pub shared: Arc<CenterShared>,
+    /// The center's leftover doses and their offer line.
+    pub leftovers: Addr<leftovers::LeftoverLine>,
+    pub leftover_shared: Arc<leftovers::LeftoverShared>,
 }
 
 /// Which actor serves which cohort, center and slot. Filled at start from the database and

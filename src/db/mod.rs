@@ -12,6 +12,7 @@
 //! (Diesel's `MultiConnection` would pick at run time too, but its backend cannot express
 //! `RETURNING` or `ON CONFLICT`, both used on the hot path.)
 
+pub mod leftovers;
 pub mod models;
 pub mod queries;
 pub mod schema;

@@ -97,9 +97,11 @@ pub fn load_centers(conn: &mut Conn) -> Result<Vec<CenterRow>, Error> {
         .load(c))
 }
 
-/// Every slot, with the places its live bookings hold (kept in the row).
+/// Every slot, with the places its live bookings hold (kept in the row). Leftover doses'
+/// slots are not among them: they belong to the leftovers (`db::leftovers`).
 pub fn load_slots(conn: &mut Conn) -> Result<Vec<SlotRow>, Error> {
     run!(conn, c => slots::table
+        .filter(slots::leftover_until.is_null())
         .order(slots::id)
         .select(SlotRow::as_select())
         .load(c))
@@ -791,9 +793,10 @@ pub fn nodes_seen(conn: &mut Conn, since_ms: i64) -> Result<Vec<NodeRow>, Error>
         .load(c))
 }
 
-/// Every slot's places: (id, center, capacity, booked).
+/// Every slot's places: (id, center, capacity, booked), leftover doses' slots left out.
 pub fn slot_places(conn: &mut Conn) -> Result<Vec<(i32, i32, i32, i32)>, Error> {
     run!(conn, c => slots::table
+        .filter(slots::leftover_until.is_null())
         .order(slots::id)
         .select((slots::id, slots::center_id, slots::capacity, slots::booked))
         .load(c))
@@ -803,6 +806,7 @@ pub fn slot_places(conn: &mut Conn) -> Result<Vec<(i32, i32, i32, i32)>, Error> 
 pub fn slots_by_ids(conn: &mut Conn, ids: &[i32]) -> Result<Vec<SlotRow>, Error> {
     run!(conn, c => slots::table
         .filter(slots::id.eq_any(ids))
+        .filter(slots::leftover_until.is_null())
         .order(slots::id)
         .select(SlotRow::as_select())
         .load(c))

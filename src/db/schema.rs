@@ -80,6 +80,40 @@ diesel::table! {
 }
 
 diesel::table! {
+    leftover_entries (id) {
+        id -> Integer,
+        citizen_key -> Text,
+        cohort_id -> Integer,
+        ticket_seq -> BigInt,
+        masked_name -> Text,
+        birth_date -> Text,
+        day -> Text,
+        state -> Text,
+        booking_code -> Nullable<Text>,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    leftover_entry_centers (entry_id, center_id) {
+        entry_id -> Integer,
+        center_id -> Integer,
+    }
+}
+
+diesel::table! {
+    leftover_offers (id) {
+        id -> Integer,
+        entry_id -> Integer,
+        slot_id -> Integer,
+        center_id -> Integer,
+        offered_at -> BigInt,
+        expires_at -> BigInt,
+        state -> Text,
+    }
+}
+
+diesel::table! {
     limit_hits (key, window_start) {
         key -> Text,
         window_start -> BigInt,
@@ -133,6 +167,7 @@ diesel::table! {
         capacity -> Integer,
         vaccine -> Text,
         booked -> Integer,
+        leftover_until -> Nullable<BigInt>,
     }
 }
 
@@ -147,6 +182,10 @@ diesel::joinable!(admissions -> cohorts (cohort_id));
 diesel::joinable!(bookings -> centers (center_id));
 diesel::joinable!(bookings -> citizens (citizen_key));
 diesel::joinable!(bookings -> cohorts (cohort_id));
+diesel::joinable!(leftover_entry_centers -> centers (center_id));
+diesel::joinable!(leftover_entry_centers -> leftover_entries (entry_id));
+diesel::joinable!(leftover_offers -> leftover_entries (entry_id));
+diesel::joinable!(leftover_offers -> slots (slot_id));
 diesel::joinable!(pass_claims -> cohorts (cohort_id));
 diesel::joinable!(presence -> cohorts (cohort_id));
 diesel::joinable!(returns -> cohorts (cohort_id));
@@ -158,6 +197,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     centers,
     citizens,
     cohorts,
+    leftover_entries,
+    leftover_entry_centers,
+    leftover_offers,
     limit_hits,
     nodes,
     pass_claims,

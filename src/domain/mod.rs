@@ -6,6 +6,7 @@ pub mod challenge;
 pub mod client;
 pub mod cohort;
 pub mod identity;
+pub mod leftover;
 pub mod queue;
 pub mod slot;
 pub mod tokens;

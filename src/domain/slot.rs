@@ -302,6 +302,39 @@ impl Inventory {
         })
     }
 
+    /// Takes a place for a second dose alone, by the usual rule, after a first dose given
+    /// outside the slots (a leftover dose) on `date` at `start` (minutes after midnight).
+    pub fn reserve_second(
+        &mut self,
+        vaccine: &str,
+        date: NaiveDate,
+        start: u16,
+        interval_days: u32,
+    ) -> Result<Slot, Refusal> {
+        let first = Slot {
+            id: i32::MIN,
+            date,
+            start,
+            end: start,
+            vaccine: vaccine.to_string(),
+            capacity: 0,
+            booked: 0,
+        };
+        let id = self
+            .second_dose_for(&first, interval_days)
+            .ok_or(Refusal::NoSecondDoseSlot)?;
+        let slot = self.slots.get_mut(&id).ok_or(Refusal::NoSecondDoseSlot)?;
+        slot.booked += 1;
+        Ok(slot.clone())
+    }
+
+    /// Gives back one place of one slot.
+    pub fn release_one(&mut self, id: i32) {
+        if let Some(s) = self.slots.get_mut(&id) {
+            s.booked = (s.booked - 1).max(0);
+        }
+    }
+
     /// Marks a slot full (the database refused a booking of it).
     pub fn fill(&mut self, id: i32) {
         if let Some(s) = self.slots.get_mut(&id) {

@@ -52,6 +52,14 @@ pub struct Session {
     pub masked_name: String,
 }
 
+/// A sign-up for leftover doses (`POST /api/v1/leftovers/waitlist`), valid until the end of
+/// its day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub id: i32,
+    pub expires_at: i64,
+}
+
 /// Signs and checks tokens with one secret key.
 #[derive(Clone)]
 pub struct Signer {
@@ -126,6 +134,27 @@ impl Signer {
             "s|{}|{}|{}|{}|{}|{}",
             s.cohort_id, s.seq, s.citizen_key, s.birth_date, s.expires_at, s.masked_name
         ))
+    }
+
+    pub fn entry(&self, e: &Entry) -> String {
+        self.seal(&format!("l|{}|{}", e.id, e.expires_at))
+    }
+
+    pub fn check_entry(&self, token: &str, now: i64) -> Result<Entry, TokenError> {
+        let payload = self.open(token)?;
+        let mut it = payload.split('|');
+        if it.next() != Some("l") {
+            return Err(TokenError::WrongKind);
+        }
+        let entry = Entry {
+            id: num(it.next())?,
+            expires_at: num(it.next())?,
+        };
+        end(it.next())?;
+        if now >= entry.expires_at {
+            return Err(TokenError::Expired);
+        }
+        Ok(entry)
     }
 
     /// A join's challenge (`domain::challenge`): its text is what a solution hashes.
@@ -278,6 +307,24 @@ mod tests {
         assert_eq!(s.check_challenge(&token, 99), Ok(c));
         assert_eq!(s.check_challenge(&token, 100), Err(TokenError::Expired));
         assert_eq!(s.check_ticket(&token), Err(TokenError::WrongKind));
+    }
+
+    #[test]
+    fn a_leftover_entry_round_trips_expires_and_is_no_ticket() {
+        let s = signer();
+        let e = Entry {
+            id: 7,
+            expires_at: 100,
+        };
+        let token = s.entry(&e);
+        assert_eq!(s.check_entry(&token, 99), Ok(e));
+        assert_eq!(s.check_entry(&token, 100), Err(TokenError::Expired));
+        assert_eq!(s.check_ticket(&token), Err(TokenError::WrongKind));
+        let ticket = s.ticket(&Ticket {
+            cohort_id: 7,
+            seq: 100,
+        });
+        assert_eq!(s.check_entry(&ticket, 0), Err(TokenError::WrongKind));
     }
 
     #[test]

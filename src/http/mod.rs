@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod citizen;
+pub mod leftovers;
 pub mod openapi;
 pub mod pages;
 pub mod request_log;
@@ -47,9 +48,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             web::scope("/api/v1/admin")
                 .app_data(json_config(ADMIN_BODY_LIMIT))
-                .configure(admin::routes),
+                .configure(admin::routes)
+                .configure(leftovers::admin_routes),
         )
-        .service(web::scope("/api/v1").configure(citizen::routes))
+        .service(
+            web::scope("/api/v1")
+                .configure(citizen::routes)
+                .configure(leftovers::routes),
+        )
         .configure(pages::routes)
         .default_service(web::to(|| async {
             Err::<HttpResponse, _>(ApiError::not_found("resource"))

@@ -4,10 +4,10 @@
 //! attributes on the handlers and the `ToSchema` types they parse and answer with, so the
 //! document moves with the code. Three things are added here, in one place each: the error
 //! answers of every operation (status, the codes it may carry, `Retry-After`), the bearer
-//! schemes (admin token, ticket, pass, session), and the links that chain join -> poll ->
+//! schemes (admin token, ticket, pass, session, leftover entry), and the links that chain join -> poll ->
 //! verify -> book for tools that follow them (schemathesis' stateful phase in CI).
 
-use super::{admin, citizen};
+use super::{admin, citizen, leftovers};
 use actix_web::HttpResponse;
 use std::sync::OnceLock;
 use utoipa::openapi::header::HeaderBuilder;
@@ -49,6 +49,13 @@ use utoipa::{Modify, OpenApi};
         admin::add_slots,
         admin::get_booking,
         admin::stats,
+        leftovers::post_leftovers,
+        leftovers::list_leftovers,
+        leftovers::sign_up,
+        leftovers::status,
+        leftovers::accept,
+        leftovers::decline,
+        leftovers::leave,
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&Contract)
@@ -171,7 +178,35 @@ const ERRORS: &[(&str, Body, &[Answer])] = &[
     ("admin_add_slots", JSON, &[UNAUTHORIZED, NOT_FOUND]),
     ("admin_get_booking", NONE, &[UNAUTHORIZED, NOT_FOUND]),
     ("admin_stats", NONE, &[UNAUTHORIZED]),
+    ("admin_post_leftovers", JSON, &[UNAUTHORIZED, NOT_FOUND]),
+    ("list_leftovers", NONE, &[(400, &["validation"])]),
+    (
+        "leftovers_sign_up",
+        JSON,
+        &[
+            (401, &["invalid_session"]),
+            NOT_FOUND,
+            (409, &["already_waiting"]),
+        ],
+    ),
+    ("leftovers_status", NONE, &[INVALID_ENTRY]),
+    (
+        "leftovers_accept",
+        NONE,
+        &[INVALID_ENTRY, (409, &["no_offer", "no_second_dose_slot"])],
+    ),
+    (
+        "leftovers_decline",
+        NONE,
+        &[INVALID_ENTRY, (409, &["no_offer"])],
+    ),
+    (
+        "leftovers_leave",
+        NONE,
+        &[INVALID_ENTRY, (409, &["no_offer"])],
+    ),
 ];
+const INVALID_ENTRY: Answer = (401, &["invalid_entry"]);
 
 /// Whether an operation reads a JSON body, and so may answer what any body may get.
 type Body = bool;
@@ -279,6 +314,46 @@ const LINKS: &[LinkSpec] = &[
         None,
     ),
     (
+        "verify",
+        "201",
+        "leftovers",
+        "leftovers_sign_up",
+        &[("header.Authorization", "Bearer {$response.body#/session}")],
+        None,
+    ),
+    (
+        "leftovers_sign_up",
+        "201",
+        "status",
+        "leftovers_status",
+        &[("header.Authorization", "Bearer {$response.body#/entry}")],
+        None,
+    ),
+    (
+        "leftovers_sign_up",
+        "201",
+        "accept",
+        "leftovers_accept",
+        &[("header.Authorization", "Bearer {$response.body#/entry}")],
+        None,
+    ),
+    (
+        "leftovers_sign_up",
+        "201",
+        "decline",
+        "leftovers_decline",
+        &[("header.Authorization", "Bearer {$response.body#/entry}")],
+        None,
+    ),
+    (
+        "admin_create_center",
+        "201",
+        "leftovers",
+        "admin_post_leftovers",
+        &[("path.id", "$response.body#/id")],
+        None,
+    ),
+    (
         "book",
         "201",
         "help_desk",
@@ -304,6 +379,10 @@ impl Modify for Contract {
                 "A pass: admission out of the queue (from polling once admitted).",
             ),
             ("session", "A session: a verified citizen (from verifying)."),
+            (
+                "entry",
+                "A sign-up for leftover doses (from signing up), valid until the end of the day.",
+            ),
         ] {
             let scheme = HttpBuilder::new()
                 .scheme(HttpAuthScheme::Bearer)
@@ -313,9 +392,14 @@ impl Modify for Contract {
         }
 
         for item in doc.paths.paths.values_mut() {
-            for op in [item.get.as_mut(), item.post.as_mut(), item.patch.as_mut()]
-                .into_iter()
-                .flatten()
+            for op in [
+                item.get.as_mut(),
+                item.post.as_mut(),
+                item.patch.as_mut(),
+                item.delete.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
             {
                 let id = op.operation_id.clone().unwrap_or_default();
                 let (body, errors) = ERRORS
@@ -393,7 +477,7 @@ mod tests {
         let n = ids.len();
         ids.dedup();
         assert_eq!(ids.len(), n, "duplicate operation ids");
-        assert_eq!(n, 22, "{ids:?}");
+        assert_eq!(n, 29, "{ids:?}");
         for (id, _, _) in super::ERRORS {
             assert!(ids.iter().any(|i| i == id), "{id} has errors but no path");
         }

@@ -69,7 +69,7 @@ test('every string the pages use exists in Korean and in English', async () => {
     'pre_queue', 'sold_out', 'cohort_closed', 'identity_busy', 'identity_rejected', 'not_eligible',
     'invalid_pass', 'invalid_session', 'rate_limited', 'slot_full', 'no_second_dose_slot', 'wrong_vaccine',
     'already_booked', 'not_found', 'bookings_created_total', 'identity_in_flight', 'identity_max_in_flight',
-    'identity_waiting', 'challenge_used',
+    'identity_waiting', 'challenge_used', 'invalid_entry', 'already_waiting', 'no_offer',
   ];
   const missing = [...used].filter((k) => !(k in dictionary.ko) && !apiWords.includes(k));
   assert.deepEqual(missing, [], 'keys used by the pages but missing from the dictionary');
