@@ -43,7 +43,9 @@ fn today(state: &State, now: i64) -> String {
     day_of(now, state.config.zone).to_string()
 }
 
-/// Posts doses usable today at a center until `until`; they are offered at once.
+/// Posts doses usable today at a center until `until`; they are offered at once. `until` must
+/// be later than now and within today in the server's zone, else 422 `validation` (a rule of
+/// the clock that JSON Schema cannot state).
 #[utoipa::path(post, path = "/api/v1/admin/centers/{id}/leftovers", operation_id = "admin_post_leftovers",
     tag = "admin", security(("admin" = [])), request_body = LeftoverRequest,
     params(("id" = i32, Path, description = "The center")),
@@ -134,7 +136,8 @@ fn entry(state: &State, req: &HttpRequest, now: i64) -> Result<Entry, ApiError> 
         })
 }
 
-/// Signs a verified citizen (of any cohort) up for leftovers at 1 to 5 centers.
+/// Signs a verified citizen (of any cohort) up for leftovers at 1 to 5 centers. Every id must
+/// be a known center, else 422 `validation`; an id given twice counts once.
 #[utoipa::path(post, path = "/api/v1/leftovers/waitlist", operation_id = "leftovers_sign_up",
     tag = "leftovers", security(("session" = [])), request_body = WaitlistRequest,
     responses((status = 201, description = "Signed up; `entry` is this sign-up's bearer token", body = WaitlistAnswer)))]

@@ -5,7 +5,7 @@
 
 Starts the server on a free loopback port with a throw-away database, creates a cohort that is
 open now, a center with slots, and takes from it what a citizen holds at each step (a ticket,
-a pass, a session), so that schemathesis reaches the operations behind each bearer scheme; then
+a pass, a session, a leftover sign-up), so that schemathesis reaches the operations behind each bearer scheme; then
 runs `schemathesis run` on `/api-docs/openapi.json` and exits with its status. The server is
 stopped in every case.
 """
@@ -91,7 +91,15 @@ def seed(c, admin):
     session = c.expect(201, "POST", "/api/v1/verifications", {
         "name": "김민영", "birth_date": "1968-03-01", "phone": "010-1234-5678",
     }, used_pass)["session"]
-    return ticket, fresh_pass, session
+    # A second citizen signed up for leftovers, so that the operations behind an entry are
+    # reached with a live one (the first citizen stays free to sign up).
+    _, entry_pass = admitted_pass()
+    other = c.expect(201, "POST", "/api/v1/verifications", {
+        "name": "박서준", "birth_date": "1969-05-02", "phone": "010-2345-6789",
+    }, entry_pass)["session"]
+    entry = c.expect(201, "POST", "/api/v1/leftovers/waitlist",
+                     {"center_ids": [center["id"]]}, other)["entry"]
+    return ticket, fresh_pass, session, entry
 
 
 def main():
@@ -119,9 +127,9 @@ def main():
                 time.sleep(0.1)
         else:
             sys.exit("setup: the server did not start")
-        ticket, fresh_pass, session = seed(c, admin)
+        ticket, fresh_pass, session, entry = seed(c, admin)
         run_env = dict(os.environ, ST_ADMIN_TOKEN=admin, ST_TICKET=ticket, ST_PASS=fresh_pass,
-                       ST_SESSION=session)
+                       ST_SESSION=session, ST_ENTRY=entry)
         cmd = ["schemathesis", "--config-file", os.path.join(HERE, "schemathesis.toml"), "run",
                f"http://127.0.0.1:{port}/api-docs/openapi.json",
                "--checks", "all", "--phases", "examples,coverage,fuzzing,stateful",
