@@ -407,7 +407,7 @@ pub struct Settings {
     /// Joins per client IP per minute, past it 429; 0: no limit.
     #[arg(long, env = "JOINS_PER_MINUTE", default_value_t = 0, value_parser = trimmed::<u32>, help_heading = "Queue and limits")]
     pub joins_per_minute: u32,
-    /// Seconds a leftover dose's offer is held for its citizen alone before it lapses (at least 1).
+    /// Seconds a leftover dose's offer is held for its citizen alone before it lapses (1 to 86400).
     #[arg(long, env = "OFFER_HOLD_SECONDS", default_value_t = 300, value_parser = trimmed::<u64>, help_heading = "Queue and limits")]
     pub offer_hold_seconds: u64,
 
@@ -535,7 +535,9 @@ impl Settings {
         c.lookups_per_minute = s.lookups_per_minute.max(1);
         c.absent_after_s = s.absent_after_seconds;
         c.joins_per_minute = s.joins_per_minute;
-        c.offer_hold_s = s.offer_hold_seconds.max(1);
+        // At most a day: an offer never outlives its day, and a larger figure would overflow the
+        // expiry.
+        c.offer_hold_s = s.offer_hold_seconds.clamp(1, 86_400);
         c.workers = s.workers;
         c.max_in_flight = s.max_in_flight;
         c.request_timeout_ms = s.request_timeout_ms.max(1);

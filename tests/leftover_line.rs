@@ -325,3 +325,42 @@ async fn an_offer_is_never_held_past_the_instant_its_doses_are_usable_until() {
     w.dispatch(&center).await;
     assert_eq!(w.status(entry).offer.expect("offered").0.expires_at, until);
 }
+
+#[actix::test]
+async fn more_doses_than_one_dispatch_offers_are_all_offered_in_runs_that_follow_at_once() {
+    let w = world(300).await;
+    w.state.create_cohort(create_cohort_row()).await.unwrap();
+    let center = w.center().await;
+    let n = q::MAX_OFFERS_PER_DISPATCH as u32 + 6;
+    let mut entries = Vec::new();
+    for i in 0..n + 2 {
+        entries.push(w.sign_up(&center, i).await);
+    }
+    w.post(&center, n as i32).await;
+    let first = w.dispatch(&center).await;
+    assert!(
+        first.offered.len() <= q::MAX_OFFERS_PER_DISPATCH,
+        "{}",
+        first.offered.len()
+    );
+    // The rest follow without anyone asking again (no timer runs in this test).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let offered = w
+            .states(&entries)
+            .iter()
+            .filter(|s| *s == "offered")
+            .count();
+        if offered == n as usize {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{offered} of {n} offered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // In sign-up order, and the two after the last dose still wait.
+    let states = w.states(&entries);
+    assert!(states[..n as usize].iter().all(|s| s == "offered"));
+    assert_eq!(states[n as usize..], ["waiting", "waiting"]);
+    let l = &w.leftovers(&center)[0];
+    assert_eq!((l.doses, l.taken, l.remaining()), (n as i32, n as i32, 0));
+}

@@ -27,6 +27,7 @@ use actix::prelude::*;
 use chrono::{FixedOffset, NaiveDate};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::oneshot;
 
 /// While a center has leftovers, its line is dispatched at least this often: another node may
 /// have signed someone up, or a cancelled booking given a dose back.
@@ -170,6 +171,11 @@ pub struct LeftoverLine {
     /// After a failed read (the database unreachable) the next waits until then, so that
     /// these reads never crowd the pool the writer needs to reconnect.
     read_again_at: std::time::Instant,
+    /// A dispatch is on its way to the writer. One at a time: asks that arrive meanwhile
+    /// wait in `waiting` and are all answered by the next run, which starts after this one,
+    /// so a slow writer or a database outage never piles up dispatches in its queue.
+    running: bool,
+    waiting: Vec<oneshot::Sender<Result<Dispatched, StoreError>>>,
 }
 
 impl LeftoverLine {
@@ -187,7 +193,31 @@ impl LeftoverLine {
             wake: None,
             reading: false,
             read_again_at: std::time::Instant::now(),
+            running: false,
+            waiting: Vec::new(),
         }
+    }
+
+    /// Runs the line for everyone waiting for a run, unless one is on its way (its end starts
+    /// the next).
+    fn start_run(&mut self, ctx: &mut Context<Self>) {
+        if self.running || self.waiting.is_empty() {
+            return;
+        }
+        self.running = true;
+        let waiting = std::mem::take(&mut self.waiting);
+        ctx.spawn(self.run_line().map(move |res, act, ctx| {
+            act.running = false;
+            match &res {
+                Err(e) => log::warn!("center {}: leftover line: {e}", act.shared.center_id),
+                Ok(d) if d.more => ctx.notify(Dispatch),
+                Ok(_) => {}
+            }
+            for tx in waiting {
+                let _ = tx.send(res.clone());
+            }
+            act.start_run(ctx);
+        }));
     }
 
     fn today(&self) -> NaiveDate {
@@ -288,15 +318,13 @@ impl Actor for LeftoverLine {
 }
 
 impl Handler<Dispatch> for LeftoverLine {
-    type Result = ResponseActFuture<Self, Result<Dispatched, StoreError>>;
+    type Result = ResponseFuture<Result<Dispatched, StoreError>>;
 
-    fn handle(&mut self, _: Dispatch, _: &mut Context<Self>) -> Self::Result {
-        Box::pin(self.run_line().map(|res, act, _| {
-            if let Err(e) = &res {
-                log::warn!("center {}: leftover line: {e}", act.shared.center_id);
-            }
-            res
-        }))
+    fn handle(&mut self, _: Dispatch, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.waiting.push(tx);
+        self.start_run(ctx);
+        Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Busy)) })
     }
 }
 

@@ -109,7 +109,15 @@ pub struct Dispatched {
     pub leftovers: Vec<LeftoverRow>,
     /// The earliest expiry of an offer still held at the center.
     pub next_expiry: Option<i64>,
+    /// The dispatch stopped at `MAX_OFFERS_PER_DISPATCH` with doses and sign-ups perhaps
+    /// left: the line runs again at once.
+    pub more: bool,
 }
+
+/// Offers one dispatch makes at most: a dispatch runs on the writer's thread inside a batch
+/// that citizens' bookings share, so a posting of thousands of doses is offered in runs that
+/// follow each other at once rather than in one long transaction.
+pub const MAX_OFFERS_PER_DISPATCH: usize = 64;
 
 #[derive(Debug, Clone)]
 pub enum AcceptOutcome {
@@ -543,6 +551,10 @@ fn dispatch(
         }
         let mut room = leftover.remaining();
         while room > 0 {
+            if out.offered.len() >= MAX_OFFERS_PER_DISPATCH {
+                out.more = true;
+                break 'doses;
+            }
             let Some(entry) = next_waiting(conn, center_id, day, after)? else {
                 break 'doses;
             };
@@ -593,16 +605,19 @@ fn dispatch(
 }
 
 fn leave(conn: &mut Conn, entry_id: i32) -> Result<(bool, Option<i32>), Error> {
+    // The sign-up's row first: on PostgreSQL this waits for another node's dispatch that is
+    // offering it a dose, and the offer read after it then sees that offer and gives it back
+    // (read first, the offer would stay held for a cancelled sign-up until it lapsed).
+    let n = run!(conn, c => diesel::update(leftover_entries::table.find(entry_id))
+        .filter(leftover_entries::state.eq_any(LIVE))
+        .set(leftover_entries::state.eq(ENTRY_CANCELLED))
+        .execute(c))?;
     let mut center = None;
     if let Some((offer, ..)) = held_offer(conn, entry_id)? {
         if end_offer(conn, &offer, OFFER_DECLINED)? {
             center = Some(offer.center_id);
         }
     }
-    let n = run!(conn, c => diesel::update(leftover_entries::table.find(entry_id))
-        .filter(leftover_entries::state.eq_any(LIVE))
-        .set(leftover_entries::state.eq(ENTRY_CANCELLED))
-        .execute(c))?;
     let already: bool = run!(conn, c => leftover_entries::table
         .find(entry_id)
         .select(leftover_entries::state)
@@ -626,11 +641,25 @@ fn accept(
     if offer.slot_id != offer_slot_id || offer.expires_at <= now {
         return Ok(AcceptOutcome::NoOffer);
     }
+    // The offer is claimed first, by the update that still finds it held: another node's
+    // dispatch may have lapsed it since it was read. Its place is the first dose's now: it
+    // stays taken.
+    let claimed = run!(conn, c => diesel::update(leftover_offers::table.find(offer.id))
+        .filter(leftover_offers::state.eq(OFFER_HELD))
+        .set(leftover_offers::state.eq(OFFER_ACCEPTED))
+        .execute(c))?;
+    if claimed == 0 {
+        return Ok(AcceptOutcome::NoOffer);
+    }
     let second = run!(conn, c => diesel::update(slots::table.find(booking.second_slot_id))
         .filter(slots::booked.lt(slots::capacity))
         .set(slots::booked.eq(slots::booked + 1))
         .execute(c))?;
     if second == 0 {
+        // Held again, as it was: this transaction holds the offer's row.
+        run!(conn, c => diesel::update(leftover_offers::table.find(offer.id))
+            .set(leftover_offers::state.eq(OFFER_HELD))
+            .execute(c))?;
         return Ok(AcceptOutcome::NoSecondDose);
     }
     let cancelled = match live_booking(conn, &citizen.key)? {
@@ -646,10 +675,6 @@ fn accept(
         .values(booking)
         .returning(BookingRow::as_returning())
         .get_result(c))?;
-    // The offer's place is the first dose's now: it stays taken.
-    run!(conn, c => diesel::update(leftover_offers::table.find(offer.id))
-        .set(leftover_offers::state.eq(OFFER_ACCEPTED))
-        .execute(c))?;
     run!(conn, c => diesel::update(leftover_entries::table.find(entry_id))
         .set((
             leftover_entries::state.eq(ENTRY_BOOKED),

@@ -136,8 +136,9 @@ fn entry(state: &State, req: &HttpRequest, now: i64) -> Result<Entry, ApiError> 
         })
 }
 
-/// Signs a verified citizen (of any cohort) up for leftovers at 1 to 5 centers. Every id must
-/// be a known center, else 422 `validation`; an id given twice counts once.
+/// Signs a verified citizen (of any cohort) up for leftovers at 1 to 5 centers. An id no
+/// center has is 404 `not_found`, one beyond the range of ids 422 `validation`; an id given
+/// twice counts once.
 #[utoipa::path(post, path = "/api/v1/leftovers/waitlist", operation_id = "leftovers_sign_up",
     tag = "leftovers", security(("session" = [])), request_body = WaitlistRequest,
     responses((status = 201, description = "Signed up; `entry` is this sign-up's bearer token", body = WaitlistAnswer)))]

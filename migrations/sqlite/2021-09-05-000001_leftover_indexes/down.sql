@@ -1,0 +1,2 @@
+DROP INDEX slots_leftovers;
+DROP INDEX leftover_entries_by_day;
