@@ -152,10 +152,19 @@ enum Fault {
     UnadmittedBooking,
     /// A join's ticket is taken and forgotten: a number nobody (the harness knows of) holds.
     ForgottenTicket,
+    /// A leftover dose already held is offered, on disk, to a second citizen.
+    DoubleOffer,
+    /// The first sign-up waiting at a center is passed over (marked lapsed on disk) just
+    /// before doses are posted there.
+    SkipInLine,
+    /// A held offer lapses on disk before its hold ends.
+    EarlyLapse,
+    /// A restart moves the expiry of the held offers.
+    ShiftedExpiry,
 }
 
 impl Fault {
-    const ALL: [Fault; 7] = [
+    const ALL: [Fault; 11] = [
         Fault::SkipRelease,
         Fault::ExtraBooking,
         Fault::SecondBooking,
@@ -163,6 +172,10 @@ impl Fault {
         Fault::LostAdmission,
         Fault::UnadmittedBooking,
         Fault::ForgottenTicket,
+        Fault::DoubleOffer,
+        Fault::SkipInLine,
+        Fault::EarlyLapse,
+        Fault::ShiftedExpiry,
     ];
 
     fn name(self) -> &'static str {
@@ -174,6 +187,10 @@ impl Fault {
             Fault::LostAdmission => "lost_admission",
             Fault::UnadmittedBooking => "unadmitted_booking",
             Fault::ForgottenTicket => "forgotten_ticket",
+            Fault::DoubleOffer => "double_offer",
+            Fault::SkipInLine => "skip_in_line",
+            Fault::EarlyLapse => "early_lapse",
+            Fault::ShiftedExpiry => "shifted_expiry",
         }
     }
 
@@ -190,12 +207,27 @@ impl Fault {
             Fault::LostAdmission => "G3",
             Fault::UnadmittedBooking => "G2",
             Fault::ForgottenTicket => "G6",
+            Fault::DoubleOffer => "L2",
+            Fault::SkipInLine => "L3",
+            Fault::EarlyLapse => "L4",
+            Fault::ShiftedExpiry => "L6",
         }
     }
 
     /// Faults that only a restart can show.
     fn needs_restarts(self) -> bool {
-        matches!(self, Fault::LostBooking | Fault::LostAdmission)
+        matches!(
+            self,
+            Fault::LostBooking | Fault::LostAdmission | Fault::ShiftedExpiry
+        )
+    }
+
+    /// Faults in the leftovers: the seeds that plant them have leftovers.
+    fn leftover(self) -> bool {
+        matches!(
+            self,
+            Fault::DoubleOffer | Fault::SkipInLine | Fault::EarlyLapse | Fault::ShiftedExpiry
+        )
     }
 }
 
@@ -737,7 +769,7 @@ impl SeedSim {
             over_admission: state.config.over_admission,
             digest: 0,
             leftovers: leftovers
-                .then(|| LeftoverSim::new(seed, layer, false))
+                .then(|| LeftoverSim::new(seed, layer, fault.is_some_and(Fault::leftover)))
                 .flatten(),
             rng,
         };
@@ -2323,9 +2355,11 @@ impl LeftoverSim {
         if !forced && !rng.gen_bool(0.7) {
             return None;
         }
-        let share = match layer {
-            Layer::Fast => 0.25,
-            Layer::Deep => 0.15,
+        let share = match (layer, forced) {
+            // A planted fault in the leftovers is found sooner where there are more of them.
+            (_, true) => 0.5,
+            (Layer::Fast, _) => 0.25,
+            (Layer::Deep, _) => 0.15,
         };
         Some(Self {
             rng,
@@ -2491,7 +2525,93 @@ impl SeedSim {
         for c in 0..self.centers.len() {
             self.dispatch_at(env, c).await?;
         }
+        self.plant_in_leftovers(env)?;
         Ok(StepEnd::Continue)
+    }
+
+    /// The planted faults that write leftovers past the server, straight to disk.
+    fn plant_in_leftovers(&mut self, env: &Env) -> Result<(), String> {
+        use diesel::sql_types::{BigInt, Integer};
+        let fault = match self.fault {
+            Some(f @ (Fault::DoubleOffer | Fault::EarlyLapse)) if !self.fault_done => f,
+            _ => return Ok(()),
+        };
+        // The offers the lines made in this step, first.
+        let mut conn = Self::conn(env)?;
+        let seen = self.observe(env, &mut conn)?;
+        self.noticed.extend(seen);
+        let now = self.now_s();
+        let centers = self.centers.clone();
+        let l = self.lo();
+        let Some(o) = l
+            .offers
+            .iter()
+            .find(|o| o.state == OFFER_HELD && o.expires_at > now)
+            .cloned()
+        else {
+            return Ok(());
+        };
+        let posting = l.postings[o.posting].clone();
+        let center_id = centers[posting.center];
+        let entry = l.entries[o.entry].id;
+        let other = l
+            .entries
+            .iter()
+            .find(|e| {
+                e.state == EntryState::Waiting
+                    && e.day == posting.day
+                    && e.centers.contains(&posting.center)
+            })
+            .map(|e| e.id);
+        let planted = |e: diesel::result::Error| format!("harness: planting: {e}");
+        match fault {
+            Fault::DoubleOffer => {
+                let Some(other) = other else {
+                    return Ok(());
+                };
+                reservation::run!(&mut conn.conn(), c => diesel::sql_query(
+                    "INSERT INTO leftover_offers (entry_id, slot_id, center_id, offered_at, \
+                     expires_at, state) VALUES ($1, $2, $3, $4, $5, 'held')")
+                    .bind::<Integer, _>(other)
+                    .bind::<Integer, _>(posting.slot)
+                    .bind::<Integer, _>(center_id)
+                    .bind::<BigInt, _>(now)
+                    .bind::<BigInt, _>(o.expires_at)
+                    .execute(c)
+                    .and_then(|_| diesel::sql_query(
+                        "UPDATE leftover_entries SET state = 'offered' WHERE id = $1")
+                        .bind::<Integer, _>(other)
+                        .execute(c)))
+                .map_err(planted)?;
+                self.note(format!(
+                    "PLANTED: the dose held by sign-up {} offered to another as well",
+                    o.entry
+                ));
+            }
+            Fault::EarlyLapse => {
+                reservation::run!(&mut conn.conn(), c => diesel::sql_query(
+                    "UPDATE leftover_offers SET state = 'lapsed' WHERE id = $1")
+                    .bind::<Integer, _>(o.id)
+                    .execute(c)
+                    .and_then(|_| diesel::sql_query(
+                        "UPDATE leftover_entries SET state = 'lapsed' WHERE id = $1")
+                        .bind::<Integer, _>(entry)
+                        .execute(c))
+                    .and_then(|_| diesel::sql_query(
+                        "UPDATE slots SET booked = booked - 1 WHERE id = $1")
+                        .bind::<Integer, _>(posting.slot)
+                        .execute(c)))
+                .map_err(planted)?;
+                self.note(format!(
+                    "PLANTED: sign-up {}'s offer lapsed {} s early",
+                    o.entry,
+                    o.expires_at - now
+                ));
+            }
+            _ => return Ok(()),
+        }
+        self.fault_done = true;
+        Ok(())
     }
 
     /// An operator posts leftovers at one of the seed's centers, as the handler parses them
@@ -2550,6 +2670,30 @@ impl SeedSim {
             }
             (Ok(new), false) => new,
         };
+        if self.fault == Some(Fault::SkipInLine) && !self.fault_done {
+            let today = seoul_day(self.now_ms);
+            let l = self.lo();
+            let waiting: Vec<i32> = l
+                .entries
+                .iter()
+                .filter(|e| {
+                    e.state == EntryState::Waiting && e.day == today && e.centers.contains(&c)
+                })
+                .map(|e| e.id)
+                .collect();
+            if waiting.len() >= 2 {
+                let mut conn = Self::conn(env)?;
+                reservation::run!(&mut conn.conn(), c => diesel::sql_query(
+                    "UPDATE leftover_entries SET state = 'lapsed' WHERE id = $1")
+                    .bind::<diesel::sql_types::Integer, _>(waiting[0])
+                    .execute(c))
+                .map_err(|e| format!("harness: planting: {e}"))?;
+                self.fault_done = true;
+                self.note(format!(
+                    "PLANTED: the first sign-up waiting at center {c} passed over"
+                ));
+            }
+        }
         let h = self.center(env, c)?;
         let answer = mailbox(
             h.leftovers
@@ -3525,7 +3669,11 @@ impl World {
         let mut conn = pool.get().map_err(|e| e.to_string())?;
         sim.mark_uncertain(&mut conn)?;
         let fault = match sim.fault {
-            Some(f @ (Fault::LostBooking | Fault::LostAdmission)) if !sim.fault_done => f,
+            Some(f @ (Fault::LostBooking | Fault::LostAdmission | Fault::ShiftedExpiry))
+                if !sim.fault_done =>
+            {
+                f
+            }
             _ => return Ok(()),
         };
         match fault {
@@ -3562,6 +3710,24 @@ impl World {
                     }
                     sim.fault_done = true;
                     sim.note("PLANTED: the restart lost the admission front".into());
+                }
+            }
+            Fault::ShiftedExpiry => {
+                let held = sim
+                    .leftovers
+                    .as_ref()
+                    .is_some_and(|l| l.offers.iter().any(|o| o.state == OFFER_HELD));
+                if held {
+                    for id in sim.centers.clone() {
+                        reservation::run!(&mut conn.conn(), c => diesel::sql_query(
+                            "UPDATE leftover_offers SET expires_at = expires_at + 60 \
+                             WHERE state = 'held' AND center_id = $1")
+                            .bind::<diesel::sql_types::Integer, _>(id)
+                            .execute(c))
+                        .map_err(|e| e.to_string())?;
+                    }
+                    sim.fault_done = true;
+                    sim.note("PLANTED: the restart moved the held offers' expiry".into());
                 }
             }
             _ => {}
