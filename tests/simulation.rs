@@ -887,6 +887,9 @@ impl SeedSim {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (self.digest, self.step, &line).hash(&mut h);
         self.digest = h.finish();
+        if std::env::var("SIM_TRACE").is_ok_and(|v| v == self.seed.to_string()) {
+            eprintln!("TRACE #{} {line}", self.step);
+        }
         if self.trace.len() == TRACE_LEN {
             self.trace.pop_front();
         }
@@ -946,6 +949,7 @@ impl SeedSim {
         self.ticked_last = false;
         if let Some(l) = self.leftovers.as_mut() {
             l.settled.clear();
+            l.told.clear();
             // Drawn from the leftovers' own generator: the schedule proper is the same with or
             // without them.
             if l.rng.gen_bool(l.share) {
@@ -2312,6 +2316,8 @@ struct LeftoverSim {
     last_offer_id: i32,
     /// The clock each line of this life was last told, by center index.
     clocks: HashMap<usize, i64>,
+    /// Every (center, clock) told in this step.
+    told: Vec<(usize, i64)>,
     /// Centers whose line ran, at the current clock, since the last change to their doses in
     /// this step: at those, nothing due is still held and no dose is idle while someone waits.
     settled: HashSet<usize>,
@@ -2369,6 +2375,7 @@ impl LeftoverSim {
             offers: Vec::new(),
             last_offer_id: 0,
             clocks: HashMap::new(),
+            told: Vec::new(),
             settled: HashSet::new(),
         })
     }
@@ -2434,6 +2441,7 @@ impl SeedSim {
         let l = self.lo();
         // The line keeps the clock whatever its write did.
         l.clocks.insert(c, now_ms);
+        l.told.push((c, now_ms));
         match answer {
             Ok(_) => {
                 l.settled.insert(c);
@@ -2915,6 +2923,9 @@ impl SeedSim {
         };
         if unheard {
             let _unheard = h.leftovers.send(accept).await;
+            // The line runs once more before the crash (what the acceptance gave back is
+            // offered on), so that what is on disk at the crash does not depend on timing.
+            self.dispatch_at(env, posting.center).await?;
             self.in_flight
                 .push(InFlight::LeftoverAccept { entry: e, prior });
             self.note(format!(
@@ -3051,6 +3062,13 @@ impl SeedSim {
         let leave = Leave { entry_id: entry.id };
         if unheard {
             let _unheard = h.leftovers.send(leave).await;
+            // As for an acceptance: the line runs once more, then the crash.
+            let c = self
+                .centers
+                .iter()
+                .position(|id| *id == center_id)
+                .ok_or("harness: an unknown center")?;
+            self.dispatch_at(env, c).await?;
             self.in_flight.push(InFlight::LeftoverLeave { entry: e });
             self.note(format!(
                 "crash once sign-up {e}'s leaving reached the store, before its answer"
@@ -3135,11 +3153,11 @@ impl SeedSim {
         if l.postings.is_empty() && l.entries.is_empty() {
             return Ok(v);
         }
-        let (now, today) = (self.now_s(), seoul_day(self.now_ms));
+        let now = self.now_s();
         let centers = self.centers.clone();
         let entry_ids: Vec<i32> = l.entries.iter().map(|e| e.id).collect();
         let slot_ids: Vec<i32> = l.postings.iter().map(|p| p.slot).collect();
-        type OfferRow = (i32, i32, i32, i64, String);
+        type OfferRow = (i32, i32, i32, i64, String, i64);
         let mut cx = conn.conn();
         let db = |e: diesel::result::Error| format!("harness: leftovers: {e}");
         let offers: Vec<OfferRow> = reservation::run!(&mut cx, c => leftover_offers::table
@@ -3151,6 +3169,7 @@ impl SeedSim {
                 leftover_offers::slot_id,
                 leftover_offers::expires_at,
                 leftover_offers::state,
+                leftover_offers::offered_at,
             ))
             .load(c))
         .map_err(db)?;
@@ -3195,7 +3214,7 @@ impl SeedSim {
                 l.offers.len()
             ));
         }
-        for (id, _, _, expires_at, state) in offers.iter().filter(|o| o.0 <= l.last_offer_id) {
+        for (id, _, _, expires_at, state, _) in offers.iter().filter(|o| o.0 <= l.last_offer_id) {
             let Ok(o) = l.offers.binary_search_by_key(id, |o| o.id) else {
                 continue;
             };
@@ -3237,7 +3256,8 @@ impl SeedSim {
         // the first in sign-up order there, from a posting with a dose neither held nor
         // booked, held for the hold (rounded up to a whole second) or until the posting's end.
         let seen_upto = l.last_offer_id;
-        for (id, entry_id, slot_id, expires_at, state) in offers.iter().filter(|o| o.0 > seen_upto)
+        for (id, entry_id, slot_id, expires_at, state, offered_at) in
+            offers.iter().filter(|o| o.0 > seen_upto)
         {
             l.last_offer_id = *id;
             self.stats.offers += 1;
@@ -3262,16 +3282,17 @@ impl SeedSim {
                     posting.center
                 ));
             }
-            if posting.day != today || entry.day != today {
+            let that_day = seoul_day(offered_at * 1000);
+            if posting.day != that_day || entry.day != that_day {
                 v.push(format!(
-                    "L3 sign-up {e} of {} was offered a dose of posting {p} of {} on {today}",
+                    "L3 sign-up {e} of {} was offered a dose of posting {p} of {} on {that_day}",
                     entry.day, posting.day
                 ));
             }
-            if posting.until <= now {
+            if posting.until <= *offered_at {
                 v.push(format!(
                     "L2 a dose of posting {p} was offered {} s after its until",
-                    now - posting.until
+                    offered_at - posting.until
                 ));
             }
             let taken = l.held_on(p) + booked_on[p];
@@ -3294,12 +3315,24 @@ impl SeedSim {
                     posting.center
                 ));
             }
-            let want = ((self.now_ms + 999).div_euclid(1000) + OFFER_HOLD_S).min(posting.until);
-            if *expires_at != want {
+            // Made by the line at one of the instants it was told (this step, or last).
+            let told: Vec<i64> = l
+                .told
+                .iter()
+                .filter(|(c, _)| *c == posting.center)
+                .map(|(_, t)| *t)
+                .chain(l.clocks.get(&posting.center).copied())
+                .filter(|t| t.div_euclid(1000) == *offered_at)
+                .collect();
+            let wants: Vec<i64> = told
+                .iter()
+                .map(|t| ((t + 999).div_euclid(1000) + OFFER_HOLD_S).min(posting.until))
+                .collect();
+            if !wants.contains(expires_at) {
                 v.push(format!(
-                    "L6 an offer made at {} ms expires at {expires_at}, not {want} (the hold \
-                     from then, rounded up, or the posting's until)",
-                    self.now_ms
+                    "L6 an offer made at {offered_at} expires at {expires_at}, not one of \
+                     {wants:?} (the hold from when its line ran, {told:?} ms, rounded up, or \
+                     the posting's until)"
                 ));
             }
             if state != OFFER_HELD {
@@ -3386,6 +3419,10 @@ impl SeedSim {
         let mut settled: Vec<usize> = l.settled.iter().copied().collect();
         settled.sort_unstable();
         for c in settled {
+            // As of the last time the line ran: a later tick may have passed it by, once it had
+            // nothing left to run for.
+            let at_ms = l.clocks.get(&c).copied().unwrap_or(self.now_ms);
+            let (now, today) = (at_ms.div_euclid(1000), seoul_day(at_ms));
             for o in l.offers.iter().filter(|o| o.state == OFFER_HELD) {
                 if l.postings[o.posting].center == c && o.expires_at <= now {
                     v.push(format!(
