@@ -950,6 +950,7 @@ impl SeedSim {
         if let Some(l) = self.leftovers.as_mut() {
             l.settled.clear();
             l.told.clear();
+            l.touched = false;
             // Drawn from the leftovers' own generator: the schedule proper is the same with or
             // without them.
             if l.rng.gen_bool(l.share) {
@@ -1489,6 +1490,10 @@ impl SeedSim {
             Ok(Written::Cancelled(Some(row))) => {
                 self.bookings[b].live = false;
                 self.stats.cancelled += 1;
+                if let (Some(_), Some(l)) = (self.bookings[b].leftover, self.leftovers.as_mut()) {
+                    // A leftover dose given back.
+                    l.touched = true;
+                }
                 if self.fault == Some(Fault::SkipRelease) {
                     self.note("PLANTED: no release after this cancellation".into());
                 } else {
@@ -1763,6 +1768,7 @@ impl SeedSim {
             // New lines: none has been told the time yet.
             l.clocks.clear();
             l.settled.clear();
+            l.touched = true;
         }
         let mut v = Vec::new();
         self.check_acknowledged(&mut conn, &mut v)?;
@@ -1826,7 +1832,9 @@ impl SeedSim {
                 "G5 {several} citizens hold more than one live booking"
             ));
         }
-        v.extend(self.observe(env, &mut conn)?);
+        if self.leftovers.as_ref().is_some_and(|l| l.touched) {
+            v.extend(self.observe(env, &mut conn)?);
+        }
         Ok(v)
     }
 
@@ -2318,6 +2326,8 @@ struct LeftoverSim {
     clocks: HashMap<usize, i64>,
     /// Every (center, clock) told in this step.
     told: Vec<(usize, i64)>,
+    /// This step ran a line or changed what the leftovers hold: the checks read them after it.
+    touched: bool,
     /// Centers whose line ran, at the current clock, since the last change to their doses in
     /// this step: at those, nothing due is still held and no dose is idle while someone waits.
     settled: HashSet<usize>,
@@ -2364,8 +2374,8 @@ impl LeftoverSim {
         let share = match (layer, forced) {
             // A planted fault in the leftovers is found sooner where there are more of them.
             (_, true) => 0.5,
-            (Layer::Fast, _) => 0.25,
-            (Layer::Deep, _) => 0.15,
+            (Layer::Fast, _) => 0.15,
+            (Layer::Deep, _) => 0.1,
         };
         Some(Self {
             rng,
@@ -2376,6 +2386,7 @@ impl LeftoverSim {
             last_offer_id: 0,
             clocks: HashMap::new(),
             told: Vec::new(),
+            touched: false,
             settled: HashSet::new(),
         })
     }
@@ -2397,6 +2408,11 @@ impl LeftoverSim {
         offer
             .map(|o| &self.offers[o])
             .filter(|o| o.state == OFFER_HELD)
+    }
+
+    /// Whether anything was posted at center `c`.
+    fn has_leftovers(&self, c: usize) -> bool {
+        self.postings.iter().any(|p| p.center == c)
     }
 
     /// Held offers on a posting.
@@ -2442,6 +2458,7 @@ impl SeedSim {
         // The line keeps the clock whatever its write did.
         l.clocks.insert(c, now_ms);
         l.told.push((c, now_ms));
+        l.touched = true;
         match answer {
             Ok(_) => {
                 l.settled.insert(c);
@@ -2462,17 +2479,30 @@ impl SeedSim {
             return Ok(());
         };
         let (now, today) = (self.now_s(), seoul_day(self.now_ms));
-        let live: Vec<usize> = (0..self.centers.len())
+        // Only the lines whose run would change something, as far as the model knows: a hold
+        // over, or a dose neither held nor booked while someone waits (a cancelled leftover
+        // booking gives one back). The server's timers run them every second; a run with
+        // nothing to do is left out here for speed, and every leftover step runs them all.
+        let due: Vec<usize> = (0..self.centers.len())
             .filter(|c| {
-                l.postings
-                    .iter()
-                    .any(|p| p.center == *c && p.day == today && p.until > now)
-                    || l.offers
-                        .iter()
-                        .any(|o| o.state == OFFER_HELD && l.postings[o.posting].center == *c)
+                let over = l.offers.iter().any(|o| {
+                    o.state == OFFER_HELD
+                        && o.expires_at <= now
+                        && l.postings[o.posting].center == *c
+                });
+                let idle = l.postings.iter().enumerate().any(|(i, p)| {
+                    p.center == *c
+                        && p.day == today
+                        && p.until > now
+                        && p.doses > l.held_on(i) + self.booked_on(i)
+                });
+                let waiting = l.entries.iter().any(|e| {
+                    e.state == EntryState::Waiting && e.day == today && e.centers.contains(c)
+                });
+                over || (idle && waiting)
             })
             .collect();
-        for c in live {
+        for c in due {
             self.dispatch_at(env, c).await?;
         }
         Ok(())
@@ -2482,7 +2512,7 @@ impl SeedSim {
     async fn sync_lines(&mut self, env: &Env) -> Result<(), String> {
         for c in 0..self.centers.len() {
             let now_ms = self.now_ms;
-            if self.lo().clocks.get(&c) != Some(&now_ms) {
+            if self.lo().has_leftovers(c) && self.lo().clocks.get(&c) != Some(&now_ms) {
                 self.dispatch_at(env, c).await?;
             }
         }
@@ -2494,10 +2524,14 @@ impl SeedSim {
     /// the checks after the step read a line that has run).
     async fn leftover_step(&mut self, env: &Env) -> Result<StepEnd, String> {
         self.sync_lines(env).await?;
-        let mut conn = Self::conn(env)?;
-        let seen = self.observe(env, &mut conn)?;
-        drop(conn);
-        self.noticed.extend(seen);
+        if self.lo().touched {
+            // What the lines did on being told the time, before the action is chosen.
+            let mut conn = Self::conn(env)?;
+            let seen = self.observe(env, &mut conn)?;
+            drop(conn);
+            self.noticed.extend(seen);
+        }
+        self.lo().touched = true;
         let layer = self.layer;
         let kind = self.lo().choose(layer);
         let done = match kind {
@@ -2530,8 +2564,12 @@ impl SeedSim {
             self.note("leftovers: nothing to do; tick 1 x 1000 ms".into());
             self.tick_all(env).await?;
         }
+        // (A line with no leftovers has nothing to run for; it is told the time before its
+        // first posting.)
         for c in 0..self.centers.len() {
-            self.dispatch_at(env, c).await?;
+            if self.lo().has_leftovers(c) {
+                self.dispatch_at(env, c).await?;
+            }
         }
         self.plant_in_leftovers(env)?;
         Ok(StepEnd::Continue)
@@ -2701,6 +2739,11 @@ impl SeedSim {
                     "PLANTED: the first sign-up waiting at center {c} passed over"
                 ));
             }
+        }
+        let now_ms = self.now_ms;
+        if self.lo().clocks.get(&c) != Some(&now_ms) {
+            // Its line offers the doses at once, on the clock it was told.
+            self.dispatch_at(env, c).await?;
         }
         let h = self.center(env, c)?;
         let answer = mailbox(
