@@ -1,5 +1,6 @@
 // The operators' dashboard: sign in with the admin token, watch the rush (refreshed every few
-// seconds), steer each cohort's waiting room, and add cohorts, centers and slots.
+// seconds), steer each cohort's waiting room, add cohorts, centers and slots, and post a
+// center's leftover doses of the day.
 //
 // The token stays in sessionStorage: it survives a reload but not closing the tab, and it is
 // sent only to this server's admin API.
@@ -16,7 +17,7 @@ const S = {
   token: stored('session', KEY_TOKEN),
   paused: false,
   timer: null,
-  last: null, // {stats, cohorts, centers, metrics, at}
+  last: null, // {stats, cohorts, centers, leftovers, metrics, at}
   history: [], // [{at, waiting: Map(id -> n), bookingsPerS, inFlight, maxInFlight}]
   rows: new Map(), // cohort id -> the row's live elements, kept so an input being typed in survives
   failed: false,
@@ -86,20 +87,24 @@ function parseMetrics(text) {
 async function refresh() {
   clearTimeout(S.timer);
   if (!S.token) return;
-  const [stats, cohorts, centers, metrics] = await Promise.all([
+  const [stats, cohorts, centers, metrics, leftovers] = await Promise.all([
     admin('GET', '/stats'),
     admin('GET', '/cohorts'),
     call('GET', '/api/v1/centers'),
     call('GET', '/metrics'),
+    call('GET', '/api/v1/leftovers'),
   ]);
   if (stats.status === 401 || cohorts.status === 401) {
     S.token = null;
     stored('session', KEY_TOKEN, null);
     return showSignin('err_token_wrong');
   }
-  S.failed = ![stats, cohorts, centers, metrics].every((r) => r.ok);
+  S.failed = ![stats, cohorts, centers, metrics, leftovers].every((r) => r.ok);
   if (!S.failed) {
-    const now = { at: Date.now(), stats: stats.data, cohorts: cohorts.data, centers: centers.data, metrics: parseMetrics(metrics.data) };
+    const now = {
+      at: Date.now(), stats: stats.data, cohorts: cohorts.data, centers: centers.data,
+      leftovers: leftovers.data, metrics: parseMetrics(metrics.data),
+    };
     sample(now, S.last);
     S.last = now;
   }
@@ -154,6 +159,7 @@ function render() {
   renderTiles(L);
   renderCohorts(L);
   renderCenters(L);
+  renderLeftovers(L);
   renderNodes(L);
   renderCharts(L);
 }
@@ -269,17 +275,33 @@ function renderCenters(L) {
   body.replaceChildren(...L.centers.map((c) => h('tr', { 'data-id': c.id },
     h('td', {}, String(c.id)), h('td', {}, c.name), h('td', {}, c.region), h('td', {}, c.address),
     h('td', { class: 'num' }, fmtNum(c.remaining)))));
-  // The slot form's list of centers and the region suggestions follow what exists.
-  const select = $('#sf-center');
+  // The slot and leftover forms' lists of centers and the region suggestions follow what exists.
   const ids = L.centers.map((c) => String(c.id)).join(',');
-  if (select.dataset.ids !== ids) {
+  for (const select of [$('#sf-center'), $('#lf-center')]) {
+    if (select.dataset.ids === ids) continue;
     const keep = select.value;
     select.replaceChildren(...L.centers.map((c) => h('option', { value: c.id }, `${c.name} (${c.region})`)));
     if (keep && L.centers.some((c) => String(c.id) === keep)) select.value = keep;
     select.dataset.ids = ids;
+  }
+  if ($('#region-options').dataset.ids !== ids) {
+    $('#region-options').dataset.ids = ids;
     $('#region-options').replaceChildren(...[...new Set(L.centers.map((c) => c.region))].map((r) => h('option', { value: r })));
     preview();
   }
+}
+
+/** `HH:MM` of an instant as the server wrote it (in its zone): the doses are today's. */
+const wallTime = (rfc3339) => String(rfc3339 ?? '').slice(11, 16);
+
+/** Today's leftovers with doses left, by center (`GET /api/v1/leftovers`, as citizens see it). */
+function renderLeftovers(L) {
+  const list = [...(L.leftovers ?? [])].sort((a, b) => a.name.localeCompare(b.name, 'ko')
+    || a.center_id - b.center_id || a.until.localeCompare(b.until) || a.vaccine.localeCompare(b.vaccine));
+  $('#leftovers-empty').hidden = list.length > 0;
+  $('#leftover-table tbody').replaceChildren(...list.map((l) => h('tr', { 'data-center': l.center_id },
+    h('td', {}, l.name), h('td', {}, l.region), h('td', {}, l.vaccine),
+    h('td', { class: 'num' }, fmtNum(l.remaining)), h('td', {}, wallTime(l.until)))));
 }
 
 function renderCharts(L) {
@@ -356,6 +378,7 @@ function defaults() {
   if (!$('#cf-closes').value) $('#cf-closes').value = wallClock(Date.now() + 30 * 86400000, offset);
   if (!$('#sf-from').value) $('#sf-from').value = isoDay(1);
   if (!$('#sf-to').value) $('#sf-to').value = isoDay(28);
+  if (!$('#lf-until').value) $('#lf-until').value = '18:00';
   preview();
 }
 
@@ -457,6 +480,50 @@ $('#slots-form').addEventListener('submit', async (e) => {
   formStatus('sf-status', 'sf_done', { n: fmtNum(added) }, 'ok');
   $('#sf-submit').disabled = false;
   refresh();
+});
+
+/** Today at `HH:MM` on this browser's clock, as an RFC 3339 instant (the server checks it is later today). */
+function todayAt(hhmm) {
+  const [hh, mm] = hhmm.split(':').map(Number);
+  const d = new Date();
+  d.setHours(hh, mm, 0, 0);
+  return d.toISOString().replace(/\.\d+Z$/, 'Z');
+}
+
+$('#leftover-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const center = $('#lf-center').value;
+  const vaccine = $('#lf-vaccine').value.trim();
+  const doses = Number($('#lf-doses').value);
+  const untilAt = $('#lf-until').value;
+  // Only what the form can see for itself; whether the time is still ahead is the server's to
+  // say, by its own clock (a 422 is shown as it answers).
+  const ok = [
+    fieldError($('#lf-vaccine'), vaccine ? '' : t('lf_err_vaccine')),
+    fieldError($('#lf-doses'), Number.isInteger(doses) && doses >= 1 && doses <= 10000 ? '' : t('lf_err_doses')),
+    fieldError($('#lf-until'), /^\d{2}:\d{2}$/.test(untilAt) ? '' : t('lf_err_until')),
+  ].every(Boolean);
+  if (!center) return formStatus('lf-status', 'lf_err_center', {}, 'error');
+  if (!ok) return formStatus('lf-status', null);
+  $('#lf-submit').disabled = true;
+  formStatus('lf-status', null);
+  const r = await admin('POST', `/centers/${center}/leftovers`, { vaccine, doses, until: todayAt(untilAt) });
+  $('#lf-submit').disabled = false;
+  if (r.ok) {
+    const name = S.last?.centers.find((c) => c.id === r.data.center_id)?.name ?? `#${r.data.center_id}`;
+    formStatus('lf-status', 'lf_done', {
+      center: name, vaccine: r.data.vaccine, doses: fmtNum(r.data.doses), id: r.data.id,
+      until: wallTime(r.data.until), remaining: fmtNum(r.data.remaining),
+    }, 'ok');
+    refresh();
+  } else if (r.status === 422 && /\buntil\b/.test(r.message)) {
+    fieldError($('#lf-until'), t('lf_err_validation', { message: r.message }));
+    formStatus('lf-status', 'lf_err_validation', { message: r.message }, 'error');
+  } else if (r.status === 422) {
+    formStatus('lf-status', 'err_validation', { message: r.message }, 'error');
+  } else {
+    formStatus('lf-status', 'err_generic', { message: r.message || r.status }, 'error');
+  }
 });
 
 // ---------------------------------------------------------------- start

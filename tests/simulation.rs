@@ -72,13 +72,20 @@ use reservation::actors::cohort_queue::{
 use reservation::actors::identity_pool::{
     IdentityPool, IdentityProvider, ProviderError, Verify, VerifyError, Vouched,
 };
+use reservation::actors::leftovers::{
+    Accept, AcceptError, Accepted, Dispatch, DispatchAt, Leave, PostLeftovers, SignUp,
+};
 use reservation::actors::CenterHandle;
 use reservation::config::{Config, IdentitySettings};
+use reservation::db::leftovers::{self as lq, NewEntry, SignUpOutcome};
 use reservation::db::models::{NewCitizenRow, NewCohortRow};
 use reservation::db::{queries, Backend, DbConn};
 use reservation::domain::booking::{STATE_CANCELLED, STATE_CONFIRMED};
 use reservation::domain::cohort::{CohortPatch, NewCohort};
 use reservation::domain::identity::IdentityClaim;
+use reservation::domain::leftover::{
+    end_of_day, LeftoverRequest, NewLeftoverDoses, WaitlistRequest,
+};
 use reservation::domain::queue::{PreQueue, TicketState};
 use reservation::domain::slot::{bookable_pairs, NewCenter, NewSlot};
 use reservation::startup::{AppState, Application};
@@ -145,10 +152,19 @@ enum Fault {
     UnadmittedBooking,
     /// A join's ticket is taken and forgotten: a number nobody (the harness knows of) holds.
     ForgottenTicket,
+    /// A leftover dose already held is offered, on disk, to a second citizen.
+    DoubleOffer,
+    /// The first sign-up waiting at a center is passed over (marked lapsed on disk) just
+    /// before doses are posted there.
+    SkipInLine,
+    /// A held offer lapses on disk before its hold ends.
+    EarlyLapse,
+    /// A restart moves the expiry of the held offers.
+    ShiftedExpiry,
 }
 
 impl Fault {
-    const ALL: [Fault; 7] = [
+    const ALL: [Fault; 11] = [
         Fault::SkipRelease,
         Fault::ExtraBooking,
         Fault::SecondBooking,
@@ -156,6 +172,10 @@ impl Fault {
         Fault::LostAdmission,
         Fault::UnadmittedBooking,
         Fault::ForgottenTicket,
+        Fault::DoubleOffer,
+        Fault::SkipInLine,
+        Fault::EarlyLapse,
+        Fault::ShiftedExpiry,
     ];
 
     fn name(self) -> &'static str {
@@ -167,6 +187,10 @@ impl Fault {
             Fault::LostAdmission => "lost_admission",
             Fault::UnadmittedBooking => "unadmitted_booking",
             Fault::ForgottenTicket => "forgotten_ticket",
+            Fault::DoubleOffer => "double_offer",
+            Fault::SkipInLine => "skip_in_line",
+            Fault::EarlyLapse => "early_lapse",
+            Fault::ShiftedExpiry => "shifted_expiry",
         }
     }
 
@@ -183,12 +207,27 @@ impl Fault {
             Fault::LostAdmission => "G3",
             Fault::UnadmittedBooking => "G2",
             Fault::ForgottenTicket => "G6",
+            Fault::DoubleOffer => "L2",
+            Fault::SkipInLine => "L3",
+            Fault::EarlyLapse => "L4",
+            Fault::ShiftedExpiry => "L6",
         }
     }
 
     /// Faults that only a restart can show.
     fn needs_restarts(self) -> bool {
-        matches!(self, Fault::LostBooking | Fault::LostAdmission)
+        matches!(
+            self,
+            Fault::LostBooking | Fault::LostAdmission | Fault::ShiftedExpiry
+        )
+    }
+
+    /// Faults in the leftovers: the seeds that plant them have leftovers.
+    fn leftover(self) -> bool {
+        matches!(
+            self,
+            Fault::DoubleOffer | Fault::SkipInLine | Fault::EarlyLapse | Fault::ShiftedExpiry
+        )
     }
 }
 
@@ -305,6 +344,18 @@ struct Stats {
     provider_calls: u64,
     provider_failures: u64,
     checks: u64,
+    leftover_steps: u64,
+    postings: u64,
+    postings_refused: u64,
+    sign_ups: u64,
+    already_waiting: u64,
+    offers: u64,
+    lapsed: u64,
+    leftover_booked: u64,
+    declined: u64,
+    no_offer: u64,
+    no_second_dose: u64,
+    leftover_crashes: u64,
     /// Time spent stepping, checking, and starting applications (summed over threads).
     step_time: Duration,
     check_time: Duration,
@@ -343,6 +394,18 @@ impl Stats {
             provider_calls,
             provider_failures,
             checks,
+            leftover_steps,
+            postings,
+            postings_refused,
+            sign_ups,
+            already_waiting,
+            offers,
+            lapsed,
+            leftover_booked,
+            declined,
+            no_offer,
+            no_second_dose,
+            leftover_crashes,
             step_time,
             check_time,
             start_time
@@ -460,6 +523,9 @@ struct BookingSim {
     /// Answered `Ok` (not merely found on disk after a crash).
     acked: bool,
     idem: Option<String>,
+    /// A leftover dose's booking: the posting its first dose is of. The queue is not told of
+    /// it (as the server does not tell it), so its admission still holds a place (G6).
+    leftover: Option<usize>,
 }
 
 /// A write sent just before a crash: its outcome is read from disk after the restart.
@@ -472,6 +538,14 @@ enum InFlight {
     },
     Cancel {
         booking: usize,
+    },
+    /// A leftover offer's acceptance; `prior`: the citizen's live booking then.
+    LeftoverAccept {
+        entry: usize,
+        prior: Option<usize>,
+    },
+    LeftoverLeave {
+        entry: usize,
     },
 }
 
@@ -596,6 +670,8 @@ struct SeedSim {
     pass_ttl_s: i64,
     session_ttl_s: i64,
     step: usize,
+    /// Steps of the schedule proper (not leftover steps), and how many it has.
+    regular: usize,
     steps: usize,
     vaccine: String,
     other_vaccine: String,
@@ -624,6 +700,7 @@ struct SeedSim {
     over_admission: f64,
     /// A digest of every step taken and what it met: equal digests, equal runs.
     digest: u64,
+    leftovers: Option<LeftoverSim>,
 }
 
 fn mailbox<T>(r: Result<T, actix::MailboxError>, what: &str) -> Result<T, String> {
@@ -631,10 +708,12 @@ fn mailbox<T>(r: Result<T, actix::MailboxError>, what: &str) -> Result<T, String
 }
 
 impl SeedSim {
+    #[allow(clippy::too_many_arguments)]
     async fn new(
         seed: u64,
         layer: Layer,
         fault: Option<Fault>,
+        leftovers: bool,
         cohorts: Vec<(i32, i64)>,
         plan: Arc<Mutex<Plan>>,
         state: &Data<AppState>,
@@ -658,6 +737,7 @@ impl SeedSim {
             pass_ttl_s: state.config.pass_ttl_s,
             session_ttl_s: state.config.session_ttl_s,
             step: 0,
+            regular: 0,
             steps,
             vaccine: format!("V{seed}"),
             other_vaccine: format!("W{seed}"),
@@ -688,6 +768,9 @@ impl SeedSim {
             ticked_last: false,
             over_admission: state.config.over_admission,
             digest: 0,
+            leftovers: leftovers
+                .then(|| LeftoverSim::new(seed, layer, fault.is_some_and(Fault::leftover)))
+                .flatten(),
             rng,
         };
         let n_centers = match layer {
@@ -804,6 +887,9 @@ impl SeedSim {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (self.digest, self.step, &line).hash(&mut h);
         self.digest = h.finish();
+        if std::env::var("SIM_TRACE").is_ok_and(|v| v == self.seed.to_string()) {
+            eprintln!("TRACE #{} {line}", self.step);
+        }
         if self.trace.len() == TRACE_LEN {
             self.trace.pop_front();
         }
@@ -861,6 +947,18 @@ impl SeedSim {
         self.step += 1;
         self.stats.steps += 1;
         self.ticked_last = false;
+        if let Some(l) = self.leftovers.as_mut() {
+            l.settled.clear();
+            l.told.clear();
+            l.touched = false;
+            // Drawn from the leftovers' own generator: the schedule proper is the same with or
+            // without them.
+            if l.rng.gen_bool(l.share) {
+                self.stats.leftover_steps += 1;
+                return self.leftover_step(env).await;
+            }
+        }
+        self.regular += 1;
         let kind = self.choose_kind();
         let done = match kind {
             Kind::Join => self.join(env).await?,
@@ -939,7 +1037,7 @@ impl SeedSim {
                 "a queue",
             )?;
         }
-        Ok(())
+        self.tick_lines(env).await
     }
 
     async fn join(&mut self, env: &Env) -> Result<bool, String> {
@@ -1277,6 +1375,7 @@ impl SeedSim {
                     live: true,
                     acked: true,
                     idem,
+                    leftover: None,
                 });
                 self.fresh.push(self.bookings.len() - 1);
                 self.plant_after_booking(env, code)?;
@@ -1381,6 +1480,7 @@ impl SeedSim {
         }
         let b = live[self.rng.gen_range(0..live.len())];
         let code = self.bookings[b].code.clone();
+        let name = self.booking_name(b);
         let write = Write::Cancel {
             code: code.clone(),
             now: self.now_s(),
@@ -1390,6 +1490,10 @@ impl SeedSim {
             Ok(Written::Cancelled(Some(row))) => {
                 self.bookings[b].live = false;
                 self.stats.cancelled += 1;
+                if let (Some(_), Some(l)) = (self.bookings[b].leftover, self.leftovers.as_mut()) {
+                    // A leftover dose given back.
+                    l.touched = true;
+                }
                 if self.fault == Some(Fault::SkipRelease) {
                     self.note("PLANTED: no release after this cancellation".into());
                 } else {
@@ -1428,7 +1532,7 @@ impl SeedSim {
                 format!("store: {e}")
             }
         };
-        self.note(format!("cancel {code}: {line}"));
+        self.note(format!("cancel {name}: {line}"));
         Ok(true)
     }
 
@@ -1452,7 +1556,8 @@ impl SeedSim {
                  come back twice"
             ));
         }
-        self.note(format!("cancel {code} again"));
+        let name = self.booking_name(b);
+        self.note(format!("cancel {name} again"));
         Ok(true)
     }
 
@@ -1573,7 +1678,8 @@ impl SeedSim {
             };
             let _unheard = env.state.store.send(Persist(write)).await;
             self.in_flight.push(InFlight::Cancel { booking: b });
-            format!("crash once the cancellation of {code} reached the store, before the release")
+            let name = self.booking_name(b);
+            format!("crash once the cancellation of {name} reached the store, before the release")
         } else {
             self.now_ms += 1000;
             self.tick_all(env).await?;
@@ -1640,6 +1746,7 @@ impl SeedSim {
                             live: row.state == STATE_CONFIRMED,
                             acked: false,
                             idem,
+                            leftover: None,
                         });
                         self.fresh.push(self.bookings.len() - 1);
                     }
@@ -1652,7 +1759,16 @@ impl SeedSim {
                         self.bookings[booking].live = false;
                     }
                 }
+                flight @ (InFlight::LeftoverAccept { .. } | InFlight::LeftoverLeave { .. }) => {
+                    self.lo_after_restart(&mut conn, flight)?;
+                }
             }
+        }
+        if let Some(l) = self.leftovers.as_mut() {
+            // New lines: none has been told the time yet.
+            l.clocks.clear();
+            l.settled.clear();
+            l.touched = true;
         }
         let mut v = Vec::new();
         self.check_acknowledged(&mut conn, &mut v)?;
@@ -1716,6 +1832,9 @@ impl SeedSim {
                 "G5 {several} citizens hold more than one live booking"
             ));
         }
+        if self.leftovers.as_ref().is_some_and(|l| l.touched) {
+            v.extend(self.observe(env, &mut conn)?);
+        }
         Ok(v)
     }
 
@@ -1745,7 +1864,10 @@ impl SeedSim {
                     let ticket = &self.tickets[*t];
                     ticket.cohort == ci
                         && h.shared.status(ticket.seq, self.now_ms).state == TicketState::Admitted
-                        && !self.bookings.iter().any(|b| b.ticket == *t && b.acked)
+                        && !self
+                            .bookings
+                            .iter()
+                            .any(|b| b.ticket == *t && b.acked && b.leftover.is_none())
                 })
                 .count() as i64;
             if held < cap {
@@ -2118,6 +2240,1285 @@ impl SeedSim {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Leftover doses (API 1.1): the model of one seed's postings, sign-ups and offers
+
+/// How long an offer is held in the simulation (`OFFER_HOLD_SECONDS`): short, so that holds
+/// end inside a schedule. The clock is simulated (`DispatchAt`), so nothing waits for it.
+const OFFER_HOLD_S: i64 = 30;
+
+/// Leftovers an operator posted (answered `Ok`).
+#[derive(Debug, Clone)]
+struct PostingSim {
+    slot: i32,
+    center: usize,
+    doses: i32,
+    until: i64,
+    day: NaiveDate,
+    start_time: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EntryState {
+    Waiting,
+    Offered,
+    Booked,
+    Lapsed,
+    Cancelled,
+    Expired,
+}
+
+impl EntryState {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            lq::ENTRY_WAITING => Self::Waiting,
+            lq::ENTRY_OFFERED => Self::Offered,
+            lq::ENTRY_BOOKED => Self::Booked,
+            lq::ENTRY_LAPSED => Self::Lapsed,
+            lq::ENTRY_CANCELLED => Self::Cancelled,
+            lq::ENTRY_EXPIRED => Self::Expired,
+            _ => return None,
+        })
+    }
+
+    fn live(self) -> bool {
+        matches!(self, Self::Waiting | Self::Offered)
+    }
+}
+
+/// A sign-up (answered `Ok`), as its answers and the offers read from disk say it stands.
+#[derive(Debug, Clone)]
+struct EntrySim {
+    id: i32,
+    ticket: usize,
+    citizen: usize,
+    centers: Vec<usize>,
+    day: NaiveDate,
+    state: EntryState,
+    /// Its offer (an index into `LeftoverSim::offers`): a sign-up is offered at most once.
+    offer: Option<usize>,
+}
+
+/// An offer, first read from disk in the order the offers were made (their ids).
+#[derive(Debug, Clone)]
+struct OfferSim {
+    id: i32,
+    entry: usize,
+    posting: usize,
+    expires_at: i64,
+    /// `held`, `accepted`, `lapsed` or `declined`, as last answered or read.
+    state: String,
+}
+
+const OFFER_HELD: &str = "held";
+
+/// One seed's leftovers. They draw from a generator of their own, so that a seed run without
+/// them (`Opts::leftovers`) runs exactly the schedule it ran before they existed.
+struct LeftoverSim {
+    rng: ChaCha8Rng,
+    /// The share of steps that are leftover steps.
+    share: f64,
+    postings: Vec<PostingSim>,
+    entries: Vec<EntrySim>,
+    offers: Vec<OfferSim>,
+    /// The last offer read from disk (offers are read in id order, the order they were made).
+    last_offer_id: i32,
+    /// The clock each line of this life was last told, by center index.
+    clocks: HashMap<usize, i64>,
+    /// Every (center, clock) told in this step.
+    told: Vec<(usize, i64)>,
+    /// This step ran a line or changed what the leftovers hold: the checks read them after it.
+    touched: bool,
+    /// Centers whose line ran, at the current clock, since the last change to their doses in
+    /// this step: at those, nothing due is still held and no dose is idle while someone waits.
+    settled: HashSet<usize>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum LeftoverKind {
+    Post,
+    SignUp,
+    Accept,
+    Decline,
+    Wait,
+    Crash,
+}
+
+fn leftover_weights(layer: Layer) -> [(LeftoverKind, u32); 6] {
+    [
+        (LeftoverKind::Post, 14),
+        (LeftoverKind::SignUp, 34),
+        (LeftoverKind::Accept, 26),
+        (LeftoverKind::Decline, 10),
+        (LeftoverKind::Wait, 12),
+        (
+            LeftoverKind::Crash,
+            if layer == Layer::Fast { 1 } else { 4 },
+        ),
+    ]
+}
+
+fn rfc3339(secs: i64) -> String {
+    DateTime::from_timestamp(secs, 0)
+        .unwrap_or_default()
+        .with_timezone(&reservation::config::seoul())
+        .to_rfc3339()
+}
+
+impl LeftoverSim {
+    fn new(seed: u64, layer: Layer, forced: bool) -> Option<Self> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x1EF7_0E25);
+        // Most seeds have leftovers; the others keep the schedules' other paths as they were.
+        if !forced && !rng.gen_bool(0.7) {
+            return None;
+        }
+        let share = match (layer, forced) {
+            // A planted fault in the leftovers is found sooner where there are more of them.
+            (_, true) => 0.5,
+            (Layer::Fast, _) => 0.15,
+            (Layer::Deep, _) => 0.1,
+        };
+        Some(Self {
+            rng,
+            share,
+            postings: Vec::new(),
+            entries: Vec::new(),
+            offers: Vec::new(),
+            last_offer_id: 0,
+            clocks: HashMap::new(),
+            told: Vec::new(),
+            touched: false,
+            settled: HashSet::new(),
+        })
+    }
+
+    fn choose(&mut self, layer: Layer) -> LeftoverKind {
+        let weights = leftover_weights(layer);
+        let total: u32 = weights.iter().map(|(_, w)| w).sum();
+        let mut r = self.rng.gen_range(0..total);
+        for (k, w) in weights {
+            if r < w {
+                return k;
+            }
+            r -= w;
+        }
+        LeftoverKind::Wait
+    }
+
+    fn held(&self, offer: Option<usize>) -> Option<&OfferSim> {
+        offer
+            .map(|o| &self.offers[o])
+            .filter(|o| o.state == OFFER_HELD)
+    }
+
+    /// Whether anything was posted at center `c`.
+    fn has_leftovers(&self, c: usize) -> bool {
+        self.postings.iter().any(|p| p.center == c)
+    }
+
+    /// Held offers on a posting.
+    fn held_on(&self, posting: usize) -> i32 {
+        self.offers
+            .iter()
+            .filter(|o| o.posting == posting && o.state == OFFER_HELD)
+            .count() as i32
+    }
+}
+
+impl SeedSim {
+    fn lo(&mut self) -> &mut LeftoverSim {
+        self.leftovers.as_mut().expect("this seed has leftovers")
+    }
+
+    /// Live bookings (as answered) on a posting's doses.
+    fn booked_on(&self, posting: usize) -> i32 {
+        self.bookings
+            .iter()
+            .filter(|b| b.live && b.leftover == Some(posting))
+            .count() as i32
+    }
+
+    /// A booking as notes name it: a leftover booking's code is random, and a note must not
+    /// depend on anything but the seed.
+    fn booking_name(&self, b: usize) -> String {
+        match self.bookings[b].leftover {
+            Some(_) => format!("leftover booking {b}"),
+            None => self.bookings[b].code.clone(),
+        }
+    }
+
+    /// Runs center `c`'s line as at the simulated clock, which it keeps from then on.
+    async fn dispatch_at(&mut self, env: &Env, c: usize) -> Result<(), String> {
+        let h = self.center(env, c)?;
+        let now_ms = self.now_ms;
+        let answer = mailbox(
+            h.leftovers.send(DispatchAt { now_ms }).await,
+            "a leftover line",
+        )?;
+        let l = self.lo();
+        // The line keeps the clock whatever its write did.
+        l.clocks.insert(c, now_ms);
+        l.told.push((c, now_ms));
+        l.touched = true;
+        match answer {
+            Ok(_) => {
+                l.settled.insert(c);
+            }
+            Err(e) => {
+                l.settled.remove(&c);
+                self.stats.store_errors += 1;
+                self.note(format!("leftover line of center {c}: {e}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// What the lines' own timers do while they have leftovers (and when a hold ends): run the
+    /// lines with a posting of today still usable or an offer held.
+    async fn tick_lines(&mut self, env: &Env) -> Result<(), String> {
+        let Some(l) = self.leftovers.as_ref() else {
+            return Ok(());
+        };
+        let (now, today) = (self.now_s(), seoul_day(self.now_ms));
+        // Only the lines whose run would change something, as far as the model knows: a hold
+        // over, or a dose neither held nor booked while someone waits (a cancelled leftover
+        // booking gives one back). The server's timers run them every second; a run with
+        // nothing to do is left out here for speed, and every leftover step runs them all.
+        let due: Vec<usize> = (0..self.centers.len())
+            .filter(|c| {
+                let over = l.offers.iter().any(|o| {
+                    o.state == OFFER_HELD
+                        && o.expires_at <= now
+                        && l.postings[o.posting].center == *c
+                });
+                let idle = l.postings.iter().enumerate().any(|(i, p)| {
+                    p.center == *c
+                        && p.day == today
+                        && p.until > now
+                        && p.doses > l.held_on(i) + self.booked_on(i)
+                });
+                let waiting = l.entries.iter().any(|e| {
+                    e.state == EntryState::Waiting && e.day == today && e.centers.contains(c)
+                });
+                over || (idle && waiting)
+            })
+            .collect();
+        for c in due {
+            self.dispatch_at(env, c).await?;
+        }
+        Ok(())
+    }
+
+    /// Tells every line of this seed the time, where it has not been told it yet.
+    async fn sync_lines(&mut self, env: &Env) -> Result<(), String> {
+        for c in 0..self.centers.len() {
+            let now_ms = self.now_ms;
+            if self.lo().has_leftovers(c) && self.lo().clocks.get(&c) != Some(&now_ms) {
+                self.dispatch_at(env, c).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One leftover step: the lines told the time, the model brought up to date from disk, one
+    /// action, then every line run once more (so that what the action freed is offered, and
+    /// the checks after the step read a line that has run).
+    async fn leftover_step(&mut self, env: &Env) -> Result<StepEnd, String> {
+        self.sync_lines(env).await?;
+        if self.lo().touched {
+            // What the lines did on being told the time, before the action is chosen.
+            let mut conn = Self::conn(env)?;
+            let seen = self.observe(env, &mut conn)?;
+            drop(conn);
+            self.noticed.extend(seen);
+        }
+        self.lo().touched = true;
+        let layer = self.layer;
+        let kind = self.lo().choose(layer);
+        let done = match kind {
+            LeftoverKind::Post => self.lo_post(env).await?,
+            LeftoverKind::SignUp => self.lo_sign_up(env).await?,
+            LeftoverKind::Accept => self.lo_accept(env, false).await?,
+            LeftoverKind::Decline => self.lo_decline(env, false).await?,
+            LeftoverKind::Wait => {
+                let hold = OFFER_HOLD_S;
+                let by =
+                    [hold - 1, hold, hold + 1, hold + 20, 3 * hold][self.lo().rng.gen_range(0..5)];
+                self.now_ms += by * 1000;
+                self.note(format!("clock +{by} s (holds of {hold} s end)"));
+                self.tick_all(env).await?;
+                true
+            }
+            LeftoverKind::Crash => {
+                let crashed =
+                    self.lo_accept(env, true).await? || self.lo_decline(env, true).await?;
+                if crashed {
+                    self.stats.crashes += 1;
+                    self.stats.leftover_crashes += 1;
+                    return Ok(StepEnd::Restart);
+                }
+                false
+            }
+        };
+        if !done {
+            self.now_ms += 1000;
+            self.note("leftovers: nothing to do; tick 1 x 1000 ms".into());
+            self.tick_all(env).await?;
+        }
+        // (A line with no leftovers has nothing to run for; it is told the time before its
+        // first posting.)
+        for c in 0..self.centers.len() {
+            if self.lo().has_leftovers(c) {
+                self.dispatch_at(env, c).await?;
+            }
+        }
+        self.plant_in_leftovers(env)?;
+        Ok(StepEnd::Continue)
+    }
+
+    /// The planted faults that write leftovers past the server, straight to disk.
+    fn plant_in_leftovers(&mut self, env: &Env) -> Result<(), String> {
+        use diesel::sql_types::{BigInt, Integer};
+        let fault = match self.fault {
+            Some(f @ (Fault::DoubleOffer | Fault::EarlyLapse)) if !self.fault_done => f,
+            _ => return Ok(()),
+        };
+        // The offers the lines made in this step, first.
+        let mut conn = Self::conn(env)?;
+        let seen = self.observe(env, &mut conn)?;
+        self.noticed.extend(seen);
+        let now = self.now_s();
+        let centers = self.centers.clone();
+        let l = self.lo();
+        let Some(o) = l
+            .offers
+            .iter()
+            .find(|o| o.state == OFFER_HELD && o.expires_at > now)
+            .cloned()
+        else {
+            return Ok(());
+        };
+        let posting = l.postings[o.posting].clone();
+        let center_id = centers[posting.center];
+        let entry = l.entries[o.entry].id;
+        let other = l
+            .entries
+            .iter()
+            .find(|e| {
+                e.state == EntryState::Waiting
+                    && e.day == posting.day
+                    && e.centers.contains(&posting.center)
+            })
+            .map(|e| e.id);
+        let planted = |e: diesel::result::Error| format!("harness: planting: {e}");
+        match fault {
+            Fault::DoubleOffer => {
+                let Some(other) = other else {
+                    return Ok(());
+                };
+                reservation::run!(&mut conn.conn(), c => diesel::sql_query(
+                    "INSERT INTO leftover_offers (entry_id, slot_id, center_id, offered_at, \
+                     expires_at, state) VALUES ($1, $2, $3, $4, $5, 'held')")
+                    .bind::<Integer, _>(other)
+                    .bind::<Integer, _>(posting.slot)
+                    .bind::<Integer, _>(center_id)
+                    .bind::<BigInt, _>(now)
+                    .bind::<BigInt, _>(o.expires_at)
+                    .execute(c)
+                    .and_then(|_| diesel::sql_query(
+                        "UPDATE leftover_entries SET state = 'offered' WHERE id = $1")
+                        .bind::<Integer, _>(other)
+                        .execute(c)))
+                .map_err(planted)?;
+                self.note(format!(
+                    "PLANTED: the dose held by sign-up {} offered to another as well",
+                    o.entry
+                ));
+            }
+            Fault::EarlyLapse => {
+                reservation::run!(&mut conn.conn(), c => diesel::sql_query(
+                    "UPDATE leftover_offers SET state = 'lapsed' WHERE id = $1")
+                    .bind::<Integer, _>(o.id)
+                    .execute(c)
+                    .and_then(|_| diesel::sql_query(
+                        "UPDATE leftover_entries SET state = 'lapsed' WHERE id = $1")
+                        .bind::<Integer, _>(entry)
+                        .execute(c))
+                    .and_then(|_| diesel::sql_query(
+                        "UPDATE slots SET booked = booked - 1 WHERE id = $1")
+                        .bind::<Integer, _>(posting.slot)
+                        .execute(c)))
+                .map_err(planted)?;
+                self.note(format!(
+                    "PLANTED: sign-up {}'s offer lapsed {} s early",
+                    o.entry,
+                    o.expires_at - now
+                ));
+            }
+            _ => return Ok(()),
+        }
+        self.fault_done = true;
+        Ok(())
+    }
+
+    /// An operator posts leftovers at one of the seed's centers, as the handler parses them
+    /// (now and then with an `until` already past or on another day: refused, 422).
+    async fn lo_post(&mut self, env: &Env) -> Result<bool, String> {
+        let now = self.now_s();
+        let zone = reservation::config::seoul();
+        let end = end_of_day(now, zone);
+        let n_centers = self.centers.len();
+        let layer = self.layer;
+        let l = self.lo();
+        let c = l.rng.gen_range(0..n_centers);
+        let doses = match layer {
+            Layer::Fast => l.rng.gen_range(1..=3),
+            Layer::Deep => l.rng.gen_range(1..=6),
+        };
+        let bad = l.rng.gen_bool(0.1);
+        let until = if bad {
+            if l.rng.gen_bool(0.5) {
+                now - l.rng.gen_range(0..=600)
+            } else {
+                end + l.rng.gen_range(0..=3600)
+            }
+        } else if end - now < 120 {
+            return Ok(false);
+        } else {
+            now + l.rng.gen_range(60..=(end - now - 1).min(4 * 3600))
+        };
+        let request = LeftoverRequest {
+            vaccine: self.vaccine.clone(),
+            doses,
+            until: rfc3339(until),
+        };
+        let new = match (NewLeftoverDoses::parse(request, now, zone), bad) {
+            (Err(_), true) => {
+                self.stats.postings_refused += 1;
+                self.note(format!(
+                    "post at center {c} until {:+} s: refused (past, or not today)",
+                    until - now
+                ));
+                return Ok(true);
+            }
+            (Err(e), false) => {
+                self.noticed.push(format!(
+                    "L0 leftovers usable until {} s from now, today, were refused: {e}",
+                    until - now
+                ));
+                return Ok(true);
+            }
+            (Ok(_), true) => {
+                self.noticed.push(format!(
+                    "L0 leftovers until {} s from now (past, or not today) were accepted",
+                    until - now
+                ));
+                return Ok(true);
+            }
+            (Ok(new), false) => new,
+        };
+        if self.fault == Some(Fault::SkipInLine) && !self.fault_done {
+            let today = seoul_day(self.now_ms);
+            let l = self.lo();
+            let waiting: Vec<i32> = l
+                .entries
+                .iter()
+                .filter(|e| {
+                    e.state == EntryState::Waiting && e.day == today && e.centers.contains(&c)
+                })
+                .map(|e| e.id)
+                .collect();
+            if waiting.len() >= 2 {
+                let mut conn = Self::conn(env)?;
+                reservation::run!(&mut conn.conn(), c => diesel::sql_query(
+                    "UPDATE leftover_entries SET state = 'lapsed' WHERE id = $1")
+                    .bind::<diesel::sql_types::Integer, _>(waiting[0])
+                    .execute(c))
+                .map_err(|e| format!("harness: planting: {e}"))?;
+                self.fault_done = true;
+                self.note(format!(
+                    "PLANTED: the first sign-up waiting at center {c} passed over"
+                ));
+            }
+        }
+        let now_ms = self.now_ms;
+        if self.lo().clocks.get(&c) != Some(&now_ms) {
+            // Its line offers the doses at once, on the clock it was told.
+            self.dispatch_at(env, c).await?;
+        }
+        let h = self.center(env, c)?;
+        let answer = mailbox(
+            h.leftovers
+                .send(PostLeftovers {
+                    vaccine: new.vaccine,
+                    doses: new.doses,
+                    until: new.until,
+                    now,
+                })
+                .await,
+            "a leftover line",
+        )?;
+        let line = match answer {
+            Ok(row) => {
+                if row.doses != new.doses || row.taken != 0 || row.until() != until {
+                    self.noticed.push(format!(
+                        "L2 a posting of {doses} doses was answered {row:?}"
+                    ));
+                }
+                let posting = PostingSim {
+                    slot: row.id,
+                    center: c,
+                    doses: new.doses,
+                    until,
+                    day: seoul_day(self.now_ms),
+                    start_time: row.start_time.clone(),
+                };
+                let l = self.lo();
+                l.postings.push(posting);
+                self.stats.postings += 1;
+                format!("posting {}", self.lo().postings.len() - 1)
+            }
+            Err(e) => {
+                self.stats.store_errors += 1;
+                format!("store: {e}")
+            }
+        };
+        self.note(format!(
+            "post {doses} doses at center {c} until +{} s: {line}",
+            until - now
+        ));
+        Ok(true)
+    }
+
+    /// A verified citizen signs up for 1 to 5 centers (named with repeats, as a request may:
+    /// each counts once), as the handler does: to the first center's line, then the others'
+    /// lines are run.
+    async fn lo_sign_up(&mut self, env: &Env) -> Result<bool, String> {
+        let live = self.live_sessions();
+        if live.is_empty() {
+            return Ok(false);
+        }
+        let n_centers = self.centers.len();
+        let l = self.lo();
+        let s = live[l.rng.gen_range(0..live.len())];
+        let n = l.rng.gen_range(1..=5);
+        let picked: Vec<usize> = (0..n).map(|_| l.rng.gen_range(0..n_centers)).collect();
+        let request = WaitlistRequest {
+            center_ids: picked.iter().map(|c| i64::from(self.centers[*c])).collect(),
+        };
+        let ids = request
+            .centers()
+            .map_err(|e| format!("harness: sign-up: {e:?}"))?;
+        let centers: Vec<usize> = ids
+            .iter()
+            .map(|id| self.centers.iter().position(|c| c == id).unwrap_or(0))
+            .collect();
+        let today = seoul_day(self.now_ms);
+        let session = self.sessions[s].clone();
+        let ticket = &self.tickets[session.ticket];
+        let entry = NewEntry {
+            citizen_key: session.key.clone(),
+            cohort_id: self.cohorts[ticket.cohort].id,
+            ticket_seq: ticket.seq as i64,
+            masked_name: "김*영".into(),
+            birth_date: "1965-03-01".into(),
+            day: today.to_string(),
+            created_at: self.now_s(),
+        };
+        let waiting = self
+            .lo()
+            .entries
+            .iter()
+            .position(|e| e.citizen == session.citizen && e.state.live() && e.day == today);
+        let first = self.center(env, centers[0])?;
+        let answer = mailbox(
+            first
+                .leftovers
+                .send(SignUp {
+                    entry,
+                    centers: ids.clone(),
+                })
+                .await,
+            "a leftover line",
+        )?;
+        let line = match answer {
+            Ok(SignUpOutcome::Entry { id, position }) => {
+                if let Some(e) = waiting {
+                    self.noticed.push(format!(
+                        "L5 citizen {} signed up again while sign-up {e} of today was live",
+                        session.citizen
+                    ));
+                }
+                if position < 1 {
+                    self.noticed
+                        .push(format!("L5 a new sign-up was told position {position}"));
+                }
+                for other in &centers[1..] {
+                    self.center(env, *other)?.leftovers.do_send(Dispatch);
+                }
+                self.stats.sign_ups += 1;
+                let l = self.lo();
+                // A sign-up of an earlier day ends with its day, and its offer with it.
+                for e in 0..l.entries.len() {
+                    let old = &l.entries[e];
+                    if old.citizen == session.citizen && old.state.live() && old.day < today {
+                        if let Some(o) = old.offer.filter(|o| l.offers[*o].state == OFFER_HELD) {
+                            l.offers[o].state = "lapsed".into();
+                        }
+                        l.entries[e].state = EntryState::Expired;
+                    }
+                }
+                l.entries.push(EntrySim {
+                    id,
+                    ticket: session.ticket,
+                    citizen: session.citizen,
+                    centers: centers.clone(),
+                    day: today,
+                    state: EntryState::Waiting,
+                    offer: None,
+                });
+                format!("sign-up {}", l.entries.len() - 1)
+            }
+            Ok(SignUpOutcome::AlreadyWaiting) => {
+                self.stats.already_waiting += 1;
+                if waiting.is_none() {
+                    self.noticed.push(format!(
+                        "L5 citizen {} was refused as already waiting, with no live sign-up today",
+                        session.citizen
+                    ));
+                }
+                "already waiting".into()
+            }
+            Err(e) => {
+                self.stats.store_errors += 1;
+                format!("store: {e}")
+            }
+        };
+        self.note(format!(
+            "session {s} signs up for centers {centers:?}: {line}"
+        ));
+        Ok(true)
+    }
+
+    /// A citizen takes the dose offered to them, as the handler does (its offer and who signed
+    /// up read from disk first); now and then one whose offer lapsed, was passed on or was
+    /// taken already, which must be refused. `unheard`: the application crashes once the
+    /// acceptance reached the store, before its answer is used.
+    async fn lo_accept(&mut self, env: &Env, unheard: bool) -> Result<bool, String> {
+        let now = self.now_s();
+        let l = self.lo();
+        let holding: Vec<usize> = (0..l.entries.len())
+            .filter(|e| {
+                l.held(l.entries[*e].offer)
+                    .is_some_and(|o| o.expires_at > now)
+            })
+            .collect();
+        let stale: Vec<usize> = (0..l.entries.len())
+            .filter(|e| l.entries[*e].offer.is_some() && !holding.contains(e))
+            .collect();
+        let e = if !holding.is_empty() && (unheard || stale.is_empty() || l.rng.gen_bool(0.85)) {
+            holding[l.rng.gen_range(0..holding.len())]
+        } else if !stale.is_empty() && !unheard {
+            stale[l.rng.gen_range(0..stale.len())]
+        } else {
+            return Ok(false);
+        };
+        let expect = holding.contains(&e);
+        let entry = l.entries[e].clone();
+        let offer = l.offers[entry.offer.ok_or("harness: no offer")?].clone();
+        let posting = l.postings[offer.posting].clone();
+        let mut conn = Self::conn(env)?;
+        let (held, who) = {
+            let mut cx = conn.conn();
+            let held = lq::held_offer(&mut cx, entry.id).map_err(|e| format!("held_offer: {e}"))?;
+            let who = lq::entry_who(&mut cx, entry.id).map_err(|e| format!("entry_who: {e}"))?;
+            (held, who)
+        };
+        drop(conn);
+        if held.is_some() != (offer.state == OFFER_HELD) {
+            self.noticed.push(format!(
+                "L1 sign-up {e}'s offer is {} in the model but {} on disk",
+                offer.state,
+                if held.is_some() { "held" } else { "not held" }
+            ));
+        }
+        let (key, cohort_id, ticket_seq, masked_name, birth_date, _) =
+            who.ok_or("harness: a sign-up is not on disk")?;
+        let prior = self
+            .bookings
+            .iter()
+            .position(|b| b.live && b.citizen == entry.citizen);
+        let h = self.center(env, posting.center)?;
+        let accept = Accept {
+            entry_id: entry.id,
+            offer_slot_id: posting.slot,
+            vaccine: self.vaccine.clone(),
+            start_time: posting.start_time.clone(),
+            interval_days: self.interval,
+            citizen: NewCitizenRow {
+                key,
+                masked_name,
+                birth_date,
+                created_at: now,
+            },
+            cohort_id,
+            ticket_seq: ticket_seq.max(0) as u64,
+            now,
+        };
+        if unheard {
+            let _unheard = h.leftovers.send(accept).await;
+            // The line runs once more before the crash (what the acceptance gave back is
+            // offered on), so that what is on disk at the crash does not depend on timing.
+            self.dispatch_at(env, posting.center).await?;
+            self.in_flight
+                .push(InFlight::LeftoverAccept { entry: e, prior });
+            self.note(format!(
+                "crash once the acceptance of sign-up {e}'s offer reached the store, before its answer"
+            ));
+            return Ok(true);
+        }
+        let answer = mailbox(h.leftovers.send(accept).await, "a leftover line")?;
+        let line = match answer {
+            Ok(Accepted { booking, cancelled }) => {
+                if !expect {
+                    self.noticed.push(format!(
+                        "L2 sign-up {e} booked a dose it held no offer for ({})",
+                        offer.state
+                    ));
+                }
+                self.stats.leftover_booked += 1;
+                self.lo_booked(e, booking.code.clone(), true, true);
+                match (prior, &cancelled) {
+                    (None, None) => {}
+                    (Some(p), Some(row)) if self.bookings[p].code == row.code => {
+                        self.bookings[p].live = false;
+                        let center = env
+                            .state
+                            .registry
+                            .center(row.center_id)
+                            .ok_or("harness: the booking's center is not running")?;
+                        mailbox(
+                            center
+                                .addr
+                                .send(Release {
+                                    first_slot_id: row.first_slot_id,
+                                    second_slot_id: row.second_slot_id,
+                                })
+                                .await,
+                            "a center",
+                        )?;
+                    }
+                    (p, c) => self.noticed.push(format!(
+                        "G5 accepting a leftover dose cancelled {:?}, but the citizen's live \
+                         booking was {:?}",
+                        c.as_ref().map(|r| r.code.clone()),
+                        p.map(|p| self.bookings[p].code.clone())
+                    )),
+                }
+                "booked".to_string()
+            }
+            Err(AcceptError::NoOffer) => {
+                self.stats.no_offer += 1;
+                if expect {
+                    self.noticed.push(format!(
+                        "L1 sign-up {e} holds an offer until {}, {} s from now, but taking it \
+                         was refused",
+                        offer.expires_at,
+                        offer.expires_at - now
+                    ));
+                }
+                "no offer".into()
+            }
+            Err(AcceptError::NoSecondDoseSlot) => {
+                self.stats.no_second_dose += 1;
+                "no second-dose slot".into()
+            }
+            Err(AcceptError::Store(e)) => {
+                self.stats.store_errors += 1;
+                format!("store: {e}")
+            }
+        };
+        self.note(format!(
+            "sign-up {e} accepts its offer ({}): {line}",
+            if expect { "held" } else { "stale" }
+        ));
+        Ok(true)
+    }
+
+    /// The model after a leftover dose was booked: the sign-up booked, its offer taken, the
+    /// booking live (and checked against disk after the step).
+    fn lo_booked(&mut self, e: usize, code: String, acked: bool, live: bool) {
+        let l = self.lo();
+        let entry = l.entries[e].clone();
+        l.entries[e].state = EntryState::Booked;
+        let posting = entry.offer.map(|o| {
+            l.offers[o].state = "accepted".into();
+            l.offers[o].posting
+        });
+        self.bookings.push(BookingSim {
+            code,
+            citizen: entry.citizen,
+            cohort: self.tickets[entry.ticket].cohort,
+            ticket: entry.ticket,
+            live,
+            acked,
+            idem: None,
+            leftover: posting,
+        });
+        self.fresh.push(self.bookings.len() - 1);
+    }
+
+    /// A citizen passes their offer on, or leaves the line, as the handler does (to the line
+    /// of the offer's center, else of the first center); now and then a sign-up that has
+    /// ended, which must say so.
+    async fn lo_decline(&mut self, env: &Env, unheard: bool) -> Result<bool, String> {
+        let l = self.lo();
+        let live: Vec<usize> = (0..l.entries.len())
+            .filter(|e| l.entries[*e].state.live())
+            .collect();
+        let e = if !live.is_empty() && (unheard || l.rng.gen_bool(0.85)) {
+            live[l.rng.gen_range(0..live.len())]
+        } else if !l.entries.is_empty() && !unheard {
+            l.rng.gen_range(0..l.entries.len())
+        } else {
+            return Ok(false);
+        };
+        let entry = l.entries[e].clone();
+        let expect = entry.state.live() || entry.state == EntryState::Cancelled;
+        let mut conn = Self::conn(env)?;
+        let (held, centers) = {
+            let mut cx = conn.conn();
+            let held = lq::held_offer(&mut cx, entry.id).map_err(|e| format!("held_offer: {e}"))?;
+            let centers =
+                lq::entry_centers(&mut cx, entry.id).map_err(|e| format!("entry_centers: {e}"))?;
+            (held, centers)
+        };
+        drop(conn);
+        let center_id = held
+            .map(|(o, ..)| o.center_id)
+            .or_else(|| centers.first().copied())
+            .ok_or("harness: a sign-up without centers")?;
+        let h = env
+            .state
+            .registry
+            .center(center_id)
+            .ok_or("harness: the sign-up's center is not running")?;
+        let leave = Leave { entry_id: entry.id };
+        if unheard {
+            let _unheard = h.leftovers.send(leave).await;
+            // As for an acceptance: the line runs once more, then the crash.
+            let c = self
+                .centers
+                .iter()
+                .position(|id| *id == center_id)
+                .ok_or("harness: an unknown center")?;
+            self.dispatch_at(env, c).await?;
+            self.in_flight.push(InFlight::LeftoverLeave { entry: e });
+            self.note(format!(
+                "crash once sign-up {e}'s leaving reached the store, before its answer"
+            ));
+            return Ok(true);
+        }
+        let answer = mailbox(h.leftovers.send(leave).await, "a leftover line")?;
+        let line = match answer {
+            Ok(left) => {
+                if left != expect {
+                    self.noticed.push(format!(
+                        "L5 sign-up {e}, {:?}, left: {left}, expected {expect}",
+                        entry.state
+                    ));
+                }
+                if left {
+                    self.lo_left(e);
+                }
+                format!("left: {left}")
+            }
+            Err(e) => {
+                self.stats.store_errors += 1;
+                format!("store: {e}")
+            }
+        };
+        self.note(format!("sign-up {e} ({:?}) declines: {line}", entry.state));
+        Ok(true)
+    }
+
+    fn lo_left(&mut self, e: usize) {
+        let l = self.lo();
+        if l.entries[e].state.live() {
+            self.stats.declined += 1;
+            let l = self.lo();
+            if let Some(o) = l.entries[e]
+                .offer
+                .filter(|o| l.offers[*o].state == OFFER_HELD)
+            {
+                l.offers[o].state = "declined".into();
+            }
+            l.entries[e].state = EntryState::Cancelled;
+        }
+    }
+
+    /// After a restart, what became of a leftover write in flight at the crash.
+    fn lo_after_restart(&mut self, conn: &mut DbConn, flight: InFlight) -> Result<(), String> {
+        let (e, accepting, prior) = match flight {
+            InFlight::LeftoverAccept { entry, prior } => (entry, true, prior),
+            InFlight::LeftoverLeave { entry } => (entry, false, None),
+            _ => return Ok(()),
+        };
+        let id = self.lo().entries[e].id;
+        let status = lq::entry_status(&mut conn.conn(), id)
+            .map_err(|e| format!("harness: entry_status: {e}"))?
+            .ok_or("harness: a sign-up is not on disk")?;
+        if accepting && status.state == lq::ENTRY_BOOKED {
+            let row = status.booking.ok_or("harness: booked without a booking")?;
+            self.lo_booked(e, row.code.clone(), false, row.state == STATE_CONFIRMED);
+            if let Some(p) = prior {
+                let found = queries::find_booking(&mut conn.conn(), &self.bookings[p].code)
+                    .map_err(|e| format!("harness: find_booking: {e}"))?;
+                if found.is_some_and(|(row, _, _)| row.state == STATE_CANCELLED) {
+                    self.bookings[p].live = false;
+                }
+            }
+        } else if !accepting && status.state == lq::ENTRY_CANCELLED {
+            self.lo_left(e);
+        }
+        Ok(())
+    }
+
+    /// The leftover guarantees, from what the schedule was answered and what is on disk; the
+    /// model learns the offers the lines made (in the order they made them) and the holds
+    /// that ended.
+    fn observe(&mut self, env: &Env, conn: &mut DbConn) -> Result<Vec<String>, String> {
+        use diesel::{ExpressionMethods, QueryDsl};
+        use reservation::db::schema::{bookings, leftover_entries, leftover_offers, slots};
+        let mut v = Vec::new();
+        let Some(l) = self.leftovers.as_ref() else {
+            return Ok(v);
+        };
+        if l.postings.is_empty() && l.entries.is_empty() {
+            return Ok(v);
+        }
+        let now = self.now_s();
+        let centers = self.centers.clone();
+        let entry_ids: Vec<i32> = l.entries.iter().map(|e| e.id).collect();
+        let slot_ids: Vec<i32> = l.postings.iter().map(|p| p.slot).collect();
+        type OfferRow = (i32, i32, i32, i64, String, i64);
+        let mut cx = conn.conn();
+        let db = |e: diesel::result::Error| format!("harness: leftovers: {e}");
+        let offers: Vec<OfferRow> = reservation::run!(&mut cx, c => leftover_offers::table
+            .filter(leftover_offers::center_id.eq_any(&centers))
+            .order(leftover_offers::id)
+            .select((
+                leftover_offers::id,
+                leftover_offers::entry_id,
+                leftover_offers::slot_id,
+                leftover_offers::expires_at,
+                leftover_offers::state,
+                leftover_offers::offered_at,
+            ))
+            .load(c))
+        .map_err(db)?;
+        let entries: Vec<(i32, String)> = reservation::run!(&mut cx, c => leftover_entries::table
+            .filter(leftover_entries::id.eq_any(&entry_ids))
+            .select((leftover_entries::id, leftover_entries::state))
+            .load(c))
+        .map_err(db)?;
+        let slot_rows: Vec<(i32, i32, i32)> = reservation::run!(&mut cx, c => slots::table
+            .filter(slots::id.eq_any(&slot_ids))
+            .select((slots::id, slots::capacity, slots::booked))
+            .load(c))
+        .map_err(db)?;
+        let live: Vec<i32> = reservation::run!(&mut cx, c => bookings::table
+            .filter(bookings::first_slot_id.eq_any(&slot_ids))
+            .filter(bookings::state.eq(STATE_CONFIRMED))
+            .select(bookings::first_slot_id)
+            .load(c))
+        .map_err(db)?;
+
+        let booked_on: Vec<i32> = (0..l.postings.len()).map(|p| self.booked_on(p)).collect();
+        let l = self.leftovers.as_mut().expect("checked above");
+        let entry_ix: HashMap<i32, usize> = l
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.id, i))
+            .collect();
+        let posting_ix: HashMap<i32, usize> = l
+            .postings
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.slot, i))
+            .collect();
+
+        // The offers known: an offer's expiry never changes (across restarts too), and a hold
+        // ends by lapsing only once it is over.
+        let known = offers.iter().filter(|o| o.0 <= l.last_offer_id).count();
+        if known != l.offers.len() {
+            v.push(format!(
+                "L6 {} offers were read from disk before, {known} are there now",
+                l.offers.len()
+            ));
+        }
+        for (id, _, _, expires_at, state, _) in offers.iter().filter(|o| o.0 <= l.last_offer_id) {
+            let Ok(o) = l.offers.binary_search_by_key(id, |o| o.id) else {
+                continue;
+            };
+            let offer = &mut l.offers[o];
+            if offer.expires_at != *expires_at {
+                v.push(format!(
+                    "L6 the offer to sign-up {} expires at {expires_at} on disk, at {} when it \
+                     was made",
+                    offer.entry, offer.expires_at
+                ));
+            }
+            if offer.state == *state {
+                continue;
+            }
+            if offer.state == OFFER_HELD && state == "lapsed" {
+                if *expires_at > now {
+                    v.push(format!(
+                        "L4 the offer to sign-up {} lapsed {} s before its hold ended",
+                        offer.entry,
+                        expires_at - now
+                    ));
+                }
+                offer.state = state.clone();
+                self.stats.lapsed += 1;
+                let entry = &mut l.entries[offer.entry];
+                if entry.state == EntryState::Offered {
+                    entry.state = EntryState::Lapsed;
+                }
+            } else {
+                v.push(format!(
+                    "L1 the offer to sign-up {} is {state} on disk, {} as answered",
+                    offer.entry, offer.state
+                ));
+                offer.state = state.clone();
+            }
+        }
+
+        // The offers made since: each to a sign-up still waiting, at a center it waits for,
+        // the first in sign-up order there, from a posting with a dose neither held nor
+        // booked, held for the hold (rounded up to a whole second) or until the posting's end.
+        let seen_upto = l.last_offer_id;
+        for (id, entry_id, slot_id, expires_at, state, offered_at) in
+            offers.iter().filter(|o| o.0 > seen_upto)
+        {
+            l.last_offer_id = *id;
+            self.stats.offers += 1;
+            let (Some(&e), Some(&p)) = (entry_ix.get(entry_id), posting_ix.get(slot_id)) else {
+                v.push(format!(
+                    "L1 an offer went to sign-up {entry_id} of posting {slot_id}, which this \
+                     schedule never made"
+                ));
+                continue;
+            };
+            let posting = l.postings[p].clone();
+            let entry = l.entries[e].clone();
+            if entry.state != EntryState::Waiting {
+                v.push(format!(
+                    "L1 sign-up {e} was offered a dose of posting {p} while {:?}",
+                    entry.state
+                ));
+            }
+            if !entry.centers.contains(&posting.center) {
+                v.push(format!(
+                    "L3 sign-up {e} was offered a dose at center {}, which it did not sign up for",
+                    posting.center
+                ));
+            }
+            let that_day = seoul_day(offered_at * 1000);
+            if posting.day != that_day || entry.day != that_day {
+                v.push(format!(
+                    "L3 sign-up {e} of {} was offered a dose of posting {p} of {} on {that_day}",
+                    entry.day, posting.day
+                ));
+            }
+            if posting.until <= *offered_at {
+                v.push(format!(
+                    "L2 a dose of posting {p} was offered {} s after its until",
+                    offered_at - posting.until
+                ));
+            }
+            let taken = l.held_on(p) + booked_on[p];
+            if taken >= posting.doses {
+                v.push(format!(
+                    "L2 posting {p} of {} doses offered one more while {taken} were held or booked",
+                    posting.doses
+                ));
+            }
+            if let Some(first) = (0..l.entries.len()).find(|x| {
+                let x = &l.entries[*x];
+                x.id < entry.id
+                    && x.state == EntryState::Waiting
+                    && x.day == posting.day
+                    && x.centers.contains(&posting.center)
+            }) {
+                v.push(format!(
+                    "L3 sign-up {e} was offered a dose at center {} while sign-up {first}, \
+                     earlier, still waited there",
+                    posting.center
+                ));
+            }
+            // Made by the line at one of the instants it was told (this step, or last).
+            let told: Vec<i64> = l
+                .told
+                .iter()
+                .filter(|(c, _)| *c == posting.center)
+                .map(|(_, t)| *t)
+                .chain(l.clocks.get(&posting.center).copied())
+                .filter(|t| t.div_euclid(1000) == *offered_at)
+                .collect();
+            let wants: Vec<i64> = told
+                .iter()
+                .map(|t| ((t + 999).div_euclid(1000) + OFFER_HOLD_S).min(posting.until))
+                .collect();
+            if !wants.contains(expires_at) {
+                v.push(format!(
+                    "L6 an offer made at {offered_at} expires at {expires_at}, not one of \
+                     {wants:?} (the hold from when its line ran, {told:?} ms, rounded up, or \
+                     the posting's until)"
+                ));
+            }
+            if state != OFFER_HELD {
+                v.push(format!(
+                    "L1 the offer to sign-up {e} was {state} before anyone could take it"
+                ));
+            }
+            l.offers.push(OfferSim {
+                id: *id,
+                entry: e,
+                posting: p,
+                expires_at: *expires_at,
+                state: state.clone(),
+            });
+            l.entries[e].state = EntryState::Offered;
+            l.entries[e].offer = Some(l.offers.len() - 1);
+        }
+
+        // Each sign-up is on disk as its answers and its offer say.
+        for (id, state) in &entries {
+            let Some(&e) = entry_ix.get(id) else { continue };
+            let want = l.entries[e].state;
+            if EntryState::parse(state) != Some(want) {
+                v.push(format!(
+                    "L5 sign-up {e} is {state} on disk, {want:?} as answered"
+                ));
+            }
+        }
+        if entries.len() != l.entries.len() {
+            v.push(format!(
+                "L5 {} sign-ups were answered, {} are on disk",
+                l.entries.len(),
+                entries.len()
+            ));
+        }
+
+        // Each posting: no dose booked twice, none held and booked at once, never more than
+        // posted; the bookings on it are the ones answered.
+        let mut live_on: HashMap<i32, i32> = HashMap::new();
+        for slot in &live {
+            *live_on.entry(*slot).or_default() += 1;
+        }
+        for (slot, capacity, taken) in &slot_rows {
+            let Some(&p) = posting_ix.get(slot) else {
+                continue;
+            };
+            let posting = &l.postings[p];
+            let (held, booked) = (l.held_on(p), live_on.get(slot).copied().unwrap_or(0));
+            if booked > posting.doses || *taken > posting.doses || *capacity != posting.doses {
+                v.push(format!(
+                    "L2 posting {p} of {} doses has {booked} live bookings and {taken} doses \
+                     taken on disk (capacity {capacity})",
+                    posting.doses
+                ));
+            }
+            if booked != booked_on[p] {
+                v.push(format!(
+                    "L2 posting {p} has {booked} live bookings on disk, {} answered and not \
+                     cancelled",
+                    booked_on[p]
+                ));
+            }
+            if *taken != held + booked {
+                v.push(format!(
+                    "L2 posting {p} counts {taken} doses taken on disk; {held} are held by \
+                     offers and {booked} booked"
+                ));
+            }
+        }
+
+        // One held offer per citizen.
+        let mut per_citizen: HashMap<usize, usize> = HashMap::new();
+        for o in l.offers.iter().filter(|o| o.state == OFFER_HELD) {
+            *per_citizen.entry(l.entries[o.entry].citizen).or_default() += 1;
+        }
+        for (citizen, n) in per_citizen {
+            if n > 1 {
+                v.push(format!("L1 citizen {citizen} holds {n} offers at once"));
+            }
+        }
+
+        // Where the line has just run: nothing held past its hold, no dose idle while someone
+        // waits for it, and the listing is the doses left.
+        let mut settled: Vec<usize> = l.settled.iter().copied().collect();
+        settled.sort_unstable();
+        for c in settled {
+            // As of the last time the line ran: a later tick may have passed it by, once it had
+            // nothing left to run for.
+            let at_ms = l.clocks.get(&c).copied().unwrap_or(self.now_ms);
+            let (now, today) = (at_ms.div_euclid(1000), seoul_day(at_ms));
+            for o in l.offers.iter().filter(|o| o.state == OFFER_HELD) {
+                if l.postings[o.posting].center == c && o.expires_at <= now {
+                    v.push(format!(
+                        "L4 the offer to sign-up {} is held {} s past its hold though its line ran",
+                        o.entry,
+                        now - o.expires_at
+                    ));
+                }
+            }
+            let mut want: Vec<(i32, i64)> = Vec::new();
+            for (p, posting) in l.postings.iter().enumerate() {
+                if posting.center != c || posting.day != today || posting.until <= now {
+                    continue;
+                }
+                let free = posting.doses - l.held_on(p) - booked_on[p];
+                if free <= 0 {
+                    continue;
+                }
+                want.push((posting.slot, i64::from(free)));
+                if let Some(w) = (0..l.entries.len()).find(|x| {
+                    let x = &l.entries[*x];
+                    x.state == EntryState::Waiting && x.day == today && x.centers.contains(&c)
+                }) {
+                    v.push(format!(
+                        "L3 {free} doses of posting {p} are neither held nor booked while \
+                         sign-up {w} waits at center {c}"
+                    ));
+                }
+            }
+            let h = env
+                .state
+                .registry
+                .center(centers[c])
+                .ok_or("harness: a center is not running")?;
+            let mut got: Vec<(i32, i64)> = h
+                .leftover_shared
+                .open(&today.to_string(), now)
+                .iter()
+                .map(|r| (r.id, r.remaining()))
+                .collect();
+            got.sort_unstable();
+            want.sort_unstable();
+            if got != want {
+                v.push(format!(
+                    "L7 center {c} lists leftovers (slot, doses left) {got:?}; they hold {want:?}"
+                ));
+            }
+        }
+        Ok(v)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Worlds: one application (restarted as the schedule says) over one database
 
 enum LifeEnd {
@@ -2128,6 +3529,7 @@ enum LifeEnd {
 struct World {
     layer: Layer,
     fault: Option<Fault>,
+    leftovers: bool,
     database: Backend,
     seeds: VecDeque<u64>,
     /// The cohorts each seed starts with.
@@ -2153,6 +3555,7 @@ fn config(database: &Backend) -> Config {
     config.absent_after_s = 0;
     // A retry after a provider failure happens at once: no real time passes in a schedule.
     config.identity.retry_backoff_ms = 0;
+    config.offer_hold_s = OFFER_HOLD_S as u64;
     config
 }
 
@@ -2262,9 +3665,17 @@ impl World {
                     .deep_plan
                     .clone()
                     .unwrap_or_else(|| Arc::new(Mutex::new(Plan::new(seed))));
-                let sim = SeedSim::new(seed, self.layer, self.fault, cohorts, plan, state)
-                    .await
-                    .map_err(|e| self.failure(seed, vec![format!("harness: {e}")]))?;
+                let sim = SeedSim::new(
+                    seed,
+                    self.layer,
+                    self.fault,
+                    self.leftovers,
+                    cohorts,
+                    plan,
+                    state,
+                )
+                .await
+                .map_err(|e| self.failure(seed, vec![format!("harness: {e}")]))?;
                 self.current = Some(sim);
                 self.resumed = false;
             }
@@ -2293,7 +3704,7 @@ impl World {
                     return Err(sim.failure(v));
                 }
             }
-            while sim.step < sim.steps {
+            while sim.regular < sim.steps {
                 let t = Instant::now();
                 let end = match tokio::time::timeout(STEP_LIMIT, sim.step(&env)).await {
                     Ok(Ok(end)) => end,
@@ -2338,7 +3749,11 @@ impl World {
         let mut conn = pool.get().map_err(|e| e.to_string())?;
         sim.mark_uncertain(&mut conn)?;
         let fault = match sim.fault {
-            Some(f @ (Fault::LostBooking | Fault::LostAdmission)) if !sim.fault_done => f,
+            Some(f @ (Fault::LostBooking | Fault::LostAdmission | Fault::ShiftedExpiry))
+                if !sim.fault_done =>
+            {
+                f
+            }
             _ => return Ok(()),
         };
         match fault {
@@ -2375,6 +3790,24 @@ impl World {
                     }
                     sim.fault_done = true;
                     sim.note("PLANTED: the restart lost the admission front".into());
+                }
+            }
+            Fault::ShiftedExpiry => {
+                let held = sim
+                    .leftovers
+                    .as_ref()
+                    .is_some_and(|l| l.offers.iter().any(|o| o.state == OFFER_HELD));
+                if held {
+                    for id in sim.centers.clone() {
+                        reservation::run!(&mut conn.conn(), c => diesel::sql_query(
+                            "UPDATE leftover_offers SET expires_at = expires_at + 60 \
+                             WHERE state = 'held' AND center_id = $1")
+                            .bind::<diesel::sql_types::Integer, _>(id)
+                            .execute(c))
+                        .map_err(|e| e.to_string())?;
+                    }
+                    sim.fault_done = true;
+                    sim.note("PLANTED: the restart moved the held offers' expiry".into());
                 }
             }
             _ => {}
@@ -2414,6 +3847,7 @@ fn sim_database(dir: &tempfile::TempDir) -> Backend {
 fn run_world(
     layer: Layer,
     fault: Option<Fault>,
+    leftovers: bool,
     seeds: Vec<u64>,
     running: Arc<AtomicU64>,
 ) -> Result<(Stats, BTreeMap<u64, u64>), Failure> {
@@ -2422,6 +3856,7 @@ fn run_world(
     let mut world = World {
         layer,
         fault,
+        leftovers,
         database: sim_database(&dir),
         seeds: seeds.into(),
         cohorts: HashMap::new(),
@@ -2462,6 +3897,8 @@ struct Outcome {
 struct Opts {
     layer: Layer,
     fault: Option<Fault>,
+    /// Leftover doses in the schedules (`SIM_LEFTOVERS=0` leaves them out).
+    leftovers: bool,
     threads: usize,
     /// Seeds per application and database.
     batch: usize,
@@ -2472,6 +3909,7 @@ impl Opts {
         Self {
             layer,
             fault: env_fault(),
+            leftovers: env_u64("SIM_LEFTOVERS") != Some(0),
             threads: threads(),
             batch: match layer {
                 Layer::Fast => env_u64("SIM_BATCH").unwrap_or(10).max(1) as usize,
@@ -2486,6 +3924,7 @@ fn run_layer(opts: Opts, seeds: Vec<u64>) -> Outcome {
     let Opts {
         layer,
         fault,
+        leftovers,
         threads,
         batch,
     } = opts;
@@ -2511,7 +3950,7 @@ fn run_layer(opts: Opts, seeds: Vec<u64>) -> Outcome {
                 let running = Arc::new(AtomicU64::new(chunk[0]));
                 let r = running.clone();
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    run_world(layer, fault, chunk, r)
+                    run_world(layer, fault, leftovers, chunk, r)
                 }));
                 let mut res = results.lock().unwrap_or_else(|e| e.into_inner());
                 match outcome {
@@ -2565,8 +4004,11 @@ fn summary(layer: Layer, o: &Outcome) -> String {
          {} passes already used, {} claims failed; provider {} calls, {} failed); {} bookings \
          ({} repeats, {} refused, {} already booked, {} store errors), {} cancelled; {} pass \
          expiries, {} restarts ({} right after a write, before its answer), {} failed commits \
-         planted; violations {} — {:.1} s (summed over threads: steps {:.1} s, checks {:.1} s, \
-         starts {:.1} s)",
+         planted; leftovers: {} steps, {} postings ({} refused as past or not today), {} \
+         sign-ups ({} already waiting), {} offers ({} lapsed), {} booked, {} passed on, {} \
+         refused as not offered, {} without a second-dose place, {} crashes mid-write; \
+         violations {} — {:.1} s (summed over threads: steps {:.1} s, checks {:.1} s, starts \
+         {:.1} s)",
         layer.name(),
         s.seeds,
         s.steps,
@@ -2593,6 +4035,18 @@ fn summary(layer: Layer, o: &Outcome) -> String {
         s.restarts,
         s.crashes,
         s.commit_faults,
+        s.leftover_steps,
+        s.postings,
+        s.postings_refused,
+        s.sign_ups,
+        s.already_waiting,
+        s.offers,
+        s.lapsed,
+        s.leftover_booked,
+        s.declined,
+        s.no_offer,
+        s.no_second_dose,
+        s.leftover_crashes,
         o.failures.len(),
         o.elapsed.as_secs_f64(),
         s.step_time.as_secs_f64(),
@@ -2664,6 +4118,7 @@ fn every_check_catches_a_fault_planted_in_the_harness() {
         let opts = Opts {
             layer: Layer::Fast,
             fault: Some(fault),
+            leftovers: true,
             threads: 1,
             batch: 10,
         };
@@ -2701,6 +4156,7 @@ fn a_seed_replays_alone_exactly_as_it_ran_in_its_batch() {
     let opts = |batch, threads| Opts {
         layer: Layer::Fast,
         fault: None,
+        leftovers: true,
         threads,
         batch,
     };
@@ -2754,9 +4210,11 @@ fn the_queue_tells_the_truth_about_sold_out_and_positions() {
     let failures: Vec<String> = seeds
         .into_iter()
         .filter_map(|(layer, seed)| {
+            // Without leftovers: these seeds replay the schedules that found the cases.
             let opts = Opts {
                 layer,
                 fault: None,
+                leftovers: false,
                 threads: 1,
                 batch: 1,
             };

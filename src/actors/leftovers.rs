@@ -90,7 +90,8 @@ pub struct LineSettings {
     /// How long an offer is held (`OFFER_HOLD_SECONDS`).
     pub hold_s: u64,
     pub zone: FixedOffset,
-    /// Dispatch on a timer (`TICK`, and when a hold ends); off in tests that drive it.
+    /// Dispatch on a timer (`TICK`, when a hold ends, and once at start); off in tests that
+    /// drive the line (`Dispatch`, `DispatchAt`).
     pub tick: bool,
     /// Several nodes on one database: while this node knows of no leftovers at the center,
     /// the tick reads whether another node posted some (then the line runs here too, so that
@@ -120,6 +121,16 @@ pub struct SignUp {
 #[derive(Message)]
 #[rtype(result = "Result<Dispatched, StoreError>")]
 pub struct Dispatch;
+
+/// Run the line as at `now_ms` (unix milliseconds), and keep that instant as the line's clock
+/// (its day, its runs after postings, sign-ups and the like) until told another: for
+/// schedules that drive time themselves, as `Tick` drives a queue's admission clock. A line
+/// never told keeps the wall clock.
+#[derive(Message)]
+#[rtype(result = "Result<Dispatched, StoreError>")]
+pub struct DispatchAt {
+    pub now_ms: i64,
+}
 
 /// The sign-up ends; an offer it held at this center passes on at once.
 #[derive(Message)]
@@ -176,6 +187,8 @@ pub struct LeftoverLine {
     /// so a slow writer or a database outage never piles up dispatches in its queue.
     running: bool,
     waiting: Vec<oneshot::Sender<Result<Dispatched, StoreError>>>,
+    /// The instant a schedule last set (`DispatchAt`); `None`: the wall clock.
+    driven_ms: Option<i64>,
 }
 
 impl LeftoverLine {
@@ -195,6 +208,7 @@ impl LeftoverLine {
             read_again_at: std::time::Instant::now(),
             running: false,
             waiting: Vec::new(),
+            driven_ms: None,
         }
     }
 
@@ -220,14 +234,16 @@ impl LeftoverLine {
         }));
     }
 
+    fn now_ms(&self) -> i64 {
+        self.driven_ms.unwrap_or_else(crate::now_ms)
+    }
+
     fn today(&self) -> NaiveDate {
-        chrono::Utc::now()
-            .with_timezone(&self.settings.zone)
-            .date_naive()
+        crate::domain::leftover::day_of(self.now_ms().div_euclid(1000), self.settings.zone)
     }
 
     fn dispatch_write(&self) -> Write {
-        let now_ms = crate::now_ms();
+        let now_ms = self.now_ms();
         Write::Leftover(LeftoverWrite::Dispatch {
             center_id: self.shared.center_id,
             day: self.today().to_string(),
@@ -280,12 +296,13 @@ impl Actor for LeftoverLine {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(1024);
-        // Offers held before a restart keep their expiry: the first dispatch reads them.
-        ctx.notify(Dispatch);
         if self.settings.tick {
+            // Offers held before a restart keep their expiry: the first dispatch reads them.
+            // (A line without its timers runs only when told, on the clock it is told.)
+            ctx.notify(Dispatch);
             ctx.run_interval(TICK, |act, ctx| {
                 let today = act.today().to_string();
-                let now = crate::now_s();
+                let now = act.now_ms().div_euclid(1000);
                 if act.shared.live(&today, now) {
                     ctx.notify(Dispatch);
                     return;
@@ -325,6 +342,15 @@ impl Handler<Dispatch> for LeftoverLine {
         self.waiting.push(tx);
         self.start_run(ctx);
         Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Busy)) })
+    }
+}
+
+impl Handler<DispatchAt> for LeftoverLine {
+    type Result = ResponseFuture<Result<Dispatched, StoreError>>;
+
+    fn handle(&mut self, msg: DispatchAt, ctx: &mut Context<Self>) -> Self::Result {
+        self.driven_ms = Some(msg.now_ms);
+        <Self as Handler<Dispatch>>::handle(self, Dispatch, ctx)
     }
 }
 
@@ -424,7 +450,8 @@ impl Handler<Accept> for LeftoverLine {
     type Result = ResponseActFuture<Self, Result<Accepted, AcceptError>>;
 
     fn handle(&mut self, msg: Accept, _: &mut Context<Self>) -> Self::Result {
-        let today = self.today();
+        // The day of the instant the acceptance was checked at, as the hold was.
+        let today = crate::domain::leftover::day_of(msg.now, self.settings.zone);
         let center_id = self.shared.center_id;
         let start = crate::domain::slot::parse_time("start_time", &msg.start_time).unwrap_or(0);
         let first_start = format_time(start);
