@@ -507,6 +507,7 @@ pub(crate) fn booking_view(row: &BookingRow, masked_name: String) -> BookingView
             date: row.second_date.clone(),
             start_time: row.second_start.clone(),
         },
+        moved: None,
     }
 }
 
@@ -793,7 +794,9 @@ async fn lookup(
     let (row, masked) = find_matching(&state, &body.code, &body.birth_date)
         .await?
         .ok_or_else(|| ApiError::not_found("booking with this code and birth date"))?;
-    Ok(HttpResponse::Ok().json(booking_view(&row, masked)))
+    let view = booking_view(&row, masked);
+    let view = super::rebooking::full_view(&state, &row, view).await?;
+    Ok(HttpResponse::Ok().json(view))
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -7,6 +7,7 @@ pub mod citizen;
 pub mod leftovers;
 pub mod openapi;
 pub mod pages;
+pub mod rebooking;
 pub mod request_log;
 pub mod shed;
 pub mod watchdog;
@@ -49,7 +50,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::scope("/api/v1/admin")
                 .app_data(json_config(ADMIN_BODY_LIMIT))
                 .configure(admin::routes)
-                .configure(leftovers::admin_routes),
+                .configure(leftovers::admin_routes)
+                .configure(rebooking::admin_routes),
         )
         .service(
             web::scope("/api/v1")
