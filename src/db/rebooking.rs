@@ -914,3 +914,30 @@ fn on_needs_rebooking(_conn: &mut Conn, _booking_id: i32) -> Result<(), Error> {
     // outbox: the notifications branch enqueues "needs_rebooking" here
     Ok(())
 }
+
+/// Slots (cancelled ones too) whose row is over capacity or differs from the places their
+/// live bookings hold: must always be none (tests and operators' checks).
+pub fn slots_out_of_step(conn: &mut Conn) -> Result<Vec<i32>, Error> {
+    let taken = super::queries::live_places(conn)?;
+    let rows: Vec<(i32, i32, i32)> = run!(conn, c => slots::table
+        .filter(slots::leftover_until.is_null())
+        .select((slots::id, slots::capacity, slots::booked))
+        .load(c))?;
+    Ok(rows
+        .into_iter()
+        .filter(|(id, cap, booked)| {
+            let n = taken.get(id).copied().unwrap_or(0);
+            n != i64::from(*booked) || booked > cap
+        })
+        .map(|(id, ..)| id)
+        .collect())
+}
+
+/// How many times each booking was dealt with by each job: (job, booking, count) where the
+/// count is above one (must always be none; the primary key forbids it).
+pub fn items_per_booking(conn: &mut Conn, job_id: i32) -> Result<Vec<(i32, String)>, Error> {
+    run!(conn, c => rebooking_items::table
+        .filter(rebooking_items::job_id.eq(job_id))
+        .select((rebooking_items::booking_id, rebooking_items::outcome))
+        .load(c))
+}

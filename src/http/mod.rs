@@ -411,6 +411,37 @@ fn publish(state: &AppState) {
         Kind::Gauge,
         load(&st.pending),
     );
+    let rb = &state.rebook_metrics;
+    one(
+        "rebooking_jobs_running",
+        "Rebooking jobs this node is driving.",
+        Kind::Gauge,
+        rb.running.load(std::sync::atomic::Ordering::Relaxed) as f64,
+    );
+    one(
+        "rebooking_moved_total",
+        "Bookings moved by rebooking jobs at this node since it started.",
+        Kind::Counter,
+        load(&rb.moved),
+    );
+    one(
+        "rebooking_unmovable_total",
+        "Bookings rebooking jobs at this node found no place for (now needs_rebooking).",
+        Kind::Counter,
+        load(&rb.unmovable),
+    );
+    one(
+        "rebooking_steps_total",
+        "Steps of rebooking jobs committed.",
+        Kind::Counter,
+        load(&rb.steps),
+    );
+    one(
+        "rebooking_failed_steps_total",
+        "Steps of rebooking jobs that failed (tried again).",
+        Kind::Counter,
+        load(&rb.failed_steps),
+    );
     let h = &state.http_metrics;
     one(
         "queue_joins_total",
