@@ -477,3 +477,125 @@ async fn a_job_resumed_after_a_restart_moves_no_booking_twice() {
         .unwrap();
     assert!(text.contains("rebooking_moved_total"), "{text}");
 }
+
+/// The bulk data of `scripts/rebook-seed.sql` in a fresh, migrated SQLite file.
+fn seed(path: &std::path::Path, bookings: u32, centers: u32) -> String {
+    use diesel::connection::SimpleConnection;
+    let backend = reservation::db::Backend::Sqlite(path.to_path_buf());
+    let pool = reservation::db::connect(&backend, &Default::default()).unwrap();
+    let base = day(0);
+    let places = bookings / (centers * 14) + 2;
+    let sql = include_str!("../scripts/rebook-seed.sql")
+        .replace("@BOOKINGS@", &bookings.to_string())
+        .replace("@CENTERS@", &centers.to_string())
+        .replace("@PLACES@", &places.to_string())
+        .replace("@BASE@", &base);
+    let reservation::db::DbPool::Sqlite(p) = pool else {
+        unreachable!()
+    };
+    p.get().unwrap().batch_execute(&sql).unwrap();
+    base
+}
+
+fn start_binary(db: &std::path::Path, port: u16) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_reservation"))
+        .env("DATABASE_URL", db)
+        .env("SECRET_KEY", "rebook-kill-secret")
+        .env("ADMIN_TOKEN", ADMIN)
+        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the server binary starts")
+}
+
+async fn job_of(c: &reqwest::Client, base: &str, id: i64) -> Option<Value> {
+    let res = c
+        .get(format!("{base}/api/v1/admin/rebookings/{id}"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .ok()?;
+    res.json().await.ok()
+}
+
+#[tokio::test]
+async fn a_job_killed_with_minus_nine_finishes_after_the_restart_moving_each_booking_once() {
+    if common::on_postgres() {
+        return; // The bulk data is SQLite's (scripts/rebook-seed.sql).
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("r.db");
+    const N: u32 = 20_000;
+    seed(&db, N, 20);
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    let c = reqwest::Client::new();
+    let mut child = start_binary(&db, port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.get(format!("{base}/readyz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "the server never answered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let res = c
+        .post(format!("{base}/api/v1/admin/rebookings"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"vaccine": "Moderna", "second_dose_shift_days": 14}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let id = res.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    // Killed once some moves are committed and before the job is done.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = job_of(&c, &base, id).await.expect("job");
+        assert_eq!(v["state"], "running", "the job ended before the kill: {v}");
+        if v["moved"].as_i64().unwrap() > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no progress: {v}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let mut child = start_binary(&db, port);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done = loop {
+        if let Some(v) = job_of(&c, &base, id).await {
+            if v["state"] == "done" {
+                break v;
+            }
+        }
+        assert!(Instant::now() < deadline, "the job never finished");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(done["total"], N, "{done}");
+    assert_eq!(done["moved"], N, "{done}");
+    // From the database: every booking moved exactly once, by exactly 14 days, and no slot
+    // over capacity or out of step with its bookings.
+    let backend = reservation::db::Backend::Sqlite(db.clone());
+    let pool = reservation::db::connect(&backend, &Default::default()).unwrap();
+    let mut pooled = pool.get().unwrap();
+    let items = rebooking::items_per_booking(&mut pooled.conn(), id as i32).unwrap();
+    assert_eq!(items.len(), N as usize);
+    assert!(items.iter().all(|(_, o)| o == "moved"));
+    let bad = rebooking::slots_out_of_step(&mut pooled.conn()).unwrap();
+    assert!(bad.is_empty(), "{bad:?}");
+    let base_day = chrono::NaiveDate::parse_from_str(&day(0), "%Y-%m-%d").unwrap();
+    for code in ["B00000000000", "B00000009999", "B00000019999"] {
+        let (row, ..) = reservation::db::queries::find_booking(&mut pooled.conn(), code)
+            .unwrap()
+            .unwrap();
+        let second = chrono::NaiveDate::parse_from_str(&row.second_date, "%Y-%m-%d").unwrap();
+        let first = chrono::NaiveDate::parse_from_str(&row.first_date, "%Y-%m-%d").unwrap();
+        assert_eq!((second - first).num_days(), 42, "{code}: 28 + 14 days");
+        assert!(first >= base_day);
+    }
+}
