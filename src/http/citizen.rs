@@ -855,6 +855,18 @@ async fn cancel(
                 })
                 .await?;
         }
+        // A rebooking may have moved one dose to another center: that center gives its
+        // place back too.
+        if let Some(other) = state.registry.center_of_slot(cancelled.second_slot_id) {
+            if other.shared.id != cancelled.center_id {
+                other
+                    .addr
+                    .send(crate::actors::center_inventory::ReleaseSecondDose(
+                        cancelled.second_slot_id,
+                    ))
+                    .await?;
+            }
+        }
     }
     Ok(HttpResponse::Ok().json(answer))
 }
