@@ -48,7 +48,7 @@ for _ in $(seq 1 2000); do curl -fs "$base/readyz" >/dev/null 2>&1 && break; sle
 start=$(date +%s.%N)
 job=$(curl -fs -X POST "$base/api/v1/admin/rebookings" -H "Authorization: Bearer $token" \
   -H 'Content-Type: application/json' -d '{"vaccine": "Moderna", "second_dose_shift_days": 14}' | jq .id)
-echo "job $job started"
+echo "job $job started at $base"
 "$dir/examples/rush" --base "$base" --admin "$token" --citizens "$citizens" --concurrency 64 \
   --arrival-rate "$rate" > "$work/rush.out" 2>&1 &
 rush=$!
