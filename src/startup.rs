@@ -68,6 +68,9 @@ pub struct AppState {
     /// Held while an actor for a cohort or center starts: the admin API (after its commit)
     /// and the sync (reading it from the database) may both start one for the same new id.
     starting: std::sync::Mutex<()>,
+    /// Drives the rebooking jobs (`actors::rebooker`), and what it publishes for `/metrics`.
+    pub rebooker: std::sync::OnceLock<Addr<crate::actors::rebooker::Rebooker>>,
+    pub rebook_metrics: Arc<crate::actors::rebooker::RebookMetrics>,
 }
 
 impl AppState {
@@ -390,9 +393,20 @@ impl Application {
             limits: crate::db::connect_counters(&config.database, &config.pool)
                 .map(|pool| SharedLimits::new(pool).start()),
             starting: std::sync::Mutex::new(()),
+            rebooker: std::sync::OnceLock::new(),
+            rebook_metrics: Arc::default(),
             config,
         });
         restore(&state, &pool)?;
+        // After the centers: a job resumed at once tells them its moves.
+        let rebooker = crate::actors::rebooker::Rebooker::new(
+            pool.clone(),
+            state.store.clone(),
+            state.registry.clone(),
+            state.rebook_metrics.clone(),
+        )
+        .start();
+        let _ = state.rebooker.set(rebooker);
         // Histogram samples wait in a list until folded into buckets; fold them even when
         // nobody scrapes. A weak reference, so that a stopped application is not kept alive.
         let weak = Arc::downgrade(&state.clone().into_inner());

@@ -85,6 +85,8 @@ pub enum Write {
     },
     /// Leftover doses: posting, sign-ups, the offer line (`db::leftovers`).
     Leftover(crate::db::leftovers::LeftoverWrite),
+    /// Supply changes and rebooking jobs' steps (`db::rebooking`).
+    Rebook(crate::db::rebooking::RebookWrite),
 }
 
 /// What a committed write produced.
@@ -105,6 +107,7 @@ pub enum Written {
     /// The returns' clock on disk, and which of the tickets asked for are admitted (at when).
     Returns(i64, Vec<(u64, i64)>),
     Leftover(crate::db::leftovers::LeftoverWritten),
+    Rebook(crate::db::rebooking::RebookWritten),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -305,6 +308,7 @@ fn commit(
                         }
                     }
                     Write::Leftover(l) => ids.extend(crate::db::leftovers::slots_to_lock(conn, l)?),
+                    Write::Rebook(r) => ids.extend(crate::db::rebooking::slots_to_lock(conn, r)?),
                     _ => {}
                 }
             }
@@ -349,7 +353,10 @@ fn commit(
                 Write::Book { .. } => run.push(i),
                 Write::ClaimPass(_) => claims.push(i),
                 _ => {
-                    if matches!(w, Write::Cancel { .. } | Write::Leftover(_)) {
+                    if matches!(
+                        w,
+                        Write::Cancel { .. } | Write::Leftover(_) | Write::Rebook(_)
+                    ) {
                         book_run(conn, writes, &mut run, &mut results, &mut places)?;
                     }
                     results[i] = Some(
@@ -514,5 +521,6 @@ fn apply(conn: &mut Conn, w: &Write) -> Result<Written, diesel::result::Error> {
             Written::Cancelled(queries::cancel_booking(conn, code, *now)?)
         }
         Write::Leftover(l) => Written::Leftover(crate::db::leftovers::apply(conn, l)?),
+        Write::Rebook(r) => Written::Rebook(crate::db::rebooking::apply(conn, r)?),
     })
 }

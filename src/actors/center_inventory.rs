@@ -412,6 +412,26 @@ impl Handler<SyncPlaces> for CenterInventory {
     }
 }
 
+/// Slots cancelled (`PATCH admin/slots/{id}`, here or at another node): dropped from this
+/// center, never listed or booked again. Their bookings are moved by the rebooking job.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DropSlots(pub Vec<i32>);
+
+impl Handler<DropSlots> for CenterInventory {
+    type Result = ();
+
+    fn handle(&mut self, msg: DropSlots, _: &mut Context<Self>) {
+        let mut changed = false;
+        for id in msg.0 {
+            changed |= self.inventory.remove(id);
+        }
+        if changed {
+            self.publish();
+        }
+    }
+}
+
 /// Takes a place for the second dose of a first dose given outside the slots (a leftover
 /// dose, `actors::leftovers`), by the usual rule; answers the slot.
 #[derive(Message)]

@@ -13,7 +13,7 @@
 //! connection of its own, cannot miss a message across a reconnection, and a quarter of a
 //! second is well within the contract's one second; it costs a few small queries a period.
 
-use super::center_inventory::{AddKnownSlots, CenterShared, SyncPlaces};
+use super::center_inventory::{AddKnownSlots, CenterShared, DropSlots, SyncPlaces};
 use super::cohort_queue::{FrontSynced, QueueState, Synced};
 use super::Registry;
 use crate::db::models::{CenterRow, CohortRow, NodeRow, SlotRow};
@@ -88,6 +88,8 @@ struct Read {
     new_centers: Vec<CenterRow>,
     new_slots: Vec<SlotRow>,
     places: Vec<(i32, i32, i32, i32)>,
+    /// Slots cancelled (id, center): dropped from the centers that still list them.
+    cancelled: Vec<(i32, i32)>,
     nodes: Vec<NodeRow>,
     asked_at: std::time::Instant,
 }
@@ -220,6 +222,15 @@ impl ClusterSync {
                 center.addr.do_send(SyncPlaces(read.asked_at, slots));
             }
         }
+        let mut cancelled: HashMap<i32, Vec<i32>> = HashMap::new();
+        for (id, center) in read.cancelled {
+            cancelled.entry(center).or_default().push(id);
+        }
+        for (center_id, ids) in cancelled {
+            if let Some(center) = self.registry.center(center_id) {
+                center.addr.do_send(DropSlots(ids));
+            }
+        }
         *self.view.nodes.write().unwrap_or_else(|e| e.into_inner()) = read.nodes;
     }
 }
@@ -266,6 +277,7 @@ fn read(pool: &DbPool, ask: Ask) -> Result<Read, String> {
     // place ahead until the next read; the database refuses the overbooking), never as held
     // and booked at once (a false `sold_out`).
     let places = queries::slot_places(conn).map_err(err)?;
+    let cancelled = crate::db::rebooking::cancelled_slots(conn).map_err(err)?;
     let mut known = Vec::new();
     let mut fresh = Vec::new();
     for row in queries::load_cohorts(conn).map_err(err)? {
@@ -310,6 +322,7 @@ fn read(pool: &DbPool, ask: Ask) -> Result<Read, String> {
         new_centers,
         new_slots,
         places,
+        cancelled,
         nodes,
         asked_at: ask.asked_at,
     })

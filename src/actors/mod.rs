@@ -9,6 +9,7 @@ pub mod cluster_sync;
 pub mod cohort_queue;
 pub mod identity_pool;
 pub mod leftovers;
+pub mod rebooker;
 pub mod shared_limits;
 
 use actix::Addr;

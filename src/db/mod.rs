@@ -15,6 +15,7 @@
 pub mod leftovers;
 pub mod models;
 pub mod queries;
+pub mod rebooking;
 pub mod schema;
 
 use diesel::connection::SimpleConnection;

@@ -102,6 +102,7 @@ pub fn load_centers(conn: &mut Conn) -> Result<Vec<CenterRow>, Error> {
 pub fn load_slots(conn: &mut Conn) -> Result<Vec<SlotRow>, Error> {
     run!(conn, c => slots::table
         .filter(slots::leftover_until.is_null())
+        .filter(slots::cancelled.eq(false))
         .order(slots::id)
         .select(SlotRow::as_select())
         .load(c))
@@ -797,6 +798,7 @@ pub fn nodes_seen(conn: &mut Conn, since_ms: i64) -> Result<Vec<NodeRow>, Error>
 pub fn slot_places(conn: &mut Conn) -> Result<Vec<(i32, i32, i32, i32)>, Error> {
     run!(conn, c => slots::table
         .filter(slots::leftover_until.is_null())
+        .filter(slots::cancelled.eq(false))
         .order(slots::id)
         .select((slots::id, slots::center_id, slots::capacity, slots::booked))
         .load(c))
@@ -807,6 +809,7 @@ pub fn slots_by_ids(conn: &mut Conn, ids: &[i32]) -> Result<Vec<SlotRow>, Error>
     run!(conn, c => slots::table
         .filter(slots::id.eq_any(ids))
         .filter(slots::leftover_until.is_null())
+        .filter(slots::cancelled.eq(false))
         .order(slots::id)
         .select(SlotRow::as_select())
         .load(c))

@@ -29,6 +29,7 @@ diesel::table! {
         idempotency_key -> Nullable<Text>,
         created_at -> BigInt,
         cancelled_at -> Nullable<BigInt>,
+        second_center_id -> Nullable<Integer>,
     }
 }
 
@@ -150,6 +151,36 @@ diesel::table! {
 }
 
 diesel::table! {
+    rebooking_items (job_id, booking_id) {
+        job_id -> Integer,
+        booking_id -> Integer,
+        outcome -> Text,
+        moves -> Text,
+        moved_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    rebooking_jobs (id) {
+        id -> Integer,
+        kind -> Text,
+        vaccine -> Text,
+        shift_days -> Integer,
+        slot_id -> Nullable<Integer>,
+        target_capacity -> Nullable<Integer>,
+        last_booking_id -> Integer,
+        today -> Text,
+        state -> Text,
+        total -> BigInt,
+        moved -> BigInt,
+        unmovable -> BigInt,
+        done_upto -> BigInt,
+        created_at -> BigInt,
+        finished_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
     returns (cohort_id, queue_index) {
         cohort_id -> Integer,
         queue_index -> BigInt,
@@ -168,6 +199,7 @@ diesel::table! {
         vaccine -> Text,
         booked -> Integer,
         leftover_until -> Nullable<BigInt>,
+        cancelled -> Bool,
     }
 }
 
@@ -188,6 +220,7 @@ diesel::joinable!(leftover_offers -> leftover_entries (entry_id));
 diesel::joinable!(leftover_offers -> slots (slot_id));
 diesel::joinable!(pass_claims -> cohorts (cohort_id));
 diesel::joinable!(presence -> cohorts (cohort_id));
+diesel::joinable!(rebooking_items -> rebooking_jobs (job_id));
 diesel::joinable!(returns -> cohorts (cohort_id));
 diesel::joinable!(slots -> centers (center_id));
 
@@ -204,6 +237,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     nodes,
     pass_claims,
     presence,
+    rebooking_items,
+    rebooking_jobs,
     returns,
     slots,
     used_challenges,

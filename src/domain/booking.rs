@@ -42,7 +42,9 @@ pub struct Dose {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct BookingView {
     pub code: String,
-    #[schema(pattern = "^(confirmed|cancelled)$")]
+    /// `needs_rebooking`: a supply change left no place for it (its places are freed; the
+    /// citizen books again).
+    #[schema(pattern = "^(confirmed|cancelled|needs_rebooking)$")]
     pub state: String,
     pub cohort_id: i32,
     pub vaccine: String,
@@ -50,6 +52,9 @@ pub struct BookingView {
     pub name: String,
     pub first_dose: Dose,
     pub second_dose: Dose,
+    /// The doses a supply change moved, oldest first (absent when none was).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moved: Option<Vec<crate::domain::rebooking::Move>>,
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ pub mod cohort;
 pub mod identity;
 pub mod leftover;
 pub mod queue;
+pub mod rebooking;
 pub mod slot;
 pub mod tokens;
 

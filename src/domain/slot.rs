@@ -328,6 +328,18 @@ impl Inventory {
         Ok(slot.clone())
     }
 
+    /// Forgets a cancelled slot: it is never listed, offered or booked again here. Answers
+    /// whether it was known.
+    pub fn remove(&mut self, id: i32) -> bool {
+        match self.slots.remove(&id) {
+            Some(s) => {
+                self.order.remove(&(s.vaccine, s.date, s.start, s.id));
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Gives back one place of one slot.
     pub fn release_one(&mut self, id: i32) {
         if let Some(s) = self.slots.get_mut(&id) {

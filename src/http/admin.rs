@@ -199,7 +199,9 @@ async fn get_booking(
     let (row, masked, _) = read(&state, move |c| queries::find_booking(c, &code))
         .await?
         .ok_or_else(|| ApiError::not_found("booking"))?;
-    Ok(HttpResponse::Ok().json(booking_view(&row, masked)))
+    let view = booking_view(&row, masked);
+    let view = super::rebooking::full_view(&state, &row, view).await?;
+    Ok(HttpResponse::Ok().json(view))
 }
 
 #[derive(Serialize, ToSchema)]

@@ -507,6 +507,7 @@ pub(crate) fn booking_view(row: &BookingRow, masked_name: String) -> BookingView
             date: row.second_date.clone(),
             start_time: row.second_start.clone(),
         },
+        moved: None,
     }
 }
 
@@ -793,7 +794,9 @@ async fn lookup(
     let (row, masked) = find_matching(&state, &body.code, &body.birth_date)
         .await?
         .ok_or_else(|| ApiError::not_found("booking with this code and birth date"))?;
-    Ok(HttpResponse::Ok().json(booking_view(&row, masked)))
+    let view = booking_view(&row, masked);
+    let view = super::rebooking::full_view(&state, &row, view).await?;
+    Ok(HttpResponse::Ok().json(view))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -851,6 +854,18 @@ async fn cancel(
                     second_slot_id: cancelled.second_slot_id,
                 })
                 .await?;
+        }
+        // A rebooking may have moved one dose to another center: that center gives its
+        // place back too.
+        if let Some(other) = state.registry.center_of_slot(cancelled.second_slot_id) {
+            if other.shared.id != cancelled.center_id {
+                other
+                    .addr
+                    .send(crate::actors::center_inventory::ReleaseSecondDose(
+                        cancelled.second_slot_id,
+                    ))
+                    .await?;
+            }
         }
     }
     Ok(HttpResponse::Ok().json(answer))

@@ -7,6 +7,7 @@ pub mod citizen;
 pub mod leftovers;
 pub mod openapi;
 pub mod pages;
+pub mod rebooking;
 pub mod request_log;
 pub mod shed;
 pub mod watchdog;
@@ -49,7 +50,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::scope("/api/v1/admin")
                 .app_data(json_config(ADMIN_BODY_LIMIT))
                 .configure(admin::routes)
-                .configure(leftovers::admin_routes),
+                .configure(leftovers::admin_routes)
+                .configure(rebooking::admin_routes),
         )
         .service(
             web::scope("/api/v1")
@@ -408,6 +410,37 @@ fn publish(state: &AppState) {
         "Writes waiting for the next commit.",
         Kind::Gauge,
         load(&st.pending),
+    );
+    let rb = &state.rebook_metrics;
+    one(
+        "rebooking_jobs_running",
+        "Rebooking jobs this node is driving.",
+        Kind::Gauge,
+        rb.running.load(std::sync::atomic::Ordering::Relaxed) as f64,
+    );
+    one(
+        "rebooking_moved_total",
+        "Bookings moved by rebooking jobs at this node since it started.",
+        Kind::Counter,
+        load(&rb.moved),
+    );
+    one(
+        "rebooking_unmovable_total",
+        "Bookings rebooking jobs at this node found no place for (now needs_rebooking).",
+        Kind::Counter,
+        load(&rb.unmovable),
+    );
+    one(
+        "rebooking_steps_total",
+        "Steps of rebooking jobs committed.",
+        Kind::Counter,
+        load(&rb.steps),
+    );
+    one(
+        "rebooking_failed_steps_total",
+        "Steps of rebooking jobs that failed (tried again).",
+        Kind::Counter,
+        load(&rb.failed_steps),
     );
     let h = &state.http_metrics;
     one(

@@ -7,7 +7,7 @@
 //! schemes (admin token, ticket, pass, session, leftover entry), and the links that chain join -> poll ->
 //! verify -> book for tools that follow them (schemathesis' stateful phase in CI).
 
-use super::{admin, citizen, leftovers};
+use super::{admin, citizen, leftovers, rebooking};
 use actix_web::HttpResponse;
 use std::sync::OnceLock;
 use utoipa::openapi::header::HeaderBuilder;
@@ -56,6 +56,9 @@ use utoipa::{Modify, OpenApi};
         leftovers::accept,
         leftovers::decline,
         leftovers::leave,
+        rebooking::patch_slot,
+        rebooking::start_shift,
+        rebooking::get_job,
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&Contract)
@@ -179,6 +182,13 @@ const ERRORS: &[(&str, Body, &[Answer])] = &[
     ("admin_get_booking", NONE, &[UNAUTHORIZED, NOT_FOUND]),
     ("admin_stats", NONE, &[UNAUTHORIZED]),
     ("admin_post_leftovers", JSON, &[UNAUTHORIZED, NOT_FOUND]),
+    (
+        "admin_patch_slot",
+        JSON,
+        &[UNAUTHORIZED, NOT_FOUND, (409, &["slot_cancelled"])],
+    ),
+    ("admin_start_rebooking", JSON, &[UNAUTHORIZED]),
+    ("admin_get_rebooking", NONE, &[UNAUTHORIZED, NOT_FOUND]),
     ("list_leftovers", NONE, &[(400, &["validation"])]),
     (
         "leftovers_sign_up",

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The rebooking benchmark: a SQLite database of BOOKINGS live bookings (default 1,000,000)
+# written straight by bulk SQL (scripts/rebook-seed.sql, no HTTP), the release server started
+# on it, a 14-day second-dose shift job started, and the time until the job is done measured,
+# while a modest citizen load (examples/rush.rs in open loop: joins, polls, bookings) runs
+# against the same server and reports its latencies (p99).
+#
+#   scripts/rebook-bench.sh [--bookings N] [--centers C] [--arrival-rate R] [--citizens K]
+#
+# Needs sqlite3 and curl, jq. PROFILE=debug builds without optimisation.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bookings=1000000
+centers=200
+rate=50
+citizens=3000
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --bookings) bookings=$2; shift 2 ;;
+    --centers) centers=$2; shift 2 ;;
+    --arrival-rate) rate=$2; shift 2 ;;
+    --citizens) citizens=$2; shift 2 ;;
+    *) echo "unknown flag $1" >&2; exit 2 ;;
+  esac
+done
+
+. scripts/server.sh
+token=rebook-bench-admin
+# First start: the server creates and migrates the file; then it is stopped and the bulk
+# data written into it.
+start_server rush ADMIN_TOKEN=$token SECRET_KEY=rebook-bench-secret
+db="$work/rush.db"
+kill -TERM "$pid"; wait "$pid" || true
+places=$(( bookings / (centers * 14) + 2 ))
+base_day=$(TZ=Asia/Seoul date -d tomorrow +%F)
+t0=$(date +%s.%N)
+sed -e "s/@BOOKINGS@/$bookings/g; s/@CENTERS@/$centers/g; s/@PLACES@/$places/g; s/@BASE@/$base_day/g" \
+  scripts/rebook-seed.sql | sqlite3 "$db"
+t1=$(date +%s.%N)
+echo "seeded $bookings bookings over $centers centers in $(echo "$t1 - $t0" | bc) s ($(du -h "$db" | cut -f1))"
+
+env DATABASE_URL="$db" BIND_ADDR="127.0.0.1:$port" RUST_LOG="${RUST_LOG:-warn}" \
+  ADMIN_TOKEN=$token SECRET_KEY=rebook-bench-secret "$dir/reservation" >> "$work/server.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 2000); do curl -fs "$base/readyz" >/dev/null 2>&1 && break; sleep 0.05; done
+
+start=$(date +%s.%N)
+job=$(curl -fs -X POST "$base/api/v1/admin/rebookings" -H "Authorization: Bearer $token" \
+  -H 'Content-Type: application/json' -d '{"vaccine": "Moderna", "second_dose_shift_days": 14}' | jq .id)
+echo "job $job started at $base"
+"$dir/examples/rush" --base "$base" --admin "$token" --citizens "$citizens" --concurrency 64 \
+  --arrival-rate "$rate" > "$work/rush.out" 2>&1 &
+rush=$!
+while :; do
+  v=$(curl -fs "$base/api/v1/admin/rebookings/$job" -H "Authorization: Bearer $token" || echo '{}')
+  state=$(echo "$v" | jq -r .state)
+  [ "$state" = done ] && break
+  sleep 1
+done
+end=$(date +%s.%N)
+secs=$(echo "$end - $start" | bc)
+echo "job done: $v"
+echo "rebooking: $(echo "$v" | jq .moved) moved in $secs s ($(echo "$(echo "$v" | jq .moved) / $secs" | bc) moves/s)"
+wait "$rush" || true
+echo "citizen load during the job (rush --arrival-rate $rate --citizens $citizens):"
+cat "$work/rush.out"
+grep -E "^rebooking_" <(curl -fs "$base/metrics") || true
