@@ -487,7 +487,7 @@ mod tests {
         let n = ids.len();
         ids.dedup();
         assert_eq!(ids.len(), n, "duplicate operation ids");
-        assert_eq!(n, 29, "{ids:?}");
+        assert_eq!(n, 32, "{ids:?}");
         for (id, _, _) in super::ERRORS {
             assert!(ids.iter().any(|i| i == id), "{id} has errors but no path");
         }
