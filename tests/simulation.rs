@@ -1161,6 +1161,7 @@ impl SeedSim {
                 masked_name: "김*영".into(),
                 birth_date: "1965-03-01".into(),
                 created_at: self.now_s(),
+                phone_sealed: None,
             },
             code,
             cohort_id: self.cohorts[ticket.cohort].id,

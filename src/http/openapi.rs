@@ -7,7 +7,7 @@
 //! schemes (admin token, ticket, pass, session, leftover entry), and the links that chain join -> poll ->
 //! verify -> book for tools that follow them (schemathesis' stateful phase in CI).
 
-use super::{admin, citizen, leftovers};
+use super::{admin, citizen, leftovers, notifications};
 use actix_web::HttpResponse;
 use std::sync::OnceLock;
 use utoipa::openapi::header::HeaderBuilder;
@@ -56,6 +56,7 @@ use utoipa::{Modify, OpenApi};
         leftovers::accept,
         leftovers::decline,
         leftovers::leave,
+        notifications::list,
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&Contract)
