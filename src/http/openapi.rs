@@ -180,6 +180,11 @@ const ERRORS: &[(&str, Body, &[Answer])] = &[
     ("admin_get_booking", NONE, &[UNAUTHORIZED, NOT_FOUND]),
     ("admin_stats", NONE, &[UNAUTHORIZED]),
     ("admin_post_leftovers", JSON, &[UNAUTHORIZED, NOT_FOUND]),
+    (
+        "admin_notifications",
+        NONE,
+        &[UNAUTHORIZED, (400, &["validation"]), NOT_FOUND],
+    ),
     ("list_leftovers", NONE, &[(400, &["validation"])]),
     (
         "leftovers_sign_up",
@@ -478,7 +483,7 @@ mod tests {
         let n = ids.len();
         ids.dedup();
         assert_eq!(ids.len(), n, "duplicate operation ids");
-        assert_eq!(n, 29, "{ids:?}");
+        assert_eq!(n, 30, "{ids:?}");
         for (id, _, _) in super::ERRORS {
             assert!(ids.iter().any(|i| i == id), "{id} has errors but no path");
         }
