@@ -12,6 +12,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -288,4 +289,104 @@ async fn the_phone_number_is_in_no_database_file() {
         }
     }
     assert!(scanned > 0);
+}
+
+/// Each delivery's id, phone, start and end.
+type Deliveries = Arc<Mutex<Vec<(String, String, Instant, Instant)>>>;
+
+/// A provider that takes 30 ms a delivery and records it.
+struct Recording(Deliveries);
+
+impl reservation::actors::notify_provider::NotifyProvider for Recording {
+    fn deliver(
+        &self,
+        msg: reservation::actors::notify_provider::Outgoing,
+    ) -> futures_util::future::LocalBoxFuture<'static, Result<(), String>> {
+        let log = self.0.clone();
+        Box::pin(async move {
+            let start = Instant::now();
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            log.lock()
+                .unwrap()
+                .push((msg.id, msg.to, start, Instant::now()));
+            Ok(())
+        })
+    }
+}
+
+#[actix_web::test]
+async fn two_senders_on_one_database_deliver_every_message_never_twice_at_once_within_the_rate() {
+    use actix::Actor;
+    use reservation::actors::notifier::Notifier;
+    use reservation::db::outbox::{enqueue_many, NewMessage};
+    use reservation::domain::notification::Kind;
+    use reservation::domain::phone::PhoneKey;
+    let dir = tempfile::tempdir().unwrap();
+    let backend = common::fresh_database(dir.path());
+    let pool = reservation::db::connect(&backend, &Default::default()).unwrap();
+    let key = PhoneKey::derive(b"two senders");
+    let now = reservation::now_s();
+    let msgs: Vec<NewMessage> = (0..60)
+        .map(|i| {
+            NewMessage::new(
+                Kind::Booked,
+                Some(&format!("CODE-{i:04}")),
+                Some(key.seal(&phone(i))),
+                format!("message {i}"),
+                now,
+            )
+        })
+        .collect();
+    let ids = {
+        let mut conn = pool.get().unwrap();
+        enqueue_many(&mut conn.conn(), &msgs).unwrap()
+    };
+    let log: Deliveries = Arc::default();
+    let settings = reservation::config::NotifySettings {
+        rate_per_s: 20,
+        max_in_flight: 4,
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let _senders: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|node| {
+            let log = log.clone();
+            Notifier::new(
+                pool.clone(),
+                node.to_string(),
+                key.clone(),
+                settings.clone(),
+                reservation::config::seoul(),
+                Box::new(move || Rc::new(Recording(log)) as Rc<_>),
+            )
+            .start()
+        })
+        .collect();
+    until(Duration::from_secs(30), "every message sent", async || {
+        let mut conn = pool.get().unwrap();
+        (reservation::db::outbox::pending_stats(&mut conn.conn())
+            .unwrap()
+            .0
+            == 0)
+            .then_some(())
+    })
+    .await;
+    let took = started.elapsed();
+    let log = log.lock().unwrap().clone();
+    for (i, id) in ids.iter().enumerate() {
+        let mine: Vec<_> = log.iter().filter(|(d, ..)| d == id).collect();
+        assert!(!mine.is_empty(), "message {id} never delivered");
+        assert!(mine.iter().all(|(_, to, ..)| *to == phone(i as u32)));
+        for (j, a) in mine.iter().enumerate() {
+            for b in &mine[j + 1..] {
+                assert!(a.3 <= b.2 || b.3 <= a.2, "{id} delivered twice at once");
+            }
+        }
+    }
+    // Two senders at 20/s each, one to start with each: 60 messages take at least 1.4 s.
+    assert!(
+        took >= Duration::from_millis(1400),
+        "the rate cap let {took:?} through"
+    );
 }

@@ -257,15 +257,19 @@ pub fn claim(
     limit: i64,
 ) -> Result<Vec<Claimed>, Error> {
     use diesel::sql_types::{BigInt, Text};
-    const RETURNING: &str =
-        "RETURNING id, kind, booking_code, to_sealed, body, created_at, attempts";
+    const RETURNING: &str = "RETURNING outbox.id, outbox.kind, outbox.booking_code, \
+         outbox.to_sealed, outbox.body, outbox.created_at, outbox.attempts";
     match conn {
+        // A materialized CTE, not `id IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)`: the
+        // planner may run such a subquery more than once, and with SKIP LOCKED each run finds
+        // other rows, so more than `n` were claimed (the two-senders test caught it).
         Conn::Postgres(c) => diesel::sql_query(format!(
-            "UPDATE outbox SET lease_owner = $1, lease_until = $2 \
-             WHERE id IN (SELECT id FROM outbox WHERE state = 'pending' \
+            "WITH picked AS MATERIALIZED (SELECT id FROM outbox WHERE state = 'pending' \
              AND next_attempt_at <= $3 AND lease_until <= $3 ORDER BY next_attempt_at \
              LIMIT $4 FOR UPDATE SKIP LOCKED) \
-             AND state = 'pending' AND lease_until <= $3 {RETURNING}"
+             UPDATE outbox SET lease_owner = $1, lease_until = $2 FROM picked \
+             WHERE outbox.id = picked.id AND outbox.state = 'pending' \
+             AND outbox.lease_until <= $3 {RETURNING}"
         ))
         .bind::<Text, _>(owner)
         .bind::<BigInt, _>(now_ms + lease_ms)
