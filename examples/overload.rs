@@ -160,6 +160,7 @@ impl Fixture {
             birth_date: "1965-03-01".into(),
             expires_at: chrono::Utc::now().timestamp() + 3600,
             masked_name: "김*영".into(),
+            phone: None,
         })
     }
 

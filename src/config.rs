@@ -21,6 +21,10 @@ pub struct Config {
     pub admin_token: Option<String>,
     pub secret_key: Option<String>,
     pub identity: IdentitySettings,
+    /// A dedicated key for phone numbers at rest (64 hex digits); unset: derived from the secret.
+    pub phone_key: Option<String>,
+    /// The notifications' sender.
+    pub notify: NotifySettings,
     /// The server's local zone: instants are answered in it, slot days are read in it.
     pub zone: FixedOffset,
     /// How long a pass lasts after admission.
@@ -122,6 +126,37 @@ impl Default for IdentitySettings {
     }
 }
 
+/// The notifications' sender (`actors::notifier`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotifySettings {
+    /// Where messages are POSTed; unset: the simulated SMS provider.
+    pub webhook_url: Option<String>,
+    /// The simulated provider's latency and share of failed deliveries.
+    pub sim_latency_ms: u64,
+    pub sim_failure_rate: f64,
+    /// Deliveries started per second at most, toward the provider.
+    pub rate_per_s: u32,
+    /// Deliveries in flight at most.
+    pub max_in_flight: usize,
+    /// A delivery slower than this is a failure.
+    pub timeout_ms: u64,
+    pub retry: crate::domain::notification::RetryRules,
+}
+
+impl Default for NotifySettings {
+    fn default() -> Self {
+        Self {
+            webhook_url: None,
+            sim_latency_ms: 20,
+            sim_failure_rate: 0.0,
+            rate_per_s: 50,
+            max_in_flight: 16,
+            timeout_ms: 5_000,
+            retry: Default::default(),
+        }
+    }
+}
+
 /// How the simulated latency varies around its base.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Jitter {
@@ -197,6 +232,8 @@ impl Config {
             admin_token: None,
             secret_key: None,
             identity: IdentitySettings::default(),
+            phone_key: None,
+            notify: NotifySettings::default(),
             zone: seoul(),
             pass_ttl_s: 600,
             session_ttl_s: 900,
@@ -389,6 +426,37 @@ pub struct Settings {
     #[arg(long, env = "IDENTITY_PASS_ATTEMPT_WINDOW_SECONDS", default_value_t = 600, value_parser = trimmed::<u64>, help_heading = "Identity")]
     pub identity_pass_attempt_window_seconds: u64,
 
+    /// A dedicated 256-bit key (64 hex digits) for phone numbers at rest; unset: derived from SECRET_KEY (HKDF).
+    #[arg(long, env = "PHONE_KEY", help_heading = "Notifications")]
+    pub phone_key: Option<String>,
+    /// Notifications are POSTed as JSON to this plain http:// URL; unset: a simulated SMS provider.
+    #[arg(long, env = "NOTIFY_WEBHOOK_URL", help_heading = "Notifications")]
+    pub notify_webhook_url: Option<String>,
+    /// Latency of the simulated SMS provider, in ms.
+    #[arg(long, env = "NOTIFY_SIM_LATENCY_MS", default_value_t = 20, value_parser = trimmed::<u64>, help_heading = "Notifications")]
+    pub notify_sim_latency_ms: u64,
+    /// Share of the simulated provider's deliveries that fail, 0.0-1.0.
+    #[arg(long, env = "NOTIFY_SIM_FAILURE_RATE", default_value = "0.0", value_parser = trimmed::<f64>, help_heading = "Notifications")]
+    pub notify_sim_failure_rate: f64,
+    /// Deliveries started per second at most, per node (at least 1).
+    #[arg(long, env = "NOTIFY_RATE_PER_SECOND", default_value_t = 50, value_parser = trimmed::<u32>, help_heading = "Notifications")]
+    pub notify_rate_per_second: u32,
+    /// Deliveries in flight at most, per node (at least 1).
+    #[arg(long, env = "NOTIFY_MAX_IN_FLIGHT", default_value_t = 16, value_parser = trimmed::<usize>, help_heading = "Notifications")]
+    pub notify_max_in_flight: usize,
+    /// A delivery slower than this, in ms, is a failed attempt.
+    #[arg(long, env = "NOTIFY_TIMEOUT_MS", default_value_t = 5_000, value_parser = trimmed::<u64>, help_heading = "Notifications")]
+    pub notify_timeout_ms: u64,
+    /// Attempts at most before a message is failed (at least 1).
+    #[arg(long, env = "NOTIFY_MAX_ATTEMPTS", default_value_t = 10, value_parser = trimmed::<u32>, help_heading = "Notifications")]
+    pub notify_max_attempts: u32,
+    /// The first backoff after a failed attempt, in ms; it doubles each time, jittered.
+    #[arg(long, env = "NOTIFY_BACKOFF_MS", default_value_t = 1_000, value_parser = trimmed::<u64>, help_heading = "Notifications")]
+    pub notify_backoff_ms: u64,
+    /// The cap on the backoff, in ms.
+    #[arg(long, env = "NOTIFY_MAX_BACKOFF_MS", default_value_t = 300_000, value_parser = trimmed::<u64>, help_heading = "Notifications")]
+    pub notify_max_backoff_ms: u64,
+
     /// How long a pass lasts after admission, in seconds (at least 600).
     #[arg(long, env = "PASS_TTL_SECONDS", default_value_t = 600, value_parser = trimmed::<i64>, help_heading = "Queue and limits")]
     pub pass_ttl_seconds: i64,
@@ -525,6 +593,29 @@ impl Settings {
         id.attempt_window_s = s.identity_attempt_window_seconds;
         id.pass_attempts_per_window = s.identity_pass_attempts_per_window;
         id.pass_attempt_window_s = s.identity_pass_attempt_window_seconds;
+        if let Some(key) = &s.phone_key {
+            crate::domain::phone::PhoneKey::from_hex(key)?;
+        }
+        c.phone_key = s.phone_key;
+        let n = &mut c.notify;
+        if let Some(url) = &s.notify_webhook_url {
+            if !url.starts_with("http://") {
+                return Err("NOTIFY_WEBHOOK_URL must be a plain http:// URL".into());
+            }
+        }
+        n.webhook_url = s.notify_webhook_url;
+        n.sim_latency_ms = s.notify_sim_latency_ms;
+        n.sim_failure_rate = s.notify_sim_failure_rate;
+        if !(0.0..=1.0).contains(&n.sim_failure_rate) {
+            return Err("NOTIFY_SIM_FAILURE_RATE must be between 0.0 and 1.0".into());
+        }
+        n.rate_per_s = s.notify_rate_per_second.max(1);
+        n.max_in_flight = s.notify_max_in_flight.max(1);
+        n.timeout_ms = s.notify_timeout_ms.max(1);
+        n.retry.max_attempts = s.notify_max_attempts.max(1);
+        n.retry.base_backoff = std::time::Duration::from_millis(s.notify_backoff_ms);
+        n.retry.max_backoff =
+            std::time::Duration::from_millis(s.notify_max_backoff_ms.max(s.notify_backoff_ms));
         c.zone = s.timezone;
         c.pass_ttl_s = s.pass_ttl_seconds.max(600);
         c.session_ttl_s = s.session_ttl_seconds.max(60);
@@ -703,6 +794,40 @@ impl Config {
             (
                 "IDENTITY_PASS_ATTEMPT_WINDOW_SECONDS",
                 id.pass_attempt_window_s.to_string(),
+            ),
+            ("PHONE_KEY", secret(&self.phone_key)),
+            (
+                "NOTIFY_WEBHOOK_URL",
+                self.notify
+                    .webhook_url
+                    .as_deref()
+                    .map_or("<unset: simulated>".into(), redact_url),
+            ),
+            (
+                "NOTIFY_SIM_LATENCY_MS",
+                self.notify.sim_latency_ms.to_string(),
+            ),
+            (
+                "NOTIFY_SIM_FAILURE_RATE",
+                self.notify.sim_failure_rate.to_string(),
+            ),
+            ("NOTIFY_RATE_PER_SECOND", self.notify.rate_per_s.to_string()),
+            (
+                "NOTIFY_MAX_IN_FLIGHT",
+                self.notify.max_in_flight.to_string(),
+            ),
+            ("NOTIFY_TIMEOUT_MS", self.notify.timeout_ms.to_string()),
+            (
+                "NOTIFY_MAX_ATTEMPTS",
+                self.notify.retry.max_attempts.to_string(),
+            ),
+            (
+                "NOTIFY_BACKOFF_MS",
+                self.notify.retry.base_backoff.as_millis().to_string(),
+            ),
+            (
+                "NOTIFY_MAX_BACKOFF_MS",
+                self.notify.retry.max_backoff.as_millis().to_string(),
             ),
             ("PASS_TTL_SECONDS", self.pass_ttl_s.to_string()),
             ("SESSION_TTL_SECONDS", self.session_ttl_s.to_string()),

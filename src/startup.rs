@@ -13,6 +13,8 @@ use crate::actors::identity_pool::{
     provider_from_settings, IdentityPool, IdentityProvider, PoolLoad,
 };
 use crate::actors::leftovers::{LeftoverLine, LeftoverShared, LineSettings};
+use crate::actors::notifier::{Notifier, NotifierMetrics};
+use crate::actors::notify_provider::{provider_from_settings as notify_provider, ProviderFactory};
 use crate::actors::shared_limits::SharedLimits;
 use crate::actors::{CenterHandle, Registry};
 use crate::config::Config;
@@ -20,6 +22,7 @@ use crate::db::models::{CohortRow, NewCenterRow, NewCohortRow, SlotRow};
 use crate::db::{queries, DbPool};
 use crate::domain::challenge::JoinPressure;
 use crate::domain::cohort::NewCohort;
+use crate::domain::phone::PhoneKey;
 use crate::domain::slot::{NewCenter, NewSlot, Slot, SlotView};
 use crate::domain::tokens::Signer;
 use crate::http::{self, HttpMetrics};
@@ -65,6 +68,11 @@ pub struct AppState {
     /// The shared limits' counts, on a pool of their own (`db::connect_counters`;
     /// PostgreSQL only).
     pub limits: Option<Addr<SharedLimits>>,
+    /// Seals phone numbers (`domain::phone`); only the notifier opens them.
+    pub phone_key: PhoneKey,
+    /// The notifications' sender and its figures.
+    pub notifier: Addr<Notifier>,
+    pub notifier_metrics: Arc<NotifierMetrics>,
     /// Held while an actor for a cohort or center starts: the admin API (after its commit)
     /// and the sync (reading it from the database) may both start one for the same new id.
     starting: std::sync::Mutex<()>,
@@ -322,6 +330,17 @@ impl Application {
         provider: Arc<dyn IdentityProvider>,
         auto_tick: bool,
     ) -> Result<Self, String> {
+        let notify = notify_provider(&config.notify);
+        Self::build_full(config, provider, auto_tick, notify).await
+    }
+
+    /// `build_with`, and any notification provider (made on the notifier's thread).
+    pub async fn build_full(
+        config: Config,
+        provider: Arc<dyn IdentityProvider>,
+        auto_tick: bool,
+        notify: ProviderFactory,
+    ) -> Result<Self, String> {
         // Bind first: a mistaken second start on a busy port touches no database.
         let listener = TcpListener::bind(&config.bind_addr)
             .map_err(|e| format!("cannot listen on {}: {e}", config.bind_addr))?;
@@ -359,6 +378,20 @@ impl Application {
         let identity_actor = IdentityPool::new(provider, config.identity.clone());
         let identity_load = identity_actor.load();
         let identity = identity_actor.start();
+        let phone_key = match &config.phone_key {
+            Some(hex) => PhoneKey::from_hex(hex)?,
+            None => PhoneKey::derive(secret.as_bytes()),
+        };
+        let notifier_actor = Notifier::new(
+            pool.clone(),
+            config.node(),
+            phone_key.clone(),
+            config.notify.clone(),
+            config.zone,
+            notify,
+        );
+        let notifier_metrics = notifier_actor.metrics();
+        let notifier = notifier_actor.start();
         let per_minute = NonZeroU32::new(config.lookups_per_minute).unwrap_or(NonZeroU32::MIN);
         let metrics = crate::telemetry::Metrics::new(&config.node());
         store_metrics.commit_latency.attach(metrics.histogram(
@@ -395,6 +428,9 @@ impl Application {
             starting: std::sync::Mutex::new(()),
             rebooker: std::sync::OnceLock::new(),
             rebook_metrics: Arc::default(),
+            phone_key,
+            notifier,
+            notifier_metrics,
             config,
         });
         restore(&state, &pool)?;

@@ -148,6 +148,7 @@ fn booking(slot_id: i32, n: usize) -> BookingRequest {
             masked_name: "김*영".into(),
             birth_date: "1965-03-01".into(),
             created_at: 0,
+            phone_sealed: None,
         },
         code: reservation::domain::booking::new_code(),
         cohort_id: 1,
@@ -769,6 +770,7 @@ async fn a_batch_of_bookings_is_decided_in_order_as_if_one_at_a_time() {
         masked_name: "김*영".into(),
         birth_date: "1965-03-01".into(),
         created_at: 0,
+        phone_sealed: None,
     };
     let booking = |k: &str, first: i32, second: i32, idem: Option<&str>| NewBookingRow {
         code: reservation::domain::booking::new_code(),

@@ -109,6 +109,7 @@ impl World {
             birth_date: "1965-03-01".into(),
             day: today(),
             created_at: reservation::now_s(),
+            phone_sealed: None,
         };
         let outcome = center
             .leftovers

@@ -1259,6 +1259,7 @@ impl SeedSim {
                 masked_name: "김*영".into(),
                 birth_date: "1965-03-01".into(),
                 created_at: self.now_s(),
+                phone_sealed: None,
             },
             code,
             cohort_id: self.cohorts[ticket.cohort].id,
@@ -2823,6 +2824,7 @@ impl SeedSim {
             birth_date: "1965-03-01".into(),
             day: today.to_string(),
             created_at: self.now_s(),
+            phone_sealed: None,
         };
         let waiting = self
             .lo()
@@ -2959,6 +2961,7 @@ impl SeedSim {
                 masked_name,
                 birth_date,
                 created_at: now,
+                phone_sealed: None,
             },
             cohort_id,
             ticket_seq: ticket_seq.max(0) as u64,

@@ -81,6 +81,7 @@ fn no_mutated_ticket_pass_or_session_is_accepted() {
             birth_date: "1965-03-01".into(),
             expires_at: 4_000_000_000,
             masked_name: "김*영".into(),
+            phone: None,
         };
         let session_token = signer.session(&session);
         let other_session = signer.session(&Session {

@@ -9,6 +9,8 @@ pub mod cluster_sync;
 pub mod cohort_queue;
 pub mod identity_pool;
 pub mod leftovers;
+pub mod notifier;
+pub mod notify_provider;
 pub mod rebooker;
 pub mod shared_limits;
 

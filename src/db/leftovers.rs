@@ -80,6 +80,8 @@ pub struct NewEntry {
     /// `YYYY-MM-DD`, today.
     pub day: String,
     pub created_at: i64,
+    /// The phone given at verification, sealed: where its offers are sent.
+    pub phone_sealed: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -474,6 +476,7 @@ fn sign_up(conn: &mut Conn, entry: &NewEntry, centers: &[i32]) -> Result<SignUpO
                 leftover_entries::day.eq(&entry.day),
                 leftover_entries::state.eq(ENTRY_WAITING),
                 leftover_entries::created_at.eq(entry.created_at),
+                leftover_entries::phone_sealed.eq(&entry.phone_sealed),
             ))
             .returning(leftover_entries::id)
             .get_result::<i32>(c))
@@ -591,6 +594,7 @@ fn dispatch(
                     leftover_offers::state.eq(OFFER_HELD),
                 ))
                 .execute(c))?;
+            super::outbox::enqueue_leftover_offer(conn, entry, center_id, expires_at, now)?;
             out.offered.push((entry, leftover.id, expires_at));
             room -= 1;
         }
@@ -666,15 +670,33 @@ fn accept(
         Some(live) => queries::cancel_booking(conn, &live.code, now)?.map(Box::new),
         None => None,
     };
+    // The sign-up's phone (given at its verification) is the booking's from now on.
+    let phone: Option<String> = match &citizen.phone_sealed {
+        Some(p) => Some(p.clone()),
+        None => run!(conn, c => leftover_entries::table
+            .find(entry_id)
+            .select(leftover_entries::phone_sealed)
+            .first::<Option<String>>(c))?,
+    };
+    let citizen = &NewCitizenRow {
+        phone_sealed: phone.clone(),
+        ..citizen.clone()
+    };
     run!(conn, c => diesel::insert_into(citizens::table)
         .values(citizen)
         .on_conflict(citizens::key)
         .do_nothing()
         .execute(c))?;
+    if phone.is_some() {
+        run!(conn, c => diesel::update(citizens::table.find(&citizen.key))
+            .set(citizens::phone_sealed.eq(&phone))
+            .execute(c))?;
+    }
     let row: BookingRow = run!(conn, c => diesel::insert_into(bookings::table)
         .values(booking)
         .returning(BookingRow::as_returning())
         .get_result(c))?;
+    super::outbox::enqueue(conn, &super::outbox::NewMessage::booked(&row, phone))?;
     run!(conn, c => diesel::update(leftover_entries::table.find(entry_id))
         .set((
             leftover_entries::state.eq(ENTRY_BOOKED),

@@ -14,6 +14,7 @@
 
 pub mod leftovers;
 pub mod models;
+pub mod outbox;
 pub mod queries;
 pub mod rebooking;
 pub mod schema;

@@ -166,6 +166,8 @@ pub struct NewCitizenRow {
     pub masked_name: String,
     pub birth_date: String,
     pub created_at: i64,
+    /// The phone given at verification, sealed (`domain::phone`); never plain text.
+    pub phone_sealed: Option<String>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]

@@ -1081,6 +1081,18 @@ pub fn insert_bookings(
                 }
             }
         }
+        // Each booking's "booked" message, in this transaction and in the batch's style: it
+        // is in the outbox if and only if the booking committed.
+        let messages: Vec<super::outbox::NewMessage> = to_insert
+            .iter()
+            .filter_map(|i| {
+                let (citizen, b) = items[*i];
+                inserted
+                    .get(&b.code)
+                    .map(|row| super::outbox::NewMessage::booked(row, citizen.phone_sealed.clone()))
+            })
+            .collect();
+        super::outbox::enqueue_many(conn, &messages)?;
     }
     let mut out = Vec::with_capacity(items.len());
     for (i, plan) in plans.into_iter().enumerate() {
@@ -1214,12 +1226,13 @@ fn insert_booking_rows(
 
 /// Inserts citizens, or renews the masked name of those known.
 fn upsert_citizens(conn: &mut Conn, rows: &[&NewCitizenRow]) -> Result<(), Error> {
-    use diesel::sql_types::{Array, BigInt, Text};
+    use diesel::sql_types::{Array, BigInt, Nullable, Text};
     match conn {
         Conn::Postgres(c) => diesel::sql_query(
-            "INSERT INTO citizens (key, masked_name, birth_date, created_at) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[]) \
-             ON CONFLICT (key) DO UPDATE SET masked_name = excluded.masked_name",
+            "INSERT INTO citizens (key, masked_name, birth_date, created_at, phone_sealed) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[]) \
+             ON CONFLICT (key) DO UPDATE SET masked_name = excluded.masked_name, \
+             phone_sealed = COALESCE(excluded.phone_sealed, citizens.phone_sealed)",
         )
         .bind::<Array<Text>, _>(rows.iter().map(|r| r.key.clone()).collect::<Vec<_>>())
         .bind::<Array<Text>, _>(
@@ -1233,6 +1246,11 @@ fn upsert_citizens(conn: &mut Conn, rows: &[&NewCitizenRow]) -> Result<(), Error
                 .collect::<Vec<_>>(),
         )
         .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(
+            rows.iter()
+                .map(|r| r.phone_sealed.clone())
+                .collect::<Vec<_>>(),
+        )
         .execute(*c)
         .map(drop),
         Conn::Sqlite(c) => {
@@ -1249,6 +1267,11 @@ fn upsert_citizens(conn: &mut Conn, rows: &[&NewCitizenRow]) -> Result<(), Error
                     diesel::update(citizens::table.find(&row.key))
                         .set(citizens::masked_name.eq(&row.masked_name))
                         .execute(*c)?;
+                    if row.phone_sealed.is_some() {
+                        diesel::update(citizens::table.find(&row.key))
+                            .set(citizens::phone_sealed.eq(&row.phone_sealed))
+                            .execute(*c)?;
+                    }
                 }
             }
             Ok(())
@@ -1312,12 +1335,12 @@ fn add_places(conn: &mut Conn, slot_id: i32, n: i64) -> Result<(), Error> {
 /// otherwise renders the SQL text anew at every call to look it up (a quarter of what the
 /// writer's hot statements cost it). Only for queries whose text cannot vary with their
 /// values: rows with no optional column left to a default, filters of fixed shape.
-struct Fixed<K, Q> {
+pub(super) struct Fixed<K, Q> {
     query: Q,
     key: std::marker::PhantomData<K>,
 }
 
-fn fixed<K, Q>(query: Q) -> Fixed<K, Q> {
+pub(super) fn fixed<K, Q>(query: Q) -> Fixed<K, Q> {
     Fixed {
         query,
         key: std::marker::PhantomData,
@@ -1459,6 +1482,8 @@ pub fn cancel_booking(conn: &mut Conn, code: &str, now: i64) -> Result<Option<Bo
     if let Some(b) = &cancelled {
         give_place(conn, b.first_slot_id)?;
         give_place(conn, b.second_slot_id)?;
+        let phone = super::outbox::phone_of(conn, &b.citizen_key)?;
+        super::outbox::enqueue(conn, &super::outbox::NewMessage::cancelled(b, phone, now))?;
     }
     Ok(cancelled)
 }

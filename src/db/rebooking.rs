@@ -13,6 +13,7 @@
 //! lowered with every place given back, so it never takes a new booking meanwhile.
 
 use super::models::SlotRow;
+use super::outbox::NewMessage;
 use super::schema::{bookings, centers, cohorts, rebooking_items, rebooking_jobs, slots};
 use super::Conn;
 use crate::domain::booking::STATE_CONFIRMED;
@@ -904,15 +905,38 @@ fn insert_item(
 }
 
 /// A booking was moved, in the move's transaction.
-fn on_moved(_conn: &mut Conn, _booking_id: i32, _moves: &[Move]) -> Result<(), Error> {
-    // outbox: the notifications branch enqueues "moved" here
-    Ok(())
+fn on_moved(conn: &mut Conn, booking_id: i32, moves: &[Move]) -> Result<(), Error> {
+    use crate::domain::notification::{moved_text, Kind};
+    let (code, to) = whom(conn, booking_id)?;
+    let now = crate::now_s();
+    let msgs: Vec<_> = moves
+        .iter()
+        .map(|m| {
+            let t = &m.to;
+            let text = moved_text(&code, m.dose, &t.date, &t.start_time, t.center_id);
+            NewMessage::new(Kind::Moved, Some(&code), to.clone(), text, now)
+        })
+        .collect();
+    super::outbox::enqueue_many(conn, &msgs).map(drop)
 }
 
 /// A booking could not be moved and needs rebooking, in the same transaction.
-fn on_needs_rebooking(_conn: &mut Conn, _booking_id: i32) -> Result<(), Error> {
-    // outbox: the notifications branch enqueues "needs_rebooking" here
-    Ok(())
+fn on_needs_rebooking(conn: &mut Conn, booking_id: i32) -> Result<(), Error> {
+    use crate::domain::notification::{needs_rebooking_text, Kind};
+    let (code, to) = whom(conn, booking_id)?;
+    let text = needs_rebooking_text(&code);
+    let msg = NewMessage::new(Kind::NeedsRebooking, Some(&code), to, text, crate::now_s());
+    super::outbox::enqueue(conn, &msg).map(drop)
+}
+
+/// A booking's code and its citizen's sealed phone, for its messages.
+fn whom(conn: &mut Conn, booking_id: i32) -> Result<(String, Option<String>), Error> {
+    let (code, key): (String, String) = run!(conn, c => bookings::table
+        .find(booking_id)
+        .select((bookings::code, bookings::citizen_key))
+        .first(c))?;
+    let to = super::outbox::phone_of(conn, &key)?;
+    Ok((code, to))
 }
 
 /// Slots (cancelled ones too) whose row is over capacity or differs from the places their

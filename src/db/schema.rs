@@ -49,6 +49,7 @@ diesel::table! {
         masked_name -> Text,
         birth_date -> Text,
         created_at -> BigInt,
+        phone_sealed -> Nullable<Text>,
     }
 }
 
@@ -92,6 +93,7 @@ diesel::table! {
         state -> Text,
         booking_code -> Nullable<Text>,
         created_at -> BigInt,
+        phone_sealed -> Nullable<Text>,
     }
 }
 
@@ -128,6 +130,24 @@ diesel::table! {
         last_seen_ms -> BigInt,
         ready -> Bool,
         stats -> Text,
+    }
+}
+
+diesel::table! {
+    outbox (id) {
+        id -> Text,
+        kind -> Text,
+        booking_code -> Nullable<Text>,
+        dose -> Nullable<Integer>,
+        to_sealed -> Nullable<Text>,
+        body -> Text,
+        state -> Text,
+        attempts -> Integer,
+        created_at -> BigInt,
+        next_attempt_at -> BigInt,
+        lease_owner -> Nullable<Text>,
+        lease_until -> BigInt,
+        done_at -> Nullable<BigInt>,
     }
 }
 
@@ -235,6 +255,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     leftover_offers,
     limit_hits,
     nodes,
+    outbox,
     pass_claims,
     presence,
     rebooking_items,

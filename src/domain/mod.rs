@@ -7,6 +7,8 @@ pub mod client;
 pub mod cohort;
 pub mod identity;
 pub mod leftover;
+pub mod notification;
+pub mod phone;
 pub mod queue;
 pub mod rebooking;
 pub mod slot;

@@ -50,6 +50,10 @@ pub struct Session {
     pub birth_date: String,
     pub expires_at: i64,
     pub masked_name: String,
+    /// The phone given at verification, sealed with the phone key (`domain::phone`): the
+    /// token's payload is readable by its holder, the number in it is not. `None` in sessions
+    /// issued before notifications (kind `s`).
+    pub phone: Option<String>,
 }
 
 /// A sign-up for leftover doses (`POST /api/v1/leftovers/waitlist`), valid until the end of
@@ -130,10 +134,16 @@ impl Signer {
     }
 
     pub fn session(&self, s: &Session) -> String {
-        self.seal(&format!(
-            "s|{}|{}|{}|{}|{}|{}",
-            s.cohort_id, s.seq, s.citizen_key, s.birth_date, s.expires_at, s.masked_name
-        ))
+        match &s.phone {
+            Some(phone) => self.seal(&format!(
+                "S|{}|{}|{}|{}|{}|{}|{}",
+                s.cohort_id, s.seq, s.citizen_key, s.birth_date, s.expires_at, phone, s.masked_name
+            )),
+            None => self.seal(&format!(
+                "s|{}|{}|{}|{}|{}|{}",
+                s.cohort_id, s.seq, s.citizen_key, s.birth_date, s.expires_at, s.masked_name
+            )),
+        }
     }
 
     pub fn entry(&self, e: &Entry) -> String {
@@ -216,18 +226,32 @@ impl Signer {
 
     pub fn check_session(&self, token: &str, now: i64) -> Result<Session, TokenError> {
         let payload = self.open(token)?;
-        // The masked name comes last and may hold anything but control characters.
-        let mut it = payload.splitn(7, '|');
-        if it.next() != Some("s") {
-            return Err(TokenError::WrongKind);
-        }
+        // The masked name comes last and may hold anything but control characters. `S`
+        // carries the sealed phone before it; `s` (sessions from before) carries none.
+        let with_phone = match payload.split('|').next() {
+            Some("S") => true,
+            Some("s") => false,
+            _ => return Err(TokenError::WrongKind),
+        };
+        let mut it = payload.splitn(if with_phone { 8 } else { 7 }, '|').skip(1);
+        let cohort_id = num(it.next())?;
+        let seq = num(it.next())?;
+        let citizen_key = it.next().ok_or(TokenError::Malformed)?.to_string();
+        let birth_date = it.next().ok_or(TokenError::Malformed)?.to_string();
+        let expires_at = num(it.next())?;
+        let phone = if with_phone {
+            Some(it.next().ok_or(TokenError::Malformed)?.to_string())
+        } else {
+            None
+        };
         let session = Session {
-            cohort_id: num(it.next())?,
-            seq: num(it.next())?,
-            citizen_key: it.next().ok_or(TokenError::Malformed)?.to_string(),
-            birth_date: it.next().ok_or(TokenError::Malformed)?.to_string(),
-            expires_at: num(it.next())?,
+            cohort_id,
+            seq,
+            citizen_key,
+            birth_date,
+            expires_at,
             masked_name: it.next().ok_or(TokenError::Malformed)?.to_string(),
+            phone,
         };
         if now >= session.expires_at {
             return Err(TokenError::Expired);
@@ -349,7 +373,16 @@ mod tests {
             birth_date: "1965-03-01".into(),
             expires_at: 500,
             masked_name: "김|*영".into(),
+            phone: None,
         };
-        assert_eq!(s.check_session(&s.session(&session), 10), Ok(session));
+        assert_eq!(
+            s.check_session(&s.session(&session), 10),
+            Ok(session.clone())
+        );
+        let with_phone = Session {
+            phone: Some("c2VhbGVkLXBob25lLW51bWJlci1ub3QtcmVhZGFibGU".into()),
+            ..session
+        };
+        assert_eq!(s.check_session(&s.session(&with_phone), 10), Ok(with_phone));
     }
 }

@@ -360,6 +360,8 @@ async fn verify(
     let pass_key = format!("{}:{}", pass.cohort_id, pass.seq);
     let birth_date = claim.birth_date.to_string();
     let masked_name = mask_name(&claim.name);
+    // Sealed now, while the number is at hand; from here on only the sender opens it.
+    let phone = state.phone_key.seal(&claim.phone);
     // With nodes on one database, the limits per identity and per pass are counted there (each
     // node's pool still keeps its own, which can only be stricter).
     let shared = state.config.database.is_postgres().then(|| {
@@ -433,6 +435,7 @@ async fn verify(
         birth_date,
         expires_at,
         masked_name,
+        phone: Some(phone),
     };
     Ok(HttpResponse::Created().json(SessionAnswer {
         session: state.signer.session(&session),
@@ -606,6 +609,7 @@ async fn book(
             masked_name: session.masked_name.clone(),
             birth_date: session.birth_date.clone(),
             created_at: now,
+            phone_sealed: session.phone.clone(),
         },
         code: crate::domain::booking::new_code(),
         cohort_id: session.cohort_id,

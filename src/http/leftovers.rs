@@ -170,6 +170,7 @@ async fn sign_up(
         birth_date: session.birth_date.clone(),
         day: today(&state, now),
         created_at: now,
+        phone_sealed: session.phone.clone(),
     };
     let outcome = centers[0]
         .leftovers
@@ -290,6 +291,8 @@ async fn accept(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError
                 masked_name: masked_name.clone(),
                 birth_date,
                 created_at: now,
+                // The sign-up's, filled in by the store (`db::leftovers::accept`).
+                phone_sealed: None,
             },
             cohort_id,
             ticket_seq: ticket_seq.max(0) as u64,

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod citizen;
 pub mod leftovers;
+pub mod notifications;
 pub mod openapi;
 pub mod pages;
 pub mod rebooking;
@@ -51,7 +52,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .app_data(json_config(ADMIN_BODY_LIMIT))
                 .configure(admin::routes)
                 .configure(leftovers::admin_routes)
-                .configure(rebooking::admin_routes),
+                .configure(rebooking::admin_routes)
+                .configure(notifications::admin_routes),
         )
         .service(
             web::scope("/api/v1")
@@ -319,6 +321,47 @@ fn publish(state: &AppState) {
         }
     }
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+    let n = &state.notifier_metrics;
+    for (name, help, kind, value) in [
+        (
+            "notify_queued",
+            "Messages pending in the outbox.",
+            Kind::Gauge,
+            load(&n.queued),
+        ),
+        (
+            "notify_sent_total",
+            "Messages delivered by this node.",
+            Kind::Counter,
+            load(&n.sent),
+        ),
+        (
+            "notify_failed_total",
+            "Messages given up as failed by this node.",
+            Kind::Counter,
+            load(&n.failed),
+        ),
+        (
+            "notify_retries_total",
+            "Failed attempts to be tried again, at this node.",
+            Kind::Counter,
+            load(&n.retries),
+        ),
+        (
+            "notify_oldest_pending_seconds",
+            "Age of the oldest pending message.",
+            Kind::Gauge,
+            load(&n.oldest_pending_s),
+        ),
+        (
+            "notify_in_flight",
+            "Deliveries in flight at this node.",
+            Kind::Gauge,
+            load(&n.in_flight),
+        ),
+    ] {
+        one(name, help, kind, value);
+    }
     let id = &state.identity_load;
     one(
         "identity_in_flight",

@@ -7,7 +7,7 @@
 //! schemes (admin token, ticket, pass, session, leftover entry), and the links that chain join -> poll ->
 //! verify -> book for tools that follow them (schemathesis' stateful phase in CI).
 
-use super::{admin, citizen, leftovers, rebooking};
+use super::{admin, citizen, leftovers, notifications, rebooking};
 use actix_web::HttpResponse;
 use std::sync::OnceLock;
 use utoipa::openapi::header::HeaderBuilder;
@@ -59,6 +59,7 @@ use utoipa::{Modify, OpenApi};
         rebooking::patch_slot,
         rebooking::start_shift,
         rebooking::get_job,
+        notifications::list,
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&Contract)
@@ -189,6 +190,11 @@ const ERRORS: &[(&str, Body, &[Answer])] = &[
     ),
     ("admin_start_rebooking", JSON, &[UNAUTHORIZED]),
     ("admin_get_rebooking", NONE, &[UNAUTHORIZED, NOT_FOUND]),
+    (
+        "admin_notifications",
+        NONE,
+        &[UNAUTHORIZED, (400, &["validation"]), NOT_FOUND],
+    ),
     ("list_leftovers", NONE, &[(400, &["validation"])]),
     (
         "leftovers_sign_up",
@@ -487,7 +493,7 @@ mod tests {
         let n = ids.len();
         ids.dedup();
         assert_eq!(ids.len(), n, "duplicate operation ids");
-        assert_eq!(n, 32, "{ids:?}");
+        assert_eq!(n, 33, "{ids:?}");
         for (id, _, _) in super::ERRORS {
             assert!(ids.iter().any(|i| i == id), "{id} has errors but no path");
         }

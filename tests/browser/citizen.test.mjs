@@ -261,12 +261,12 @@ test('each cohort card states its birth years once, and the footer says exactly 
     const footer = page.locator('footer');
     const ko = await footer.innerText();
     for (const kept of ['키 해시', '김*영', '생년월일', '예약']) assert.ok(ko.includes(kept), `footer names ${kept}: ${ko}`);
-    assert.match(ko, /전화번호와 전체 이름은 저장하지 않습니다/);
+    assert.match(ko, /전화번호는 알림.*암호화해서만 보관/);
     await page.getByRole('button', { name: 'English' }).click();
     await until(async () => (await footer.innerText()).includes('keyed hash'), { what: 'the English footer' });
     const en = await footer.innerText();
     for (const kept of ['keyed hash', 'masked', '김*영', 'date of birth', 'booking']) assert.ok(en.includes(kept), `footer names ${kept}: ${en}`);
-    assert.match(en, /phone number and full name are not stored/);
+    assert.match(en, /phone number is kept only encrypted/);
     assert.equal(await count(named, 1962), 1, 'once in English too');
     assert.equal(await count(plain, 1967), 1, 'once in English too');
   } finally {
