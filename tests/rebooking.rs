@@ -40,6 +40,26 @@ async fn booking(app: &TestApp, code: &str) -> Value {
     res.json().await.unwrap()
 }
 
+/// The kinds of a booking's notifications, oldest first.
+async fn kinds(app: &TestApp, code: &str) -> Vec<String> {
+    let res = app
+        .admin_get(&format!("/api/v1/admin/notifications?booking={code}"))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let list: Vec<Value> = res.json().await.unwrap();
+    let mut out: Vec<(String, String)> = list
+        .iter()
+        .map(|m| {
+            (
+                m["created_at"].as_str().unwrap_or("").to_string(),
+                m["kind"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out.into_iter().map(|(_, k)| k).collect()
+}
+
 async fn patch_slot(app: &TestApp, slot: i64, body: Value) -> reqwest::Response {
     app.client
         .patch(app.url(&format!("/api/v1/admin/slots/{slot}")))
@@ -160,6 +180,9 @@ async fn a_second_dose_shift_moves_each_second_dose_by_the_rule() {
     let last = booking(&app, &codes[5]).await;
     assert_eq!(last["state"], "needs_rebooking", "{last}");
     assert!(last.get("moved").is_none(), "{last}");
+    // Each change put its message in the outbox, in the move's transaction.
+    assert_eq!(kinds(&app, &codes[0]).await, ["booked", "moved"]);
+    assert_eq!(kinds(&app, &codes[5]).await, ["booked", "needs_rebooking"]);
     // Its places are freed, and it no longer counts as the citizen's live booking: the
     // citizen books again (the same identity: citizen 6).
     wait_remaining(&app, a, s[0], 10 - 5).await;
