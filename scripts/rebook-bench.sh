@@ -6,6 +6,9 @@
 # against the same server and reports its latencies (p99).
 #
 #   scripts/rebook-bench.sh [--bookings N] [--centers C] [--arrival-rate R] [--citizens K]
+#                           [--deadline SECONDS]
+#
+# It gives up (exit 1) if the job is not done within --deadline seconds (default 1800).
 #
 # Needs sqlite3 and curl, jq. PROFILE=debug builds without optimisation.
 set -euo pipefail
@@ -15,12 +18,14 @@ bookings=1000000
 centers=200
 rate=50
 citizens=3000
+deadline=1800
 while [ $# -gt 0 ]; do
   case "$1" in
     --bookings) bookings=$2; shift 2 ;;
     --centers) centers=$2; shift 2 ;;
     --arrival-rate) rate=$2; shift 2 ;;
     --citizens) citizens=$2; shift 2 ;;
+    --deadline) deadline=$2; shift 2 ;;
     *) echo "unknown flag $1" >&2; exit 2 ;;
   esac
 done
@@ -56,6 +61,11 @@ while :; do
   v=$(curl -fs "$base/api/v1/admin/rebookings/$job" -H "Authorization: Bearer $token" || echo '{}')
   state=$(echo "$v" | jq -r .state)
   [ "$state" = done ] && break
+  if [ "$(echo "$(date +%s.%N) - $start > $deadline" | bc)" = 1 ]; then
+    echo "the job was not done within $deadline s: $v" >&2
+    kill "$rush" 2>/dev/null || true
+    exit 1
+  fi
   sleep 1
 done
 end=$(date +%s.%N)
