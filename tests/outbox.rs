@@ -244,6 +244,63 @@ async fn a_booking_whose_commit_failed_leaves_no_message_and_one_that_committed_
     assert_eq!(pending(&app), 1);
 }
 
+/// Tomorrow in Seoul, as the reminders' scan takes it.
+fn tomorrow() -> String {
+    ((chrono::Utc::now() + chrono::Duration::hours(9)).date_naive() + chrono::Days::new(1))
+        .to_string()
+}
+
+#[actix_web::test]
+async fn a_reminder_is_written_once_the_day_before_and_a_cancellation_takes_it_back() {
+    // A receiver that never takes anything: what is written stays pending, to be looked at.
+    let hook = Receiver::start(None);
+    let app = spawn_app_with(|c| {
+        c.notify.webhook_url = Some(hook.url.clone());
+        c.notify.retry.base_backoff = Duration::from_secs(600);
+    })
+    .await;
+    // `booked` books a first dose tomorrow and a second in four weeks.
+    let code = booked(&app, 12).await;
+    let scan = |app: &TestApp| {
+        let mut conn = app.state.pool.get().unwrap();
+        let now = chrono::Utc::now().timestamp();
+        reservation::db::outbox::scan_reminders(&mut conn.conn(), &tomorrow(), now).unwrap()
+    };
+    // The notifier may have scanned already (after 18:00 in Seoul); either way one is there,
+    // for the first dose only, and a second scan writes none.
+    let first = scan(&app);
+    assert!(first <= 1, "{first} reminders written for one booking");
+    assert_eq!(scan(&app), 0, "a second scan wrote the reminder again");
+    let kinds = |all: &[Value]| -> Vec<String> {
+        let mut k: Vec<String> = all
+            .iter()
+            .map(|m| m["kind"].as_str().unwrap().into())
+            .collect();
+        k.sort();
+        k
+    };
+    let all = notifications(&app, &code).await;
+    assert_eq!(kinds(&all), ["booked", "reminder"]);
+    assert!(all.iter().all(|m| m["state"] == "pending"), "{all:?}");
+
+    let res = app
+        .client
+        .post(app.url(&format!("/api/v1/bookings/{code}/cancel")))
+        .json(&json!({"birth_date": "1965-03-01"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    // The cancellation took the pending reminder back in its transaction: nothing is due.
+    let all = notifications(&app, &code).await;
+    assert_eq!(kinds(&all), ["booked", "cancelled"], "{all:?}");
+    assert_eq!(scan(&app), 0, "a cancelled booking was reminded");
+    assert_eq!(
+        kinds(&notifications(&app, &code).await),
+        ["booked", "cancelled"]
+    );
+}
+
 #[actix_web::test]
 async fn the_notifications_endpoint_wants_the_admin_token_a_code_and_a_known_booking() {
     let app = spawn_app_with(|_| {}).await;

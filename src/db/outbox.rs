@@ -429,6 +429,30 @@ pub fn scan_reminders(conn: &mut Conn, tomorrow: &str, now: i64) -> Result<usize
     Ok(written)
 }
 
+/// Takes back the reminders of a booking not yet sent, in the caller's transaction: of one
+/// dose (it moved: its old day's reminder would name the wrong day) or of both (`None`: the
+/// booking was cancelled or needs rebooking, and nothing is due). One being delivered right
+/// now may still arrive. A moved dose whose reminder was taken back gets one anew from the
+/// scan if its new day is tomorrow (one already sent stays the dose's one). How many.
+pub fn drop_pending_reminders(
+    conn: &mut Conn,
+    code: &str,
+    dose: Option<i32>,
+) -> Result<usize, Error> {
+    run!(conn, c => {
+        // The partial index `outbox_once` (kind, booking_code, dose) WHERE dose IS NOT NULL.
+        let of_booking = outbox::table
+            .filter(outbox::kind.eq(Kind::Reminder.as_str()))
+            .filter(outbox::booking_code.eq(code))
+            .filter(outbox::dose.is_not_null())
+            .filter(outbox::state.eq(STATE_PENDING));
+        match dose {
+            Some(d) => diesel::delete(of_booking.filter(outbox::dose.eq(d))).execute(c),
+            None => diesel::delete(of_booking).execute(c),
+        }
+    })
+}
+
 /// Forgets the phone numbers nobody needs any more (`today`: `YYYY-MM-DD`, local): a
 /// citizen's once it has no live booking with a dose today or later; a sign-up's once it is
 /// no longer waiting or offered, or its day has passed. (A pending message keeps its own copy

@@ -1484,6 +1484,7 @@ pub fn cancel_booking(conn: &mut Conn, code: &str, now: i64) -> Result<Option<Bo
         give_place(conn, b.second_slot_id)?;
         let phone = super::outbox::phone_of(conn, &b.citizen_key)?;
         super::outbox::enqueue(conn, &super::outbox::NewMessage::cancelled(b, phone, now))?;
+        super::outbox::drop_pending_reminders(conn, &b.code, None)?;
     }
     Ok(cancelled)
 }

@@ -917,6 +917,9 @@ fn on_moved(conn: &mut Conn, booking_id: i32, moves: &[Move]) -> Result<(), Erro
             NewMessage::new(Kind::Moved, Some(&code), to.clone(), text, now)
         })
         .collect();
+    for m in moves {
+        super::outbox::drop_pending_reminders(conn, &code, Some(i32::from(m.dose)))?;
+    }
     super::outbox::enqueue_many(conn, &msgs).map(drop)
 }
 
@@ -926,6 +929,7 @@ fn on_needs_rebooking(conn: &mut Conn, booking_id: i32) -> Result<(), Error> {
     let (code, to) = whom(conn, booking_id)?;
     let text = needs_rebooking_text(&code);
     let msg = NewMessage::new(Kind::NeedsRebooking, Some(&code), to, text, crate::now_s());
+    super::outbox::drop_pending_reminders(conn, &code, None)?;
     super::outbox::enqueue(conn, &msg).map(drop)
 }
 
