@@ -192,6 +192,22 @@ async fn a_second_dose_shift_moves_each_second_dose_by_the_rule() {
     let res = app.book(&again, s[0], None).await;
     assert_eq!(res.status(), StatusCode::CREATED);
     assert_places_exact(&app);
+    // The old code, cancelled by its citizen, is cancelled for real, told, and gives nothing
+    // back (it held nothing): the places stay those of the live bookings.
+    let res = app
+        .client
+        .post(app.url(&format!("/api/v1/bookings/{}/cancel", codes[5])))
+        .json(&json!({"birth_date": "1965-03-01"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(booking(&app, &codes[5]).await["state"], "cancelled");
+    let mut told = kinds(&app, &codes[5]).await;
+    told.sort(); // within one second, `kinds`' order is the names'
+    assert_eq!(told, ["booked", "cancelled", "needs_rebooking"]);
+    wait_remaining(&app, a, s[0], 10 - 6).await;
+    assert_places_exact(&app);
 }
 
 #[tokio::test]

@@ -1467,7 +1467,9 @@ pub fn claim_passes(conn: &mut Conn, claims: &[&NewPassClaim]) -> Result<Vec<Str
 }
 
 /// Cancels a live booking and gives both its places back; `None` if there is none with that
-/// code.
+/// code. A booking that needs rebooking holds no places: it is cancelled too (the citizen
+/// was told it could not be moved, and says they will not rebook), with its message, and
+/// `None` as well, for there is nothing to give back.
 pub fn cancel_booking(conn: &mut Conn, code: &str, now: i64) -> Result<Option<BookingRow>, Error> {
     let cancelled: Option<BookingRow> = run!(conn, c => diesel::update(bookings::table)
         .filter(bookings::code.eq(code))
@@ -1485,8 +1487,23 @@ pub fn cancel_booking(conn: &mut Conn, code: &str, now: i64) -> Result<Option<Bo
         let phone = super::outbox::phone_of(conn, &b.citizen_key)?;
         super::outbox::enqueue(conn, &super::outbox::NewMessage::cancelled(b, phone, now))?;
         super::outbox::drop_pending_reminders(conn, &b.code, None)?;
+        return Ok(cancelled);
     }
-    Ok(cancelled)
+    let unplaced: Option<BookingRow> = run!(conn, c => diesel::update(bookings::table)
+        .filter(bookings::code.eq(code))
+        .filter(bookings::state.eq(super::rebooking::STATE_NEEDS_REBOOKING))
+        .set((
+            bookings::state.eq(STATE_CANCELLED),
+            bookings::cancelled_at.eq(now),
+        ))
+        .returning(BookingRow::as_returning())
+        .get_result(c)
+        .optional())?;
+    if let Some(b) = &unplaced {
+        let phone = super::outbox::phone_of(conn, &b.citizen_key)?;
+        super::outbox::enqueue(conn, &super::outbox::NewMessage::cancelled(b, phone, now))?;
+    }
+    Ok(None)
 }
 
 /// The slot ids a booking or cancellation of this code will touch (for `lock_slots`).
