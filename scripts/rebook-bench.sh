@@ -3,10 +3,12 @@
 # written straight by bulk SQL (scripts/rebook-seed.sql, no HTTP), the release server started
 # on it, a 14-day second-dose shift job started, and the time until the job is done measured,
 # while a modest citizen load (examples/rush.rs in open loop: joins, polls, bookings) runs
-# against the same server and reports its latencies (p99).
+# against the same server and reports its latencies (p99). The same load runs first for
+# --baseline-citizens citizens with no job (the latencies to compare with); the load during
+# the job should last about as long as the job (K / R seconds).
 #
 #   scripts/rebook-bench.sh [--bookings N] [--centers C] [--arrival-rate R] [--citizens K]
-#                           [--deadline SECONDS]
+#                           [--baseline-citizens B] [--deadline SECONDS]
 #
 # It gives up (exit 1) if the job is not done within --deadline seconds (default 1800).
 #
@@ -17,7 +19,8 @@ cd "$(dirname "$0")/.."
 bookings=1000000
 centers=200
 rate=50
-citizens=3000
+citizens=15000
+baseline=3000
 deadline=1800
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -25,6 +28,7 @@ while [ $# -gt 0 ]; do
     --centers) centers=$2; shift 2 ;;
     --arrival-rate) rate=$2; shift 2 ;;
     --citizens) citizens=$2; shift 2 ;;
+    --baseline-citizens) baseline=$2; shift 2 ;;
     --deadline) deadline=$2; shift 2 ;;
     *) echo "unknown flag $1" >&2; exit 2 ;;
   esac
@@ -49,6 +53,12 @@ env DATABASE_URL="$db" BIND_ADDR="127.0.0.1:$port" RUST_LOG="${RUST_LOG:-warn}" 
   ADMIN_TOKEN=$token SECRET_KEY=rebook-bench-secret "$dir/reservation" >> "$work/server.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 2000); do curl -fs "$base/readyz" >/dev/null 2>&1 && break; sleep 0.05; done
+
+if [ "$baseline" -gt 0 ]; then
+  echo "citizen load with no job (rush --arrival-rate $rate --citizens $baseline):"
+  "$dir/examples/rush" --base "$base" --admin "$token" --citizens "$baseline" --concurrency 64 \
+    --arrival-rate "$rate"
+fi
 
 start=$(date +%s.%N)
 job=$(curl -fs -X POST "$base/api/v1/admin/rebookings" -H "Authorization: Bearer $token" \
