@@ -701,7 +701,7 @@ $('#shift-form').addEventListener('submit', (e) => {
   formStatus('sh-status', null);
   if (!S.shift) return [$('#sh-vaccine'), $('#sh-days')].find((i) => i.getAttribute('aria-invalid'))?.focus();
   $('#sh-confirm-text').textContent = t('sh_ask', { vaccine: S.shift.vaccine, days: S.shift.second_dose_shift_days });
-  $('#sh-yes').focus();
+  $('#sh-no').focus(); // the safe answer first, as for cancelling
 });
 
 $('#sh-no').addEventListener('click', () => {
