@@ -1,15 +1,21 @@
 // The operators' dashboard: sign in with the admin token, watch the rush (refreshed every few
-// seconds), steer each cohort's waiting room, add cohorts, centers and slots, and post a
-// center's leftover doses of the day.
+// seconds), steer each cohort's waiting room, add cohorts, centers and slots, post a
+// center's leftover doses of the day, change or cancel a slot, shift every second dose of a
+// vaccine, and follow the rebooking jobs those start.
 //
 // The token stays in sessionStorage: it survives a reload but not closing the tab, and it is
 // sent only to this server's admin API.
-import { t, applyStatic, initLangSwitch, fmtNum, fmtDuration, fmtWhen } from './i18n.js';
+import { t, applyStatic, initLangSwitch, fmtNum, fmtDuration, fmtWhen, fmtDate } from './i18n.js';
 import { h, $, call, stored, isoDay, fieldError } from './common.js';
 import { lineChart, barChart, legend } from './charts.js';
 
 const KEY_TOKEN = 'rsv.admin';
+const KEY_JOBS = 'rsv.admin.jobs';
 const REFRESH_MS = 3000;
+const JOB_POLL_MS = 1000; // while a rebooking job runs
+const JOBS_KEPT = 30;
+const MAX_SHIFT_DAYS = 90; // as the server checks (MAX_SHIFT_DAYS in src/domain/rebooking.rs)
+const VACCINE = /^[A-Za-z0-9 .-]{1,40}$/; // the server's rule for a vaccine's name
 const HISTORY = 60; // samples kept for the time charts: three minutes at one every 3 s
 const SLOTS_PER_REQUEST = 5000; // well under the server's 20,000 and its 4 MB body limit
 
@@ -21,12 +27,20 @@ const S = {
   history: [], // [{at, waiting: Map(id -> n), bookingsPerS, inFlight, maxInFlight}]
   rows: new Map(), // cohort id -> the row's live elements, kept so an input being typed in survives
   failed: false,
+  // The rebooking jobs this browser started or was asked to follow, newest first. The API lists
+  // no jobs, only one by id, so the ids are kept here (localStorage: they outlive the tab).
+  jobs: (stored('local', KEY_JOBS) ?? []).filter(Number.isInteger).map((id) => ({ id })),
+  jobTimer: null,
+  slotsOf: null, // the center whose slots the slot form lists
+  slotList: [],
+  shift: null, // the shift being confirmed
 };
 
 // ---------------------------------------------------------------- sign in and out
 
 function showSignin(messageKey) {
   clearTimeout(S.timer);
+  clearTimeout(S.jobTimer);
   $('#dash').hidden = true;
   $('#signout').hidden = true;
   $('#signin').hidden = false;
@@ -41,6 +55,7 @@ function showDash() {
   defaults();
   $('#h-dash').focus();
   refresh();
+  pollJobs(true);
 }
 
 $('#signin-form').addEventListener('submit', async (e) => {
@@ -69,6 +84,13 @@ $('#signout').addEventListener('click', () => {
 
 const admin = (method, path, body) => call(method, `/api/v1/admin${path}`, { token: S.token, body });
 
+/** The admin token was refused: back to the sign-in, saying so. */
+function signedOut() {
+  S.token = null;
+  stored('session', KEY_TOKEN, null);
+  showSignin('err_token_wrong');
+}
+
 // ---------------------------------------------------------------- the live figures
 
 /** Prometheus text to a map of `name{labels}` -> value; enough for the few figures shown. */
@@ -96,8 +118,7 @@ async function refresh() {
   ]);
   if (stats.status === 401 || cohorts.status === 401) {
     S.token = null;
-    stored('session', KEY_TOKEN, null);
-    return showSignin('err_token_wrong');
+    return signedOut();
   }
   S.failed = ![stats, cohorts, centers, metrics, leftovers].every((r) => r.ok);
   if (!S.failed) {
@@ -135,8 +156,13 @@ function sample(now, prev) {
 
 // Pausing saves the server the requests while nobody looks; the figures resume on return.
 document.addEventListener('visibilitychange', () => {
-  if (document.hidden) clearTimeout(S.timer);
-  else if (S.token && !S.paused && !$('#dash').hidden) refresh();
+  if (document.hidden) {
+    clearTimeout(S.timer);
+    clearTimeout(S.jobTimer);
+  } else if (S.token && !$('#dash').hidden) {
+    if (!S.paused) refresh();
+    pollJobs();
+  }
 });
 
 $('#toggle-refresh').addEventListener('click', (e) => {
@@ -277,7 +303,7 @@ function renderCenters(L) {
     h('td', { class: 'num' }, fmtNum(c.remaining)))));
   // The slot and leftover forms' lists of centers and the region suggestions follow what exists.
   const ids = L.centers.map((c) => String(c.id)).join(',');
-  for (const select of [$('#sf-center'), $('#lf-center')]) {
+  for (const select of [$('#sf-center'), $('#lf-center'), $('#sc-center')]) {
     if (select.dataset.ids === ids) continue;
     const keep = select.value;
     select.replaceChildren(...L.centers.map((c) => h('option', { value: c.id }, `${c.name} (${c.region})`)));
@@ -288,6 +314,13 @@ function renderCenters(L) {
     $('#region-options').dataset.ids = ids;
     $('#region-options').replaceChildren(...[...new Set(L.centers.map((c) => c.region))].map((r) => h('option', { value: r })));
     preview();
+  }
+  if ($('#sc-center').value && $('#sc-center').value !== S.slotsOf) loadSlots();
+  // The shift form suggests the vaccines the cohorts use.
+  const vaccines = [...new Set(L.cohorts.map((c) => c.vaccine))].sort().join('\n');
+  if ($('#vaccine-options').dataset.list !== vaccines) {
+    $('#vaccine-options').dataset.list = vaccines;
+    $('#vaccine-options').replaceChildren(...vaccines.split('\n').filter(Boolean).map((v) => h('option', { value: v })));
   }
 }
 
@@ -526,6 +559,253 @@ $('#leftover-form').addEventListener('submit', async (e) => {
   }
 });
 
+// ---------------------------------------------------------------- supply changes and rebooking
+
+/**
+ * A refusal as the forms below say it: with its status and the server's code and message, a
+ * friendlier sentence for the codes a form expects (`known`: code -> key).
+ */
+function refusal(r, known = {}) {
+  if (r.status === 401) return ['err_unauthorized', {}];
+  const vars = { status: r.status, code: r.error ?? '', message: r.message || r.status };
+  if (known[r.error]) return [known[r.error], vars];
+  return [r.error === 'validation' ? 'err_refused_validation' : 'err_refused', vars];
+}
+
+/** The slots of the center picked in the slot form, as citizens see them (cancelled ones are never listed). */
+async function loadSlots() {
+  const center = $('#sc-center').value;
+  S.slotsOf = center;
+  if (!center) {
+    S.slotList = [];
+    return renderSlotOptions();
+  }
+  const r = await call('GET', `/api/v1/centers/${center}/slots`);
+  if (S.slotsOf !== center) return; // another center was picked meanwhile
+  S.slotList = r.ok ? r.data : [];
+  if (!r.ok) formStatus('sc-status', ...refusal(r), 'error');
+  renderSlotOptions();
+}
+
+function slotLabel(s) {
+  return t('sc_slot_option', {
+    id: s.id, date: fmtDate(s.date), start: s.start_time, end: s.end_time, vaccine: s.vaccine,
+    capacity: fmtNum(s.capacity), remaining: fmtNum(s.remaining),
+  });
+}
+
+function renderSlotOptions() {
+  const select = $('#sc-slot');
+  const keep = select.value;
+  select.replaceChildren(...S.slotList.map((s) => h('option', { value: s.id }, slotLabel(s))));
+  if (keep && S.slotList.some((s) => String(s.id) === keep)) select.value = keep;
+  const ready = S.slotList.length > 0;
+  $('#sc-submit').disabled = !ready;
+  $('#sc-cancel').disabled = !ready;
+  $('#sc-slot-hint').textContent = t(ready || !S.slotsOf ? 'sc_slot_hint' : 'sc_no_slots');
+}
+
+const pickedSlot = () => S.slotList.find((s) => String(s.id) === $('#sc-slot').value);
+
+function closeSlotConfirm() {
+  $('#sc-confirm').hidden = true;
+}
+
+async function patchSlot(body) {
+  const slot = pickedSlot();
+  if (!slot) return;
+  const buttons = ['#sc-submit', '#sc-cancel', '#sc-cancel-yes'].map((sel) => $(sel));
+  for (const b of buttons) b.disabled = true;
+  formStatus('sc-status', null);
+  const r = await admin('PATCH', `/slots/${slot.id}`, body);
+  for (const b of buttons) b.disabled = false;
+  const wasConfirming = !$('#sc-confirm').hidden;
+  closeSlotConfirm();
+  if (r.ok) {
+    const s = r.data;
+    const job = s.rebooking?.id;
+    const key = `sc_done${s.cancelled ? '_cancelled' : ''}${job ? '_job' : ''}`;
+    formStatus('sc-status', key, {
+      id: s.id, date: fmtDate(s.date), start: s.start_time, capacity: fmtNum(s.capacity),
+      remaining: fmtNum(s.remaining), job,
+    }, 'ok');
+    $('#sc-capacity').value = '';
+    if (job) follow(job);
+    loadSlots();
+    refresh();
+  } else {
+    formStatus('sc-status', ...refusal(r, { not_found: 'sc_err_not_found', slot_cancelled: 'sc_err_cancelled' }), 'error');
+    // The slot is gone from what citizens see: the list follows.
+    if (r.error === 'not_found' || r.error === 'slot_cancelled') loadSlots();
+  }
+  if (wasConfirming) $('#sc-cancel').focus(); // the button that had focus is hidden
+}
+
+$('#sc-center').addEventListener('change', () => {
+  closeSlotConfirm();
+  formStatus('sc-status', null);
+  loadSlots();
+});
+$('#sc-slot').addEventListener('change', closeSlotConfirm);
+
+$('#slot-change-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  closeSlotConfirm();
+  const input = $('#sc-capacity');
+  const raw = input.value.trim();
+  const capacity = Number(raw);
+  const ok = raw !== '' && Number.isInteger(capacity) && capacity >= 0 && capacity <= 100000;
+  if (!fieldError(input, ok ? '' : t('sc_err_capacity'))) {
+    formStatus('sc-status', null);
+    return input.focus();
+  }
+  patchSlot({ capacity });
+});
+
+$('#sc-cancel').addEventListener('click', () => {
+  const slot = pickedSlot();
+  if (!slot) return;
+  fieldError($('#sc-capacity'), '');
+  formStatus('sc-status', null); // the last answer was about another change
+  $('#sc-confirm-text').textContent = t('sc_cancel_ask', { slot: slotLabel(slot) });
+  $('#sc-confirm').hidden = false;
+  $('#sc-cancel-no').focus();
+});
+$('#sc-cancel-no').addEventListener('click', () => {
+  closeSlotConfirm();
+  $('#sc-cancel').focus();
+});
+$('#sc-cancel-yes').addEventListener('click', () => patchSlot({ cancelled: true }));
+
+/** The shift form's values as the server would take them, or null after marking what is wrong. */
+function readShift() {
+  const vaccine = $('#sh-vaccine').value.trim();
+  const raw = $('#sh-days').value.trim();
+  const days = Number(raw);
+  const ok = [
+    fieldError($('#sh-vaccine'), VACCINE.test(vaccine) ? '' : t('sh_err_vaccine')),
+    fieldError($('#sh-days'), raw !== '' && Number.isInteger(days) && days >= 1 && days <= MAX_SHIFT_DAYS
+      ? '' : t('sh_err_days', { max: MAX_SHIFT_DAYS })),
+  ].every(Boolean);
+  return ok ? { vaccine, second_dose_shift_days: days } : null;
+}
+
+$('#shift-form').addEventListener('input', () => {
+  $('#sh-confirm').hidden = true; // what was asked is no longer what the form says
+});
+
+$('#shift-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  S.shift = readShift();
+  $('#sh-confirm').hidden = !S.shift;
+  formStatus('sh-status', null);
+  if (!S.shift) return [$('#sh-vaccine'), $('#sh-days')].find((i) => i.getAttribute('aria-invalid'))?.focus();
+  $('#sh-confirm-text').textContent = t('sh_ask', { vaccine: S.shift.vaccine, days: S.shift.second_dose_shift_days });
+  $('#sh-no').focus(); // the safe answer first, as for cancelling
+});
+
+$('#sh-no').addEventListener('click', () => {
+  $('#sh-confirm').hidden = true;
+  $('#sh-submit').focus();
+});
+
+$('#sh-yes').addEventListener('click', async () => {
+  const body = S.shift;
+  if (!body) return;
+  $('#sh-yes').disabled = true;
+  const r = await admin('POST', '/rebookings', body);
+  $('#sh-yes').disabled = false;
+  $('#sh-confirm').hidden = true;
+  S.shift = null;
+  if (r.ok) {
+    formStatus('sh-status', 'sh_done', { id: r.data.id, vaccine: body.vaccine, days: body.second_dose_shift_days }, 'ok');
+    follow(r.data.id);
+  } else {
+    formStatus('sh-status', ...refusal(r), 'error');
+  }
+  $('#sh-submit').focus();
+});
+
+function saveJobs() {
+  S.jobs = S.jobs.slice(0, JOBS_KEPT);
+  stored('local', KEY_JOBS, S.jobs.map((j) => j.id));
+}
+
+/** Puts a job first in the table and follows it until it is done. */
+function follow(id, known = {}) {
+  S.jobs = [{ ...(S.jobs.find((j) => j.id === id) ?? {}), ...known, id }, ...S.jobs.filter((j) => j.id !== id)];
+  saveJobs();
+  renderJobs();
+  pollJobs();
+}
+
+/**
+ * Asks for each job not known to be done (every job with `all`), and again in a second while
+ * any runs; stops when none does, the tab is hidden or the operator signs out.
+ */
+async function pollJobs(all = false) {
+  clearTimeout(S.jobTimer);
+  if (!S.token) return;
+  const asked = S.jobs.filter((j) => all || j.state !== 'done');
+  const answers = await Promise.all(asked.map((j) => admin('GET', `/rebookings/${j.id}`)));
+  if (answers.some((r) => r.status === 401)) return signedOut();
+  asked.forEach((j, i) => {
+    const r = answers[i];
+    if (r.ok) Object.assign(j, r.data, { failed: false });
+    else if (r.status === 404) j.gone = true; // a job of another database (this one was reset)
+    else j.failed = true; // a blip: asked again at the next poll
+  });
+  if (asked.some((j) => j.gone)) {
+    S.jobs = S.jobs.filter((j) => !j.gone);
+    saveJobs();
+  }
+  renderJobs();
+  clearTimeout(S.jobTimer);
+  const running = S.jobs.some((j) => j.state !== 'done');
+  if (running && S.token && !document.hidden && !$('#dash').hidden) S.jobTimer = setTimeout(pollJobs, JOB_POLL_MS);
+}
+
+function renderJobs() {
+  $('#jobs-empty').hidden = S.jobs.length > 0;
+  $('#job-table tbody').replaceChildren(...S.jobs.map((j) => {
+    const known = j.state != null;
+    const handled = (j.moved ?? 0) + (j.unmovable ?? 0);
+    let pct = 0;
+    if (j.state === 'done') pct = 100;
+    else if (known && j.total > 0) pct = Math.min(99, Math.floor((100 * handled) / j.total));
+    const kind = !known ? ''
+      : j.kind === 'shift' ? t('job_kind_shift', { days: j.second_dose_shift_days })
+        : t('job_kind_slot', { id: j.slot_id });
+    const count = (n) => h('td', { class: 'num' }, known ? fmtNum(n) : '–');
+    return h('tr', { 'data-id': j.id, 'data-state': j.state ?? 'unknown' },
+      h('td', {}, String(j.id)),
+      h('td', { class: 'job-kind' }, kind),
+      h('td', { class: 'job-vaccine' }, j.vaccine ?? ''),
+      h('td', { class: 'job-state' }, known
+        ? h('span', { class: `badge job-${j.state}` }, t(j.state === 'done' ? 'job_done' : 'job_running'))
+        : t(j.failed ? 'job_unknown' : 'loading')),
+      count(j.total), count(j.moved), count(j.unmovable),
+      h('td', { class: 'job-progress' },
+        h('progress', { max: 100, value: pct, 'aria-label': t('job_progress_label', { id: j.id }) }),
+        h('span', { class: 'pct' }, `${pct}%`)));
+  }));
+}
+
+$('#job-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const input = $('#jf-id');
+  const id = Number(input.value);
+  if (!fieldError(input, Number.isInteger(id) && id >= 1 && id <= 2147483647 ? '' : t('jf_err_id'))) return input.focus();
+  const r = await admin('GET', `/rebookings/${id}`);
+  if (r.ok) {
+    formStatus('jf-status', null);
+    input.value = '';
+    follow(id, r.data);
+  } else {
+    formStatus('jf-status', ...refusal(r, { not_found: 'jf_err_not_found' }), 'error');
+  }
+});
+
 // ---------------------------------------------------------------- start
 
 initLangSwitch($('#lang-switch'), () => {
@@ -534,7 +814,12 @@ initLangSwitch($('#lang-switch'), () => {
   for (const row of S.rows.values()) row.setRate.textContent = t('rate_set');
   preview();
   render();
+  renderSlotOptions();
+  renderJobs();
+  if (!$('#sc-confirm').hidden && pickedSlot()) $('#sc-confirm-text').textContent = t('sc_cancel_ask', { slot: slotLabel(pickedSlot()) });
+  if (!$('#sh-confirm').hidden && S.shift) $('#sh-confirm-text').textContent = t('sh_ask', { vaccine: S.shift.vaccine, days: S.shift.second_dose_shift_days });
 });
 applyStatic();
+renderJobs();
 if (S.token) showDash();
 else showSignin();

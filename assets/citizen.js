@@ -677,16 +677,41 @@ $('#c-back').addEventListener('click', () => {
 
 // ---------------------------------------------------------------- 6. done, 7. manage
 
-function bookingRows(b) {
-  const center = centerById(b.first_dose.center_id);
+function centerLabel(id) {
+  const center = centerById(id);
   if (!center && !S.centers) loadCenters();
+  return center ? `${center.name} (${center.address})` : `#${id}`;
+}
+
+/**
+ * A booking's summary. A rebooking may have left its doses at two centers: each dose then names
+ * its own. A booking that needs rebooking shows the places it had, marked as given back.
+ */
+function bookingRows(b) {
+  const split = b.second_dose.center_id !== b.first_dose.center_id;
+  const freed = b.state === 'needs_rebooking';
+  const dose = (d) => `${fmtDate(d.date)} ${d.start_time}${split ? ` · ${centerLabel(d.center_id)}` : ''}`;
   return [
     ['sum_name', b.name],
     ['sum_vaccine', b.vaccine],
-    ['sum_center', center ? `${center.name} (${center.address})` : `#${b.first_dose.center_id}`],
-    ['sum_first', `${fmtDate(b.first_dose.date)} ${b.first_dose.start_time}`, 'dose-first'],
-    ['sum_second', `${fmtDate(b.second_dose.date)} ${b.second_dose.start_time}`, 'dose-second'],
+    split ? null : ['sum_center', centerLabel(b.first_dose.center_id)],
+    [freed ? 'sum_first_freed' : 'sum_first', dose(b.first_dose), 'dose-first'],
+    [freed ? 'sum_second_freed' : 'sum_second', dose(b.second_dose), 'dose-second'],
   ];
+}
+
+/** Each dose a supply change moved, oldest first: where it was, where it went, and when. */
+function renderMoves(b) {
+  const moves = b.moved ?? [];
+  $('#m-moves').hidden = !moves.length;
+  $('#m-moves-note').hidden = b.state !== 'confirmed';
+  const place = (p) => `${fmtDate(p.date)} ${p.start_time} · ${centerLabel(p.center_id)}`;
+  $('#m-move-list').replaceChildren(...moves.map((mv) => h('li', { 'data-dose': mv.dose },
+    h('p', { class: 'move-dose' }, t(mv.dose === 1 ? 'sum_first' : 'sum_second'),
+      h('span', { class: 'move-at muted small' }, t('move_at', { when: fmtWhen(mv.at) }))),
+    h('dl', { class: 'move-places' },
+      h('div', { class: 'move-from' }, h('dt', {}, t('move_from')), h('dd', {}, place(mv.from))),
+      h('div', { class: 'move-to' }, h('dt', {}, t('move_to')), h('dd', {}, place(mv.to)))))));
 }
 
 function renderDone() {
@@ -711,6 +736,9 @@ function renderManage() {
   badge.className = `badge state-${b.state}`;
   badge.textContent = t(`booking_${b.state}`);
   summary($('#m-summary'), bookingRows(b));
+  // Not moved for lack of places: nothing is left to cancel, the way on is to book again.
+  $('#m-rebook').hidden = b.state !== 'needs_rebooking';
+  renderMoves(b);
   $('#m-cancel-area').hidden = b.state !== 'confirmed' || m.confirming;
   $('#m-confirm').hidden = !m.confirming;
 }
@@ -767,6 +795,11 @@ $('#m-cancel-yes').addEventListener('click', async () => {
     status('m-status', ...failure(r));
   }
   renderManage();
+});
+
+$('#m-rebook-go').addEventListener('click', () => {
+  history.pushState(null, '', location.pathname);
+  resume(); // the cohort list, or back in line for one who holds a ticket already
 });
 
 $('#m-home').addEventListener('click', (e) => {

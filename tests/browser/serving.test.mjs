@@ -63,13 +63,14 @@ test('every string the pages use exists in Korean and in English', async () => {
   }
   // Keys built from the API's own words.
   for (const s of ['scheduled', 'open', 'closed', 'sold_out']) used.add(`state_${s}`);
-  for (const s of ['confirmed', 'cancelled']) used.add(`booking_${s}`);
+  for (const s of ['confirmed', 'cancelled', 'needs_rebooking']) used.add(`booking_${s}`);
   for (const s of ['loading', 'pre_queue', 'waiting', 'admitted', 'expired', 'sold_out', 'closed']) used.add(`q_${s}`);
   const apiWords = [
     'pre_queue', 'sold_out', 'cohort_closed', 'identity_busy', 'identity_rejected', 'not_eligible',
     'invalid_pass', 'invalid_session', 'rate_limited', 'slot_full', 'no_second_dose_slot', 'wrong_vaccine',
     'already_booked', 'not_found', 'bookings_created_total', 'identity_in_flight', 'identity_max_in_flight',
     'identity_waiting', 'challenge_used', 'invalid_entry', 'already_waiting', 'no_offer',
+    'needs_rebooking', 'slot_cancelled',
   ];
   const missing = [...used].filter((k) => !(k in dictionary.ko) && !apiWords.includes(k));
   assert.deepEqual(missing, [], 'keys used by the pages but missing from the dictionary');
