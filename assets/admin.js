@@ -10,10 +10,8 @@ import { h, $, call, stored, isoDay, fieldError } from './common.js';
 import { lineChart, barChart, legend } from './charts.js';
 
 const KEY_TOKEN = 'rsv.admin';
-const KEY_JOBS = 'rsv.admin.jobs';
 const REFRESH_MS = 3000;
 const JOB_POLL_MS = 1000; // while a rebooking job runs
-const JOBS_KEPT = 30;
 const MAX_SHIFT_DAYS = 90; // as the server checks (MAX_SHIFT_DAYS in src/domain/rebooking.rs)
 const VACCINE = /^[A-Za-z0-9 .-]{1,40}$/; // the server's rule for a vaccine's name
 const HISTORY = 60; // samples kept for the time charts: three minutes at one every 3 s
@@ -27,10 +25,12 @@ const S = {
   history: [], // [{at, waiting: Map(id -> n), bookingsPerS, inFlight, maxInFlight}]
   rows: new Map(), // cohort id -> the row's live elements, kept so an input being typed in survives
   failed: false,
-  // The rebooking jobs this browser started or was asked to follow, newest first. The API lists
-  // no jobs, only one by id, so the ids are kept here (localStorage: they outlive the tab).
-  jobs: (stored('local', KEY_JOBS) ?? []).filter(Number.isInteger).map((id) => ({ id })),
+  // The rebooking jobs, newest first: the server's latest (GET admin/rebookings, whoever started
+  // them, on whichever node), and older ones opened by their number.
+  jobs: [],
+  opened: new Set(), // ids opened by number
   jobTimer: null,
+  jobsAsking: false,
   slotsOf: null, // the center whose slots the slot form lists
   slotList: [],
   shift: null, // the shift being confirmed
@@ -130,6 +130,8 @@ async function refresh() {
     S.last = now;
   }
   render();
+  // No job running: the jobs are asked for at this pace, to show one started elsewhere.
+  if (S.jobTimer == null) pollJobs();
   // Forms call refresh() too; clearing here keeps a single chain of timers.
   clearTimeout(S.timer);
   if (!S.paused && !document.hidden) S.timer = setTimeout(refresh, REFRESH_MS);
@@ -726,27 +728,43 @@ $('#sh-yes').addEventListener('click', async () => {
   $('#sh-submit').focus();
 });
 
-function saveJobs() {
-  S.jobs = S.jobs.slice(0, JOBS_KEPT);
-  stored('local', KEY_JOBS, S.jobs.map((j) => j.id));
-}
-
 /** Puts a job first in the table and follows it until it is done. */
 function follow(id, known = {}) {
   S.jobs = [{ ...(S.jobs.find((j) => j.id === id) ?? {}), ...known, id }, ...S.jobs.filter((j) => j.id !== id)];
-  saveJobs();
   renderJobs();
   pollJobs();
 }
 
 /**
- * Asks for each job not known to be done (every job with `all`), and again in a second while
- * any runs; stops when none does, the tab is hidden or the operator signs out.
+ * Asks for the latest jobs (one request) and for each job opened by number that the list does
+ * not hold and is not known to be done, and again in a second while any runs; when none does,
+ * the dashboard's refresh asks again (a job another operator starts shows within seconds).
+ * Stops when the tab is hidden or the operator signs out.
  */
 async function pollJobs(all = false) {
+  if (S.jobsAsking) return; // the poll under way reads S.jobs after its answers
+  S.jobsAsking = true;
+  try {
+    await askJobs(all);
+  } finally {
+    S.jobsAsking = false;
+  }
+}
+
+async function askJobs(all) {
   clearTimeout(S.jobTimer);
+  S.jobTimer = null;
   if (!S.token) return;
-  const asked = S.jobs.filter((j) => all || j.state !== 'done');
+  const list = await admin('GET', '/rebookings');
+  if (list.status === 401) return signedOut();
+  const listed = list.ok ? new Map(list.data.map((j) => [j.id, j])) : new Map();
+  const old = new Map(S.jobs.map((j) => [j.id, j]));
+  // The list failed (a blip): keep what is shown, asked again at the next poll.
+  const rows = list.ok ? list.data.map((j) => ({ ...j, failed: false })) : [...S.jobs];
+  for (const id of S.opened) if (!listed.has(id) && !rows.some((j) => j.id === id)) rows.push(old.get(id) ?? { id });
+  // A job just started or opened may be newer than the list's read: keep it first.
+  for (const j of S.jobs) if (!rows.some((r) => r.id === j.id) && j.state == null) rows.unshift(j);
+  const asked = rows.filter((j) => !listed.has(j.id) && (all || j.state !== 'done'));
   const answers = await Promise.all(asked.map((j) => admin('GET', `/rebookings/${j.id}`)));
   if (answers.some((r) => r.status === 401)) return signedOut();
   asked.forEach((j, i) => {
@@ -755,12 +773,11 @@ async function pollJobs(all = false) {
     else if (r.status === 404) j.gone = true; // a job of another database (this one was reset)
     else j.failed = true; // a blip: asked again at the next poll
   });
-  if (asked.some((j) => j.gone)) {
-    S.jobs = S.jobs.filter((j) => !j.gone);
-    saveJobs();
-  }
+  S.jobs = rows.filter((j) => !j.gone).sort((a, b) => b.id - a.id);
+  for (const id of S.opened) if (!S.jobs.some((j) => j.id === id)) S.opened.delete(id);
   renderJobs();
   clearTimeout(S.jobTimer);
+  S.jobTimer = null;
   const running = S.jobs.some((j) => j.state !== 'done');
   if (running && S.token && !document.hidden && !$('#dash').hidden) S.jobTimer = setTimeout(pollJobs, JOB_POLL_MS);
 }
@@ -800,6 +817,7 @@ $('#job-form').addEventListener('submit', async (e) => {
   if (r.ok) {
     formStatus('jf-status', null);
     input.value = '';
+    S.opened.add(id);
     follow(id, r.data);
   } else {
     formStatus('jf-status', ...refusal(r, { not_found: 'jf_err_not_found' }), 'error');

@@ -155,6 +155,11 @@ async fn a_second_dose_shift_moves_each_second_dose_by_the_rule() {
 
     let job = shift(&app, "Moderna", 14).await;
     let done = wait_done(&app, job).await;
+    // The list has it too, first, as its own endpoint shows it.
+    let res = app.admin_get("/api/v1/admin/rebookings").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let listed: Vec<Value> = res.json().await.unwrap();
+    assert_eq!(listed.first(), Some(&done), "{listed:?}");
     assert_eq!(done["total"], 6, "{done}");
     assert_eq!(done["moved"], 5, "{done}");
     assert_eq!(done["unmovable"], 1, "{done}");
@@ -391,6 +396,20 @@ async fn bad_changes_are_refused_and_change_nothing() {
         "not_found",
     )
     .await;
+    let res = app
+        .client
+        .get(app.url("/api/v1/admin/rebookings"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 401, "unauthorized").await;
+    let res = app.admin_get("/api/v1/admin/rebookings").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        res.json::<Value>().await.unwrap(),
+        json!([]),
+        "no job was made"
+    );
     let mut pooled = app.state.pool.get().unwrap();
     let (running, moved, unmovable) = rebooking::totals(&mut pooled.conn()).unwrap();
     assert_eq!((running, moved, unmovable), (0, 0, 0), "no job was made");

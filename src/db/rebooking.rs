@@ -199,6 +199,15 @@ pub fn load_job(conn: &mut Conn, id: i32) -> Result<Option<JobRow>, Error> {
         .optional())
 }
 
+/// The latest `limit` jobs, newest first (the operators' list).
+pub fn latest_jobs(conn: &mut Conn, limit: i64) -> Result<Vec<JobRow>, Error> {
+    run!(conn, c => rebooking_jobs::table
+        .order(rebooking_jobs::id.desc())
+        .limit(limit)
+        .select(JobRow::as_select())
+        .load(c))
+}
+
 /// Jobs still running (resumed at start).
 pub fn running_jobs(conn: &mut Conn) -> Result<Vec<JobRow>, Error> {
     run!(conn, c => rebooking_jobs::table

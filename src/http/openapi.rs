@@ -59,6 +59,7 @@ use utoipa::{Modify, OpenApi};
         rebooking::patch_slot,
         rebooking::start_shift,
         rebooking::get_job,
+        rebooking::list_jobs,
         notifications::list,
     ),
     components(schemas(crate::error::ErrorBody)),
@@ -190,6 +191,7 @@ const ERRORS: &[(&str, Body, &[Answer])] = &[
     ),
     ("admin_start_rebooking", JSON, &[UNAUTHORIZED]),
     ("admin_get_rebooking", NONE, &[UNAUTHORIZED, NOT_FOUND]),
+    ("admin_list_rebookings", NONE, &[UNAUTHORIZED]),
     (
         "admin_notifications",
         NONE,
@@ -493,7 +495,7 @@ mod tests {
         let n = ids.len();
         ids.dedup();
         assert_eq!(ids.len(), n, "duplicate operation ids");
-        assert_eq!(n, 33, "{ids:?}");
+        assert_eq!(n, 34, "{ids:?}");
         for (id, _, _) in super::ERRORS {
             assert!(ids.iter().any(|i| i == id), "{id} has errors but no path");
         }

@@ -21,7 +21,11 @@ use utoipa::ToSchema;
 /// Under `/api/v1/admin`.
 pub fn admin_routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/slots/{id}", "PATCH").route(web::patch().to(patch_slot)))
-        .service(resource("/rebookings", "POST").route(web::post().to(start_shift)))
+        .service(
+            resource("/rebookings", "GET, POST")
+                .route(web::get().to(list_jobs))
+                .route(web::post().to(start_shift)),
+        )
         .service(resource("/rebookings/{id}", "GET").route(web::get().to(get_job)));
 }
 
@@ -248,6 +252,20 @@ pub(crate) async fn get_job(
         .await?
         .ok_or_else(|| ApiError::not_found("rebooking job"))?;
     Ok(HttpResponse::Ok().json(JobView::from(job)))
+}
+
+/// Jobs listed at most (the newest): more than an operator follows in one day.
+const LISTED_JOBS: i64 = 100;
+
+/// The latest rebooking jobs, newest first (at most 100), running or done: what an operator
+/// follows from any browser or node.
+#[utoipa::path(get, path = "/api/v1/admin/rebookings", operation_id = "admin_list_rebookings",
+    tag = "admin", security(("admin" = [])),
+    responses((status = 200, description = "The latest jobs, newest first", body = Vec<JobView>)))]
+pub(crate) async fn list_jobs(_: Admin, state: State) -> Result<HttpResponse, ApiError> {
+    let jobs = read(&state, |c| q::latest_jobs(c, LISTED_JOBS)).await?;
+    let views: Vec<JobView> = jobs.into_iter().map(JobView::from).collect();
+    Ok(HttpResponse::Ok().json(views))
 }
 
 /// A booking as lookups show it: with its second dose's own center and its moves.

@@ -213,12 +213,21 @@ test('an operator shifts a vaccine\'s second doses from the page: checked as the
     await page.locator('#h-jobs').scrollIntoViewIfNeeded();
     await shot(page, 'admin-11-shift-done-phone', { fullPage: false });
 
-    // In English, and after a reload (the job is remembered by this browser).
+    // In English, and after a reload (the server lists its jobs).
     await page.getByRole('button', { name: 'English' }).click();
     await page.locator('#h-jobs', { hasText: 'Rebooking jobs' }).waitFor();
     await page.locator(`#job-table tr[data-id="${jobId}"] td`, { hasText: 'done' }).first().waitFor();
     await page.reload();
     await page.locator(`#job-table tr[data-id="${jobId}"][data-state="done"]`).waitFor();
+    // A job started elsewhere (by the API, as by another operator) shows up by itself, done,
+    // above this one, with the counts the API gives.
+    const other = await api('POST', '/api/v1/admin/rebookings', { token: ADMIN_TOKEN, body: { vaccine: `${vaccine}-elsewhere`, second_dose_shift_days: 7 } });
+    assert.equal(other.status, 202, JSON.stringify(other.data));
+    await page.locator(`#job-table tr[data-id="${other.data.id}"][data-state="done"]`).waitFor();
+    const order = await page.locator('#job-table tbody tr').evaluateAll((rows) => rows.map((r) => Number(r.dataset.id)));
+    assert.ok(order.indexOf(other.data.id) < order.indexOf(jobId), `newest first: ${order}`);
+    const otherJob = await api('GET', `/api/v1/admin/rebookings/${other.data.id}`, { token: ADMIN_TOKEN });
+    assert.deepEqual([otherJob.data.total, otherJob.data.moved, otherJob.data.unmovable], [0, 0, 0]);
     assert.equal(await page.locator(`#job-table tr[data-id="${jobId}"] .job-kind`).textContent(), 'Second doses +14 days');
     await page.locator('#shift-form').getByLabel('Days later').fill('100');
     await page.locator('#shift-form').getByRole('button', { name: 'Shift second doses' }).click();
