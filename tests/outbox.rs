@@ -390,3 +390,301 @@ async fn two_senders_on_one_database_deliver_every_message_never_twice_at_once_w
         "the rate cap let {took:?} through"
     );
 }
+
+/// The real binary, its standard error and output both written to `log`.
+struct Binary {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_binary(database: &str, hook: &str, log: &std::path::Path) -> Binary {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let file = std::fs::File::create(log).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_reservation"))
+        .env("DATABASE_URL", database)
+        .env("SECRET_KEY", "outbox-log-secret")
+        .env("ADMIN_TOKEN", common::ADMIN)
+        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+        .env("IDENTITY_LATENCY_MS", "1")
+        .env("WORKERS", "2")
+        .env("RUST_LOG", "debug")
+        // The request lines on, with room for every request of the journey.
+        .env("LOG_REQUESTS_PER_SECOND", "1000")
+        .env("NOTIFY_WEBHOOK_URL", hook)
+        .env("NOTIFY_BACKOFF_MS", "50")
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .expect("the server binary starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let c = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.get(format!("{base}/readyz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "the server never answered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Binary { child, base }
+}
+
+/// The whole log of the real binary at `RUST_LOG=debug`, request lines on, after a citizen
+/// journey whose every message was delivered to a webhook (booked, moved by a second-dose
+/// shift, cancelled; the first delivery failed and was retried): no phone number in any form the citizen could give, no name, no birth
+/// date, no token, no booking code. Both backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_phone_number_name_birth_date_and_tokens_are_in_no_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = if on_postgres() {
+        common::pg::shared().create_database()
+    } else {
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        data.join("log.db").display().to_string()
+    };
+    let log = dir.path().join("server.log");
+    // The first delivery fails: the sender's retry is logged too.
+    let hook = Receiver::start(Some(1));
+    let server = start_binary(&database, &hook.url, &log).await;
+    let base = server.base.clone();
+    let c = reqwest::Client::new();
+    let admin = async |path: &str, body: Value| -> Value {
+        let res = c
+            .post(format!("{base}{path}"))
+            .bearer_auth(common::ADMIN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "{path}: {}", res.status());
+        res.json().await.unwrap()
+    };
+    let now = chrono::Utc::now();
+    let cohort = admin(
+        "/api/v1/admin/cohorts",
+        json!({
+            "name": "c", "birth_year_from": 1950, "birth_year_to": 1975,
+            "opens_at": (now - chrono::Duration::minutes(1)).to_rfc3339(),
+            "closes_at": (now + chrono::Duration::days(1)).to_rfc3339(),
+            "vaccine": "Moderna", "dose_interval_days": 28, "admission_rate_per_s": 100.0,
+        }),
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap();
+    let center = admin(
+        "/api/v1/admin/centers",
+        json!({"name": "c", "region": "r", "address": "a"}),
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap();
+    let today = (now + chrono::Duration::hours(9)).date_naive();
+    // Dose 1 on day 1, dose 2 on day 29, and room on day 36 for a 7-day shift of dose 2.
+    let list: Vec<Value> = [1u64, 29, 36]
+        .iter()
+        .map(|d| json!({"date": (today + chrono::Days::new(*d)).to_string(), "start_time": "10:00", "end_time": "11:00", "capacity": 5, "vaccine": "Moderna"}))
+        .collect();
+    let slots = admin(
+        &format!("/api/v1/admin/centers/{center}/slots"),
+        json!({ "slots": list }),
+    )
+    .await;
+    let slot = slots["slots"][0]["id"].as_i64().unwrap();
+
+    let v: Value = c
+        .post(format!("{base}/api/v1/cohorts/{cohort}/queue"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ticket = v["ticket"].as_str().unwrap().to_string();
+    let pass = until(Duration::from_secs(20), "admission", async || {
+        let v: Value = c
+            .get(format!("{base}/api/v1/queue"))
+            .bearer_auth(&ticket)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        v["pass"].as_str().map(str::to_string)
+    })
+    .await;
+    let (name, birth) = ("홍길동", "1963-05-17");
+    // The forms a citizen could give the number in: the international one is refused (a
+    // validation error must not echo it either), the dashed one is taken.
+    let (digits, dashed, international) = ("01073512846", "010-7351-2846", "+82 10-7351-2846");
+    let verify = async |phone: &str| {
+        c.post(format!("{base}/api/v1/verifications"))
+            .bearer_auth(&pass)
+            .json(&json!({"name": name, "birth_date": birth, "phone": phone}))
+            .send()
+            .await
+            .unwrap()
+    };
+    let refused = verify(international).await;
+    assert!(refused.status().is_client_error(), "{}", refused.status());
+    let res = verify(dashed).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let session = res.json::<Value>().await.unwrap()["session"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let res = c
+        .post(format!("{base}/api/v1/bookings"))
+        .bearer_auth(&session)
+        .json(&json!({"slot_id": slot}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let code = res.json::<Value>().await.unwrap()["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let res = c
+        .post(format!("{base}/api/v1/bookings/lookup"))
+        .json(&json!({"code": code, "birth_date": birth}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    // An operator's shift moves dose 2 (a "moved" message), then the citizen cancels.
+    let job = admin(
+        "/api/v1/admin/rebookings",
+        json!({"vaccine": "Moderna", "second_dose_shift_days": 7}),
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap();
+    until(Duration::from_secs(30), "the shift done", async || {
+        let v: Value = c
+            .get(format!("{base}/api/v1/admin/rebookings/{job}"))
+            .bearer_auth(common::ADMIN)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (v["state"] == "done").then_some(())
+    })
+    .await;
+    let res = c
+        .post(format!("{base}/api/v1/bookings/{code}/cancel"))
+        .json(&json!({"birth_date": birth}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    // Every message delivered, to the number given.
+    let listed = until(Duration::from_secs(30), "every message sent", async || {
+        let all: Vec<Value> = c
+            .get(format!("{base}/api/v1/admin/notifications?booking={code}"))
+            .bearer_auth(common::ADMIN)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (all.len() == 3 && all.iter().all(|m| m["state"] == "sent")).then_some(all)
+    })
+    .await;
+    let mut kinds: Vec<&str> = listed.iter().map(|m| m["kind"].as_str().unwrap()).collect();
+    kinds.sort_unstable();
+    assert_eq!(kinds, ["booked", "cancelled", "moved"]);
+    let bodies = hook.bodies();
+    assert!(
+        bodies.len() >= 4,
+        "a failure and three deliveries: {bodies:?}"
+    );
+    assert!(bodies.iter().all(|b| b["to"] == digits), "{bodies:?}");
+    // Stopped as an operator stops it, so that everything it logged is written.
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    drop(server);
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.is_empty(), "nothing was logged");
+    println!(
+        "{} lines of log scanned ({} bytes)",
+        text.lines().count(),
+        text.len()
+    );
+    if let Ok(keep) = std::env::var("KEEP_LOG") {
+        std::fs::copy(&log, keep).unwrap();
+    }
+    // The scan reads what it should: the request lines of the journey and the debug lines.
+    for route in [
+        "route=/api/v1/cohorts/{id}/queue",
+        "route=/api/v1/queue",
+        "route=/api/v1/verifications",
+        "route=/api/v1/bookings status=201",
+        "route=/api/v1/bookings/lookup",
+        "route=/api/v1/bookings/{code}/cancel",
+        "route=/api/v1/admin/rebookings",
+        "route=/api/v1/admin/notifications",
+    ] {
+        assert!(
+            text.contains(route),
+            "no request line of {route} in\n{text}"
+        );
+    }
+    assert!(text.contains("status=422") || text.contains("status=400"));
+    assert!(
+        text.contains(" DEBUG "),
+        "RUST_LOG=debug took no effect:\n{text}"
+    );
+    assert!(
+        text.contains("attempt 1 failed"),
+        "the retry's line:\n{text}"
+    );
+    let secrets = [
+        digits.to_string(),
+        dashed.to_string(),
+        international.to_string(),
+        "+821073512846".to_string(),
+        "+82-10-7351-2846".to_string(),
+        "1073512846".to_string(),
+        "7351-2846".to_string(),
+        "73512846".to_string(),
+        name.to_string(),
+        birth.to_string(),
+        birth.replace('-', ""),
+        ticket,
+        pass.clone(),
+        session,
+        code,
+        common::ADMIN.to_string(),
+    ];
+    for s in &secrets {
+        let at = text.find(s.as_str());
+        assert!(
+            at.is_none(),
+            "the log holds {s:?}: {}",
+            at.map(|i| &text[text.floor_char_boundary(i.saturating_sub(200))..])
+                .unwrap_or_default()
+                .lines()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}
