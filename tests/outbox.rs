@@ -619,6 +619,12 @@ async fn the_phone_number_name_birth_date_and_tokens_are_in_no_log_line() {
         .status()
         .unwrap();
     assert!(status.success());
+    let mut server = server;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "SIGTERM did not stop the server");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     drop(server);
 
     let text = std::fs::read_to_string(&log).unwrap();
@@ -687,4 +693,92 @@ async fn the_phone_number_name_birth_date_and_tokens_are_in_no_log_line() {
                 .join("\n")
         );
     }
+}
+
+/// PostgreSQL: forgetting the phones (no live booking left) while a citizen books again, the
+/// booking's transaction holding the citizen's row. A single `UPDATE … WHERE NOT EXISTS (live
+/// booking)` waits for the row, then rechecks it against the bookings as they were when it
+/// began, so it erased the phone the new booking's messages need (they ended `failed`: the
+/// seeded simulation on PostgreSQL met one). The phone must stay.
+#[actix_web::test]
+async fn forgetting_phones_never_erases_the_phone_of_a_citizen_booking_at_that_moment() {
+    use diesel::connection::SimpleConnection;
+    use diesel::{Connection, RunQueryDsl};
+    if !on_postgres() {
+        return; // SQLite has one writer at a time: the two never overlap.
+    }
+    let app = spawn_app_with(|_| {}).await;
+    let code = booked(&app, 11).await;
+    let res = app
+        .client
+        .post(app.url(&format!("/api/v1/bookings/{code}/cancel")))
+        .json(&json!({"birth_date": "1965-03-01"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let reservation::db::Backend::Postgres(url) = app.database.clone() else {
+        unreachable!()
+    };
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let count = |c: &mut diesel::PgConnection, sql: &str| -> i64 {
+        diesel::sql_query(sql).get_result::<Count>(c).unwrap().n
+    };
+    // The citizen has a phone and, cancelled, no live booking: a candidate to forget.
+    let mut writer = diesel::PgConnection::establish(&url).unwrap();
+    let with_phone = "SELECT count(*) AS n FROM citizens WHERE phone_sealed IS NOT NULL";
+    assert_eq!(count(&mut writer, with_phone), 1);
+    // A booking again, as the writer's transaction does it: the citizen's row first (its
+    // phone renewed), then the booking; not committed yet.
+    writer
+        .batch_execute(&format!(
+            "BEGIN; \
+             UPDATE citizens SET phone_sealed = phone_sealed; \
+             INSERT INTO bookings (code, citizen_key, cohort_id, ticket_seq, vaccine, center_id, \
+             first_slot_id, first_date, first_start, second_slot_id, second_date, second_start, \
+             state, created_at) SELECT code || 'R', citizen_key, cohort_id, ticket_seq + 1, \
+             vaccine, center_id, first_slot_id, first_date, first_start, second_slot_id, \
+             second_date, second_start, 'confirmed', created_at FROM bookings \
+             WHERE code = '{code}';"
+        ))
+        .unwrap();
+    let today = (chrono::Utc::now() + chrono::Duration::hours(9))
+        .date_naive()
+        .to_string();
+    let pool = app.state.pool.clone();
+    let forgetting = std::thread::spawn(move || {
+        let mut conn = pool.get().unwrap();
+        reservation::db::outbox::forget_phones(&mut conn.conn(), &today).unwrap()
+    });
+    // Committed only once the housekeeping waits for the citizen's row.
+    let mut watcher = diesel::PgConnection::establish(&url).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count(
+        &mut watcher,
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+         AND datname = current_database()",
+    ) == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the housekeeping never waited for the row"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    writer.batch_execute("COMMIT").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !forgetting.is_finished() {
+        assert!(Instant::now() < deadline, "the housekeeping never finished");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    forgetting.join().unwrap();
+    assert_eq!(
+        count(&mut watcher, with_phone),
+        1,
+        "the phone of a citizen with a live booking was forgotten"
+    );
 }
