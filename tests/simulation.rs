@@ -2561,6 +2561,7 @@ impl SeedSim {
         };
         let Some(job) = job else {
             self.note("no booking had to move".into());
+            self.await_listings(env).await?;
             return Ok(StepEnd::Continue);
         };
         self.jobs.push(JobSim {
@@ -2701,6 +2702,22 @@ impl SeedSim {
         }
         drop(conn);
         // The listings follow the jobs' moves (told after each step, off the job's path).
+        self.await_listings(env).await
+    }
+
+    /// Waits (5 s at most) for every center to list its slots' places as on disk: the
+    /// `Rebooker` tells them after each step, off the job's path, and on PostgreSQL the periodic
+    /// sync may put back, for a moment, a read that began before a slot's change (it reads
+    /// again every 250 ms): a read begun after the change is asked for and waited for first
+    /// (`SyncNow`: reads are one at a time, so none older is still on its way). What is still
+    /// wrong then is reported by the checks after the step.
+    async fn await_listings(&self, env: &Env) -> Result<(), String> {
+        if let Some(sync) = env.state.sync.get() {
+            mailbox(
+                sync.send(reservation::actors::cluster_sync::SyncNow).await,
+                "the cluster sync",
+            )?;
+        }
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let mut conn = Self::conn(env)?;
