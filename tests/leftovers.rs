@@ -594,3 +594,78 @@ async fn the_admin_path_refuses_other_methods_with_405() {
         .unwrap();
     assert_eq!(res.status().as_u16(), 405);
 }
+
+/// Accepting a leftover dose cancels the citizen's live booking; when a rebooking had moved
+/// its second dose to another center, that center gets its place back too (on one node it
+/// stayed taken in the listing until a restart: the seeded simulation found it).
+#[tokio::test]
+async fn accepting_gives_back_a_second_dose_a_rebooking_moved_to_another_center() {
+    let app = spawn_app().await;
+    let cohort = app.open_cohort(1000.0).await;
+    let a = app.center("서울").await;
+    let b = app.center("서울").await;
+    // At A: the leftover's second-dose place (28 days from today), and a pair on days 0 and
+    // 28 from tomorrow; at B, the only place a 7-day shift of that second dose finds.
+    app.slots(a, &[(27, "10:00", 5)]).await;
+    let (first_slot, _) = app.pair(a, 5).await;
+    let at_b = app.slots(b, &[(35, "10:00", 1)]).await[0];
+    let session = app.session(cohort, 1).await;
+    let res = app.book(&session, first_slot, None).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let code = res.json::<Value>().await.unwrap()["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let res = app
+        .admin_post(
+            "/api/v1/admin/rebookings",
+            json!({"vaccine": "Moderna", "second_dose_shift_days": 7}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let job = res.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let deadline = Instant::now() + SOON;
+    loop {
+        let v: Value = app
+            .admin_get(&format!("/api/v1/admin/rebookings/{job}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if v["state"] == "done" {
+            assert_eq!(v["moved"], 1, "{v}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the shift never finished: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let v: Value = app
+        .admin_get(&format!("/api/v1/admin/bookings/{code}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["second_dose"]["center_id"], b, "{v}");
+    assert_eq!(v["second_dose"]["slot_id"], at_b, "{v}");
+    let deadline = Instant::now() + SOON;
+    while app.slot_remaining(b, at_b).await != 0 {
+        assert!(Instant::now() < deadline, "B never listed the move");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let e = entry(&app, &session, &[a]).await;
+    assert_eq!(
+        post_leftovers(&app, a, "Moderna", 1).await.status(),
+        StatusCode::CREATED
+    );
+    await_state(&app, &e, "offered", SOON).await;
+    assert_eq!(accept(&app, &e).await.status(), StatusCode::CREATED);
+    let deadline = Instant::now() + SOON;
+    while app.slot_remaining(b, at_b).await != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled booking's second dose never came back at B"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -447,3 +447,395 @@ async fn two_senders_on_one_database_deliver_every_message_never_twice_at_once_w
         "the rate cap let {took:?} through"
     );
 }
+
+/// The real binary, its standard error and output both written to `log`.
+struct Binary {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_binary(database: &str, hook: &str, log: &std::path::Path) -> Binary {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let file = std::fs::File::create(log).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_reservation"))
+        .env("DATABASE_URL", database)
+        .env("SECRET_KEY", "outbox-log-secret")
+        .env("ADMIN_TOKEN", common::ADMIN)
+        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+        .env("IDENTITY_LATENCY_MS", "1")
+        .env("WORKERS", "2")
+        .env("RUST_LOG", "debug")
+        // The request lines on, with room for every request of the journey.
+        .env("LOG_REQUESTS_PER_SECOND", "1000")
+        .env("NOTIFY_WEBHOOK_URL", hook)
+        .env("NOTIFY_BACKOFF_MS", "50")
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .expect("the server binary starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let c = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.get(format!("{base}/readyz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "the server never answered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Binary { child, base }
+}
+
+/// The whole log of the real binary at `RUST_LOG=debug`, request lines on, after a citizen
+/// journey whose every message was delivered to a webhook (booked, moved by a second-dose
+/// shift, cancelled; the first delivery failed and was retried): no phone number in any form the citizen could give, no name, no birth
+/// date, no token, no booking code. Both backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_phone_number_name_birth_date_and_tokens_are_in_no_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = if on_postgres() {
+        common::pg::shared().create_database()
+    } else {
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        data.join("log.db").display().to_string()
+    };
+    let log = dir.path().join("server.log");
+    // The first delivery fails: the sender's retry is logged too.
+    let hook = Receiver::start(Some(1));
+    let server = start_binary(&database, &hook.url, &log).await;
+    let base = server.base.clone();
+    let c = reqwest::Client::new();
+    let admin = async |path: &str, body: Value| -> Value {
+        let res = c
+            .post(format!("{base}{path}"))
+            .bearer_auth(common::ADMIN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "{path}: {}", res.status());
+        res.json().await.unwrap()
+    };
+    let now = chrono::Utc::now();
+    let cohort = admin(
+        "/api/v1/admin/cohorts",
+        json!({
+            "name": "c", "birth_year_from": 1950, "birth_year_to": 1975,
+            "opens_at": (now - chrono::Duration::minutes(1)).to_rfc3339(),
+            "closes_at": (now + chrono::Duration::days(1)).to_rfc3339(),
+            "vaccine": "Moderna", "dose_interval_days": 28, "admission_rate_per_s": 100.0,
+        }),
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap();
+    let center = admin(
+        "/api/v1/admin/centers",
+        json!({"name": "c", "region": "r", "address": "a"}),
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap();
+    let today = (now + chrono::Duration::hours(9)).date_naive();
+    // Dose 1 on day 1, dose 2 on day 29, and room on day 36 for a 7-day shift of dose 2.
+    let list: Vec<Value> = [1u64, 29, 36]
+        .iter()
+        .map(|d| json!({"date": (today + chrono::Days::new(*d)).to_string(), "start_time": "10:00", "end_time": "11:00", "capacity": 5, "vaccine": "Moderna"}))
+        .collect();
+    let slots = admin(
+        &format!("/api/v1/admin/centers/{center}/slots"),
+        json!({ "slots": list }),
+    )
+    .await;
+    let slot = slots["slots"][0]["id"].as_i64().unwrap();
+
+    let v: Value = c
+        .post(format!("{base}/api/v1/cohorts/{cohort}/queue"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ticket = v["ticket"].as_str().unwrap().to_string();
+    let pass = until(Duration::from_secs(20), "admission", async || {
+        let v: Value = c
+            .get(format!("{base}/api/v1/queue"))
+            .bearer_auth(&ticket)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        v["pass"].as_str().map(str::to_string)
+    })
+    .await;
+    let (name, birth) = ("홍길동", "1963-05-17");
+    // The forms a citizen could give the number in: the international one is refused (a
+    // validation error must not echo it either), the dashed one is taken.
+    let (digits, dashed, international) = ("01073512846", "010-7351-2846", "+82 10-7351-2846");
+    let verify = async |phone: &str| {
+        c.post(format!("{base}/api/v1/verifications"))
+            .bearer_auth(&pass)
+            .json(&json!({"name": name, "birth_date": birth, "phone": phone}))
+            .send()
+            .await
+            .unwrap()
+    };
+    let refused = verify(international).await;
+    assert!(refused.status().is_client_error(), "{}", refused.status());
+    let res = verify(dashed).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let session = res.json::<Value>().await.unwrap()["session"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let res = c
+        .post(format!("{base}/api/v1/bookings"))
+        .bearer_auth(&session)
+        .json(&json!({"slot_id": slot}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let code = res.json::<Value>().await.unwrap()["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let res = c
+        .post(format!("{base}/api/v1/bookings/lookup"))
+        .json(&json!({"code": code, "birth_date": birth}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    // An operator's shift moves dose 2 (a "moved" message), then the citizen cancels.
+    let job = admin(
+        "/api/v1/admin/rebookings",
+        json!({"vaccine": "Moderna", "second_dose_shift_days": 7}),
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap();
+    until(Duration::from_secs(30), "the shift done", async || {
+        let v: Value = c
+            .get(format!("{base}/api/v1/admin/rebookings/{job}"))
+            .bearer_auth(common::ADMIN)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (v["state"] == "done").then_some(())
+    })
+    .await;
+    let res = c
+        .post(format!("{base}/api/v1/bookings/{code}/cancel"))
+        .json(&json!({"birth_date": birth}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    // Every message delivered, to the number given.
+    let listed = until(Duration::from_secs(30), "every message sent", async || {
+        let all: Vec<Value> = c
+            .get(format!("{base}/api/v1/admin/notifications?booking={code}"))
+            .bearer_auth(common::ADMIN)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (all.len() == 3 && all.iter().all(|m| m["state"] == "sent")).then_some(all)
+    })
+    .await;
+    let mut kinds: Vec<&str> = listed.iter().map(|m| m["kind"].as_str().unwrap()).collect();
+    kinds.sort_unstable();
+    assert_eq!(kinds, ["booked", "cancelled", "moved"]);
+    let bodies = hook.bodies();
+    assert!(
+        bodies.len() >= 4,
+        "a failure and three deliveries: {bodies:?}"
+    );
+    assert!(bodies.iter().all(|b| b["to"] == digits), "{bodies:?}");
+    // Stopped as an operator stops it, so that everything it logged is written.
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut server = server;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "SIGTERM did not stop the server");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(server);
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.is_empty(), "nothing was logged");
+    println!(
+        "{} lines of log scanned ({} bytes)",
+        text.lines().count(),
+        text.len()
+    );
+    if let Ok(keep) = std::env::var("KEEP_LOG") {
+        std::fs::copy(&log, keep).unwrap();
+    }
+    // The scan reads what it should: the request lines of the journey and the debug lines.
+    for route in [
+        "route=/api/v1/cohorts/{id}/queue",
+        "route=/api/v1/queue",
+        "route=/api/v1/verifications",
+        "route=/api/v1/bookings status=201",
+        "route=/api/v1/bookings/lookup",
+        "route=/api/v1/bookings/{code}/cancel",
+        "route=/api/v1/admin/rebookings",
+        "route=/api/v1/admin/notifications",
+    ] {
+        assert!(
+            text.contains(route),
+            "no request line of {route} in\n{text}"
+        );
+    }
+    assert!(text.contains("status=422") || text.contains("status=400"));
+    assert!(
+        text.contains(" DEBUG "),
+        "RUST_LOG=debug took no effect:\n{text}"
+    );
+    assert!(
+        text.contains("attempt 1 failed"),
+        "the retry's line:\n{text}"
+    );
+    let secrets = [
+        digits.to_string(),
+        dashed.to_string(),
+        international.to_string(),
+        "+821073512846".to_string(),
+        "+82-10-7351-2846".to_string(),
+        "1073512846".to_string(),
+        "7351-2846".to_string(),
+        "73512846".to_string(),
+        name.to_string(),
+        birth.to_string(),
+        birth.replace('-', ""),
+        ticket,
+        pass.clone(),
+        session,
+        code,
+        common::ADMIN.to_string(),
+    ];
+    for s in &secrets {
+        let at = text.find(s.as_str());
+        assert!(
+            at.is_none(),
+            "the log holds {s:?}: {}",
+            at.map(|i| &text[text.floor_char_boundary(i.saturating_sub(200))..])
+                .unwrap_or_default()
+                .lines()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}
+
+/// PostgreSQL: forgetting the phones (no live booking left) while a citizen books again, the
+/// booking's transaction holding the citizen's row. A single `UPDATE … WHERE NOT EXISTS (live
+/// booking)` waits for the row, then rechecks it against the bookings as they were when it
+/// began, so it erased the phone the new booking's messages need (they ended `failed`: the
+/// seeded simulation on PostgreSQL met one). The phone must stay.
+#[actix_web::test]
+async fn forgetting_phones_never_erases_the_phone_of_a_citizen_booking_at_that_moment() {
+    use diesel::connection::SimpleConnection;
+    use diesel::{Connection, RunQueryDsl};
+    if !on_postgres() {
+        return; // SQLite has one writer at a time: the two never overlap.
+    }
+    let app = spawn_app_with(|_| {}).await;
+    let code = booked(&app, 11).await;
+    let res = app
+        .client
+        .post(app.url(&format!("/api/v1/bookings/{code}/cancel")))
+        .json(&json!({"birth_date": "1965-03-01"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let reservation::db::Backend::Postgres(url) = app.database.clone() else {
+        unreachable!()
+    };
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let count = |c: &mut diesel::PgConnection, sql: &str| -> i64 {
+        diesel::sql_query(sql).get_result::<Count>(c).unwrap().n
+    };
+    // The citizen has a phone and, cancelled, no live booking: a candidate to forget.
+    let mut writer = diesel::PgConnection::establish(&url).unwrap();
+    let with_phone = "SELECT count(*) AS n FROM citizens WHERE phone_sealed IS NOT NULL";
+    assert_eq!(count(&mut writer, with_phone), 1);
+    // A booking again, as the writer's transaction does it: the citizen's row first (its
+    // phone renewed), then the booking; not committed yet.
+    writer
+        .batch_execute(&format!(
+            "BEGIN; \
+             UPDATE citizens SET phone_sealed = phone_sealed; \
+             INSERT INTO bookings (code, citizen_key, cohort_id, ticket_seq, vaccine, center_id, \
+             first_slot_id, first_date, first_start, second_slot_id, second_date, second_start, \
+             state, created_at) SELECT code || 'R', citizen_key, cohort_id, ticket_seq + 1, \
+             vaccine, center_id, first_slot_id, first_date, first_start, second_slot_id, \
+             second_date, second_start, 'confirmed', created_at FROM bookings \
+             WHERE code = '{code}';"
+        ))
+        .unwrap();
+    let today = (chrono::Utc::now() + chrono::Duration::hours(9))
+        .date_naive()
+        .to_string();
+    let pool = app.state.pool.clone();
+    let forgetting = std::thread::spawn(move || {
+        let mut conn = pool.get().unwrap();
+        reservation::db::outbox::forget_phones(&mut conn.conn(), &today).unwrap()
+    });
+    // Committed only once the housekeeping waits for the citizen's row.
+    let mut watcher = diesel::PgConnection::establish(&url).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count(
+        &mut watcher,
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+         AND datname = current_database()",
+    ) == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the housekeeping never waited for the row"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    writer.batch_execute("COMMIT").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !forgetting.is_finished() {
+        assert!(Instant::now() < deadline, "the housekeeping never finished");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    forgetting.join().unwrap();
+    assert_eq!(
+        count(&mut watcher, with_phone),
+        1,
+        "the phone of a citizen with a live booking was forgotten"
+    );
+}

@@ -29,6 +29,20 @@
 //!   out, share one place, are admitted together, and are not counted in the positions of
 //!   those behind them.
 //!
+//! - **R supply changes** (API 1.1 "Supply changes and rebooking"; steps drawn from a generator
+//!   of their own, `SupplySim`, so the schedule proper is unchanged; `SIM_SUPPLY=0` leaves them
+//!   out): slots lowered, raised and cancelled and second-dose shifts, through the writer and the
+//!   actors as `src/http/rebooking.rs` does it, the jobs driven by the application's `Rebooker`
+//!   (resumed by the next life when a crash comes first). After every step of a seed that had
+//!   one: every slot's places taken equal what its live bookings hold, never above its capacity
+//!   (a booking that needs rebooking holds none), a cancelled slot holds no live booking and is
+//!   listed nowhere, a job's counts are its items'; at the end, no booking moved twice by one
+//!   job (each dose's moves chained from where the last left it, the last where it is).
+//! - **N every message of a committed change is delivered**: citizens give phones; at the end of
+//!   a world the sender runs until the outbox has no pending message (bounded), and every
+//!   booking has exactly the messages of its changes (booked, cancelled, one per dose moved,
+//!   needs_rebooking), each `sent`.
+//!
 //! Each check can fail: `every_check_catches_a_fault_planted_in_the_harness` plants a fault in
 //! this harness for each (`SIM_BREAK=<name>` plants one in a normal run) and requires its check
 //! to report it.
@@ -66,6 +80,7 @@ use reservation::actors::booking_store::{FailNextCommits, Persist, Write, Writte
 use reservation::actors::center_inventory::{
     Book, BookError, Booked, BookingRequest, ListSlots, Release,
 };
+use reservation::actors::center_inventory::{DropSlots, ReleaseSecondDose, SyncPlaces};
 use reservation::actors::cohort_queue::{
     Claim, ClaimPass, CohortHandle, PatchCohort, Tick, TicketBooked,
 };
@@ -75,10 +90,12 @@ use reservation::actors::identity_pool::{
 use reservation::actors::leftovers::{
     Accept, AcceptError, Accepted, Dispatch, DispatchAt, Leave, PostLeftovers, SignUp,
 };
+use reservation::actors::rebooker::Drive;
 use reservation::actors::CenterHandle;
 use reservation::config::{Config, IdentitySettings};
 use reservation::db::leftovers::{self as lq, NewEntry, SignUpOutcome};
 use reservation::db::models::{NewCitizenRow, NewCohortRow};
+use reservation::db::rebooking::{self as rq, JobRow, PatchRefusal, RebookWrite, RebookWritten};
 use reservation::db::{queries, Backend, DbConn};
 use reservation::domain::booking::{STATE_CANCELLED, STATE_CONFIRMED};
 use reservation::domain::cohort::{CohortPatch, NewCohort};
@@ -86,6 +103,7 @@ use reservation::domain::identity::IdentityClaim;
 use reservation::domain::leftover::{
     end_of_day, LeftoverRequest, NewLeftoverDoses, WaitlistRequest,
 };
+use reservation::domain::phone::PhoneKey;
 use reservation::domain::queue::{PreQueue, TicketState};
 use reservation::domain::slot::{bookable_pairs, NewCenter, NewSlot};
 use reservation::startup::{AppState, Application};
@@ -161,10 +179,12 @@ enum Fault {
     EarlyLapse,
     /// A restart moves the expiry of the held offers.
     ShiftedExpiry,
+    /// A booking marked `needs_rebooking` on disk keeps its places.
+    KeptPlaces,
 }
 
 impl Fault {
-    const ALL: [Fault; 11] = [
+    const ALL: [Fault; 12] = [
         Fault::SkipRelease,
         Fault::ExtraBooking,
         Fault::SecondBooking,
@@ -176,6 +196,7 @@ impl Fault {
         Fault::SkipInLine,
         Fault::EarlyLapse,
         Fault::ShiftedExpiry,
+        Fault::KeptPlaces,
     ];
 
     fn name(self) -> &'static str {
@@ -191,6 +212,7 @@ impl Fault {
             Fault::SkipInLine => "skip_in_line",
             Fault::EarlyLapse => "early_lapse",
             Fault::ShiftedExpiry => "shifted_expiry",
+            Fault::KeptPlaces => "kept_places",
         }
     }
 
@@ -211,6 +233,7 @@ impl Fault {
             Fault::SkipInLine => "L3",
             Fault::EarlyLapse => "L4",
             Fault::ShiftedExpiry => "L6",
+            Fault::KeptPlaces => "R",
         }
     }
 
@@ -356,10 +379,21 @@ struct Stats {
     no_offer: u64,
     no_second_dose: u64,
     leftover_crashes: u64,
+    supply_steps: u64,
+    slot_changes: u64,
+    shifts: u64,
+    jobs: u64,
+    moved: u64,
+    unmovable: u64,
+    supply_crashes: u64,
+    /// Outbox messages checked delivered at the end of the worlds.
+    messages: u64,
     /// Time spent stepping, checking, and starting applications (summed over threads).
     step_time: Duration,
     check_time: Duration,
     start_time: Duration,
+    /// Time spent waiting for the outbox to drain at the end of the worlds.
+    drain_time: Duration,
 }
 
 impl Stats {
@@ -406,9 +440,18 @@ impl Stats {
             no_offer,
             no_second_dose,
             leftover_crashes,
+            supply_steps,
+            slot_changes,
+            shifts,
+            jobs,
+            moved,
+            unmovable,
+            supply_crashes,
+            messages,
             step_time,
             check_time,
-            start_time
+            start_time,
+            drain_time
         );
     }
 }
@@ -503,6 +546,9 @@ struct SlotSim {
     capacity: i64,
     vaccine: String,
     date: NaiveDate,
+    start: u16,
+    /// Cancelled by a supply change: never listed or booked again.
+    cancelled: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -526,6 +572,8 @@ struct BookingSim {
     /// A leftover dose's booking: the posting its first dose is of. The queue is not told of
     /// it (as the server does not tell it), so its admission still holds a place (G6).
     leftover: Option<usize>,
+    /// A rebooking found no place for it: `needs_rebooking`, not live, holding no place.
+    needs_rebooking: bool,
 }
 
 /// A write sent just before a crash: its outcome is read from disk after the restart.
@@ -701,6 +749,11 @@ struct SeedSim {
     /// A digest of every step taken and what it met: equal digests, equal runs.
     digest: u64,
     leftovers: Option<LeftoverSim>,
+    /// Seals the citizens' phones as verification does (the sender opens them to deliver).
+    phone_key: PhoneKey,
+    supply: Option<SupplySim>,
+    jobs: Vec<JobSim>,
+    expected: Expected,
 }
 
 fn mailbox<T>(r: Result<T, actix::MailboxError>, what: &str) -> Result<T, String> {
@@ -714,6 +767,7 @@ impl SeedSim {
         layer: Layer,
         fault: Option<Fault>,
         leftovers: bool,
+        supply: bool,
         cohorts: Vec<(i32, i64)>,
         plan: Arc<Mutex<Plan>>,
         state: &Data<AppState>,
@@ -771,6 +825,11 @@ impl SeedSim {
             leftovers: leftovers
                 .then(|| LeftoverSim::new(seed, layer, fault.is_some_and(Fault::leftover)))
                 .flatten(),
+            phone_key: state.phone_key.clone(),
+            supply: (supply || fault == Some(Fault::KeptPlaces))
+                .then(|| SupplySim::new(seed, layer, fault == Some(Fault::KeptPlaces))),
+            jobs: Vec::new(),
+            expected: Vec::new(),
             rng,
         };
         let n_centers = match layer {
@@ -873,6 +932,8 @@ impl SeedSim {
                 capacity: slot.capacity,
                 vaccine: slot.vaccine,
                 date: slot.date,
+                start: slot.start,
+                cancelled: false,
             });
         }
         Ok(views.len())
@@ -956,6 +1017,13 @@ impl SeedSim {
             if l.rng.gen_bool(l.share) {
                 self.stats.leftover_steps += 1;
                 return self.leftover_step(env).await;
+            }
+        }
+        if let Some(s) = self.supply.as_mut() {
+            // Drawn from a generator of its own, like the leftovers.
+            if s.rng.gen_bool(s.share) {
+                self.stats.supply_steps += 1;
+                return self.supply_step(env).await;
             }
         }
         self.regular += 1;
@@ -1259,7 +1327,7 @@ impl SeedSim {
                 masked_name: "김*영".into(),
                 birth_date: "1965-03-01".into(),
                 created_at: self.now_s(),
-                phone_sealed: None,
+                phone_sealed: Some(self.sealed_phone(s.citizen)),
             },
             code,
             cohort_id: self.cohorts[ticket.cohort].id,
@@ -1377,6 +1445,7 @@ impl SeedSim {
                     acked: true,
                     idem,
                     leftover: None,
+                    needs_rebooking: false,
                 });
                 self.fresh.push(self.bookings.len() - 1);
                 self.plant_after_booking(env, code)?;
@@ -1513,6 +1582,16 @@ impl SeedSim {
                             .await,
                         "a center",
                     )?;
+                    // As the handler does: a dose a rebooking moved to another center is
+                    // given back there.
+                    if let Some(other) = env.state.registry.center_of_slot(row.second_slot_id) {
+                        if other.shared.id != row.center_id {
+                            mailbox(
+                                other.addr.send(ReleaseSecondDose(row.second_slot_id)).await,
+                                "a center",
+                            )?;
+                        }
+                    }
                 }
                 "cancelled".to_string()
             }
@@ -1748,6 +1827,7 @@ impl SeedSim {
                             acked: false,
                             idem,
                             leftover: None,
+                            needs_rebooking: false,
                         });
                         self.fresh.push(self.bookings.len() - 1);
                     }
@@ -1784,6 +1864,8 @@ impl SeedSim {
                 .map_err(|e| format!("harness: find_booking: {e}"))?;
             let want = if b.live {
                 STATE_CONFIRMED
+            } else if b.needs_rebooking {
+                rq::STATE_NEEDS_REBOOKING
             } else {
                 STATE_CANCELLED
             };
@@ -1807,6 +1889,9 @@ impl SeedSim {
         self.check_inventory(env, &mut conn, &mut v).await?;
         self.check_queues(env, &mut conn, &mut v)?;
         self.check_fresh_bookings(env, &mut conn, &mut v)?;
+        if self.stats.slot_changes + self.stats.shifts > 0 {
+            self.check_supply(&mut conn, false, &mut v)?;
+        }
         let (per_cohort, _, _) = queries::booking_counts(&mut conn.conn())
             .map_err(|e| format!("harness: booking_counts: {e}"))?;
         for (i, c) in self.cohorts.iter().enumerate() {
@@ -1918,7 +2003,7 @@ impl SeedSim {
                 )
             })
             .collect();
-        for s in &self.slots {
+        for s in self.slots.iter().filter(|s| !s.cancelled) {
             match disk.get(&s.id) {
                 None => v.push(format!("G1 slot {} is not on disk", s.id)),
                 Some((cap, booked)) if booked > cap => v.push(format!(
@@ -1942,6 +2027,12 @@ impl SeedSim {
             let mut total = 0;
             let mut supply: HashMap<&str, BTreeMap<NaiveDate, i64>> = HashMap::new();
             for s in self.slots.iter().filter(|s| s.center == c) {
+                if s.cancelled {
+                    if listed.contains_key(&s.id) {
+                        v.push(format!("R slot {} is cancelled but still listed", s.id));
+                    }
+                    continue;
+                }
                 let (cap, booked) = disk.get(&s.id).copied().unwrap_or((s.capacity, 0));
                 let left = cap - booked;
                 total += left;
@@ -2215,6 +2306,11 @@ impl SeedSim {
         let mut conn = Self::conn(env)?;
         let mut v = Vec::new();
         self.check_acknowledged(&mut conn, &mut v)?;
+        if let Some(j) = self.jobs.iter().position(|j| !j.settled) {
+            v.push(format!("R rebooking job {j} was never settled"));
+        }
+        self.check_supply(&mut conn, true, &mut v)?;
+        self.expect_messages(&mut conn)?;
         for (ci, c) in self.cohorts.iter().enumerate() {
             let h = self.cohort(env, ci)?;
             let admitted = h.shared.admitted();
@@ -2237,6 +2333,674 @@ impl SeedSim {
         drop(p);
         self.stats.seeds += 1;
         Ok(v)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Supply changes (API 1.1 "Supply changes and rebooking") and the outbox
+
+/// How often a step is a supply change, drawn from a generator of its own (like the
+/// leftovers'), so that the schedule proper is the same with or without them.
+struct SupplySim {
+    rng: ChaCha8Rng,
+    share: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SupplyKind {
+    /// A slot's capacity lowered (now and then below the places booked: a job moves them).
+    Lower,
+    /// A slot's capacity raised: places at once, no job.
+    Raise,
+    /// A slot cancelled: every booking of it moves or needs rebooking.
+    Cancel,
+    /// Every second dose ahead moved by some days (the August 2021 interval change).
+    Shift,
+}
+
+impl SupplySim {
+    fn new(seed: u64, layer: Layer, forced: bool) -> Self {
+        let rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5099_17E5);
+        let share = match (layer, forced) {
+            (_, true) => 0.3,
+            (Layer::Fast, _) => 0.03,
+            (Layer::Deep, _) => 0.015,
+        };
+        Self { rng, share }
+    }
+
+    fn choose(&mut self) -> SupplyKind {
+        match self.rng.gen_range(0..100) {
+            0..40 => SupplyKind::Lower,
+            40..50 => SupplyKind::Raise,
+            50..75 => SupplyKind::Cancel,
+            _ => SupplyKind::Shift,
+        }
+    }
+}
+
+/// A rebooking job a seed started: its id, and whether what it did is in the model yet.
+#[derive(Debug, Clone)]
+struct JobSim {
+    id: i32,
+    settled: bool,
+}
+
+/// The messages a booking's committed changes must have left in the outbox, each delivered:
+/// (seed, code, kind, count).
+type Expected = Vec<(u64, String, &'static str, usize)>;
+
+/// A rebooking job waited for longer than this is a hang (reported, not waited out).
+const JOB_LIMIT: Duration = Duration::from_secs(30);
+/// The outbox drained at the end of a world within this, or its messages are lost.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
+impl SeedSim {
+    /// Citizen `c`'s phone as verification keeps it: the digits, sealed with the server's key.
+    fn sealed_phone(&self, c: usize) -> String {
+        self.phone_key.seal(&citizen_phone(c).replace('-', ""))
+    }
+
+    fn supply(&mut self) -> &mut SupplySim {
+        self.supply.as_mut().expect("this seed has supply changes")
+    }
+
+    /// One supply change, through the writer and the actors as `http::rebooking` does it; the
+    /// job it starts is driven by the application's `Rebooker` and waited for (or, now and
+    /// then, the application crashes before driving it, and the next life resumes it).
+    async fn supply_step(&mut self, env: &Env) -> Result<StepEnd, String> {
+        let kind = self.supply().choose();
+        let crash_share = if self.layer == Layer::Fast {
+            0.15
+        } else {
+            0.25
+        };
+        let crash = self.supply().rng.gen_bool(crash_share);
+        let today = seoul_day(self.now_ms).to_string();
+        let now = self.now_s();
+        let mut slot = None;
+        let write = if kind == SupplyKind::Shift {
+            let days = self.supply().rng.gen_range(1..=10);
+            // Operators open the later second-dose places first, most of the time.
+            let seconds: Vec<usize> = (0..self.slots.len())
+                .filter(|i| {
+                    let s = &self.slots[*i];
+                    !s.cancelled
+                        && s.vaccine == self.vaccine
+                        && s.date >= seoul_day(self.now_ms) + Days::new(u64::from(self.interval))
+                })
+                .collect();
+            if !seconds.is_empty() && self.supply().rng.gen_bool(0.7) {
+                let i = seconds[self.supply().rng.gen_range(0..seconds.len())];
+                let late = self.supply().rng.gen_range(0..=2);
+                let capacity = self.supply().rng.gen_range(1..=8);
+                let (c, date, start) = (
+                    self.slots[i].center,
+                    self.slots[i].date,
+                    self.slots[i].start,
+                );
+                let new =
+                    self.new_slot(date + Days::new(days as u64 + late), start, capacity, false);
+                let center = self.center(env, c)?;
+                let line = match self.add_slots(&env.state, &center, vec![new]).await {
+                    Ok(_) => format!("a second-dose slot added to center {c} for a shift"),
+                    Err(e) => {
+                        self.stats.store_errors += 1;
+                        format!("adding a slot failed: {e}")
+                    }
+                };
+                self.note(line);
+            }
+            self.stats.shifts += 1;
+            self.note(format!("shift of every second dose by {days} days"));
+            RebookWrite::CreateShift {
+                vaccine: self.vaccine.clone(),
+                days,
+                today,
+                now,
+            }
+        } else {
+            let open: Vec<usize> = (0..self.slots.len())
+                .filter(|i| !self.slots[*i].cancelled)
+                .collect();
+            if open.is_empty() {
+                self.note("no slot to change".into());
+                return Ok(StepEnd::Continue);
+            }
+            let i = open[self.supply().rng.gen_range(0..open.len())];
+            let id = self.slots[i].id;
+            let mut conn = Self::conn(env)?;
+            let (_, _, capacity, booked) = rq::places_of(&mut conn.conn(), &[id])
+                .map_err(|e| format!("harness: places_of: {e}"))?
+                .first()
+                .copied()
+                .ok_or("harness: a slot is not on disk")?;
+            drop(conn);
+            let (to, cancel) = match kind {
+                SupplyKind::Lower => (
+                    Some(self.supply().rng.gen_range(0..=capacity.max(0))),
+                    false,
+                ),
+                SupplyKind::Raise => (Some(capacity + self.supply().rng.gen_range(1..=3)), false),
+                _ => (None, true),
+            };
+            slot = Some(i);
+            self.stats.slot_changes += 1;
+            self.note(format!(
+                "slot {i} ({booked} booked of {capacity}): capacity {to:?}, cancelled {cancel}"
+            ));
+            RebookWrite::PatchSlot {
+                slot_id: id,
+                capacity: to,
+                cancel,
+                today,
+                now,
+            }
+        };
+        let answer = mailbox(
+            env.state.store.send(Persist(Write::Rebook(write))).await,
+            "the store",
+        )?;
+        let job: Option<JobRow> = match answer {
+            Ok(Written::Rebook(RebookWritten::Created(job))) => Some(job),
+            Ok(Written::Rebook(RebookWritten::Patched(Ok(p)))) => {
+                let i = slot.ok_or("harness: a slot's change answered a shift")?;
+                // What the handler tells the center at once.
+                let center = self.center(env, self.slots[i].center)?;
+                if p.cancelled {
+                    self.slots[i].cancelled = true;
+                    mailbox(
+                        center.addr.send(DropSlots(vec![p.slot.id])).await,
+                        "a center",
+                    )?;
+                } else {
+                    let places = (
+                        p.slot.id,
+                        i64::from(p.slot.capacity),
+                        i64::from(p.slot.booked),
+                    );
+                    mailbox(
+                        center
+                            .addr
+                            .send(SyncPlaces(Instant::now(), vec![places]))
+                            .await,
+                        "a center",
+                    )?;
+                }
+                self.slots[i].capacity = i64::from(p.capacity);
+                match p.job {
+                    Some(id) => {
+                        let mut conn = Self::conn(env)?;
+                        rq::load_job(&mut conn.conn(), id)
+                            .map_err(|e| format!("harness: load_job: {e}"))?
+                    }
+                    None => None,
+                }
+            }
+            Ok(Written::Rebook(RebookWritten::Patched(Err(refusal)))) => {
+                // The harness changes only slots it has not cancelled.
+                self.noticed.push(format!(
+                    "R a change of slot {slot:?}, not cancelled, was refused: {refusal:?}"
+                ));
+                if refusal == PatchRefusal::NotFound {
+                    self.noticed
+                        .push(format!("G1 slot {slot:?} is not on disk for its change"));
+                }
+                None
+            }
+            Ok(other) => {
+                return Err(format!(
+                    "harness: the store answered a rebooking write with {other:?}"
+                ))
+            }
+            Err(e) => {
+                self.stats.store_errors += 1;
+                self.note(format!("supply change: store: {e}"));
+                None
+            }
+        };
+        let Some(job) = job else {
+            self.note("no booking had to move".into());
+            self.await_listings(env).await?;
+            return Ok(StepEnd::Continue);
+        };
+        self.jobs.push(JobSim {
+            id: job.id,
+            settled: false,
+        });
+        self.stats.jobs += 1;
+        let j = self.jobs.len() - 1;
+        if crash {
+            // The node dies before it drives the job, now and then after one step of it.
+            if self.supply().rng.gen_bool(0.5) {
+                let n = self.supply().rng.gen_range(1..=3);
+                // On the wall clock, as the `Rebooker` steps (a move's instant orders the
+                // booking's moves).
+                let step = RebookWrite::Step {
+                    job_id: job.id,
+                    n,
+                    now: reservation::now_s(),
+                };
+                let _unheard = env.state.store.send(Persist(Write::Rebook(step))).await;
+            }
+            self.stats.supply_crashes += 1;
+            self.note(format!(
+                "crash once rebooking job {j} started, before it was driven"
+            ));
+            return Ok(StepEnd::Restart);
+        }
+        let rebooker = env
+            .state
+            .rebooker
+            .get()
+            .ok_or("harness: the application has no rebooker")?;
+        rebooker.do_send(Drive(job));
+        self.settle_jobs(env).await?;
+        self.plant_kept_places(env)?;
+        Ok(StepEnd::Continue)
+    }
+
+    /// Waits for every job of this seed to be done (the `Rebooker` drives them, and resumes
+    /// those a crash left at its start), takes what they did into the model, and waits for the
+    /// centers to list the places as on disk (the `Rebooker` tells them after each step).
+    async fn settle_jobs(&mut self, env: &Env) -> Result<(), String> {
+        let open: Vec<usize> = (0..self.jobs.len())
+            .filter(|j| !self.jobs[*j].settled)
+            .collect();
+        if open.is_empty() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + JOB_LIMIT;
+        let mut rows: Vec<JobRow> = Vec::new();
+        for &j in &open {
+            let row = loop {
+                let mut conn = Self::conn(env)?;
+                let row = rq::load_job(&mut conn.conn(), self.jobs[j].id)
+                    .map_err(|e| format!("harness: load_job: {e}"))?
+                    .ok_or("harness: a rebooking job is not on disk")?;
+                drop(conn);
+                if row.state == rq::JOB_DONE {
+                    break row;
+                }
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "liveness: rebooking job {j} not done within {JOB_LIMIT:?}: {row:?}"
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            };
+            rows.push(row);
+        }
+        let mut conn = Self::conn(env)?;
+        for (&j, row) in open.iter().zip(&rows) {
+            let items = rq::items_per_booking(&mut conn.conn(), row.id)
+                .map_err(|e| format!("harness: items_per_booking: {e}"))?;
+            let ids: Vec<i32> = items.iter().map(|(b, _)| *b).collect();
+            let codes: HashMap<i32, String> = {
+                use reservation::db::schema::bookings;
+                reservation::run!(&mut conn.conn(), c => {
+                    use diesel::prelude::*;
+                    bookings::table
+                        .filter(bookings::id.eq_any(&ids))
+                        .select((bookings::id, bookings::code))
+                        .load::<(i32, String)>(c)
+                })
+                .map_err(|e| format!("harness: booking codes: {e}"))?
+                .into_iter()
+                .collect()
+            };
+            let (mut moved, mut unmovable) = (0, 0);
+            let mut seen = HashSet::new();
+            for (booking, outcome) in &items {
+                if !seen.insert(*booking) {
+                    self.noticed.push(format!(
+                        "R booking {booking} was dealt with twice by rebooking job {j}"
+                    ));
+                }
+                let code = codes.get(booking).cloned().unwrap_or_default();
+                let b = self.bookings.iter().position(|b| b.code == code);
+                match outcome.as_str() {
+                    "moved" => moved += 1,
+                    rq::STATE_NEEDS_REBOOKING => {
+                        unmovable += 1;
+                        if let Some(b) = b {
+                            if !self.bookings[b].live {
+                                self.noticed.push(format!(
+                                    "R rebooking job {j} found no place for {}, which was not \
+                                     live",
+                                    self.booking_name(b)
+                                ));
+                            }
+                            self.bookings[b].live = false;
+                            self.bookings[b].needs_rebooking = true;
+                            if self.bookings[b].leftover.is_some() {
+                                if let Some(l) = self.leftovers.as_mut() {
+                                    // A leftover dose given back, as by a cancellation.
+                                    l.touched = true;
+                                }
+                            }
+                        }
+                    }
+                    other => self
+                        .noticed
+                        .push(format!("R rebooking job {j} left an outcome {other:?}")),
+                }
+            }
+            if row.total != moved + unmovable || row.moved != moved || row.unmovable != unmovable {
+                self.noticed.push(format!(
+                    "R rebooking job {j} is done with total {}, moved {}, unmovable {}, but its \
+                     items say {moved} moved and {unmovable} need rebooking",
+                    row.total, row.moved, row.unmovable
+                ));
+            }
+            self.stats.moved += moved as u64;
+            self.stats.unmovable += unmovable as u64;
+            self.jobs[j].settled = true;
+            self.note(format!(
+                "rebooking job {j} done: {moved} moved, {unmovable} need rebooking"
+            ));
+        }
+        drop(conn);
+        // The listings follow the jobs' moves (told after each step, off the job's path).
+        self.await_listings(env).await
+    }
+
+    /// Waits (5 s at most) for every center to list its slots' places as on disk: the
+    /// `Rebooker` tells them after each step, off the job's path, and on PostgreSQL the periodic
+    /// sync may put back, for a moment, a read that began before a slot's change (it reads
+    /// again every 250 ms): a read begun after the change is asked for and waited for first
+    /// (`SyncNow`: reads are one at a time, so none older is still on its way). What is still
+    /// wrong then is reported by the checks after the step.
+    async fn await_listings(&self, env: &Env) -> Result<(), String> {
+        if let Some(sync) = env.state.sync.get() {
+            mailbox(
+                sync.send(reservation::actors::cluster_sync::SyncNow).await,
+                "the cluster sync",
+            )?;
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let mut conn = Self::conn(env)?;
+            let mut v = Vec::new();
+            self.check_inventory(env, &mut conn, &mut v).await?;
+            if v.is_empty() || Instant::now() > deadline {
+                // What is still wrong is reported by the checks after the step.
+                return Ok(());
+            }
+            drop(conn);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// The planted fault of the supply changes: a live booking marked `needs_rebooking` on
+    /// disk (and in the model, as if a job had done it) that keeps its places.
+    fn plant_kept_places(&mut self, env: &Env) -> Result<(), String> {
+        if self.fault != Some(Fault::KeptPlaces) || self.fault_done {
+            return Ok(());
+        }
+        let Some(b) = (0..self.bookings.len())
+            .find(|b| self.bookings[*b].live && self.bookings[*b].leftover.is_none())
+        else {
+            return Ok(());
+        };
+        let code = self.bookings[b].code.clone();
+        let mut conn = Self::conn(env)?;
+        reservation::run!(&mut conn.conn(), c =>
+            diesel::sql_query("UPDATE bookings SET state = 'needs_rebooking' WHERE code = $1")
+                .bind::<diesel::sql_types::Text, _>(&code)
+                .execute(c))
+        .map_err(|e| format!("harness: planting: {e}"))?;
+        self.bookings[b].live = false;
+        self.bookings[b].needs_rebooking = true;
+        self.fault_done = true;
+        self.note(format!(
+            "PLANTED: {code} needs rebooking but keeps its places"
+        ));
+        Ok(())
+    }
+
+    /// R: the supply changes' guarantees, from the database. Every slot of this seed holds
+    /// exactly the places its live bookings hold and no more than its capacity (so a booking
+    /// that needs rebooking holds none), a cancelled slot holds no live booking and is listed
+    /// nowhere, and no job moved a booking twice: each of a booking's moves starts where the
+    /// one before it (or the booking) left that dose, one job moves each dose once at most,
+    /// and the last move of each dose is where the booking is.
+    fn check_supply(
+        &self,
+        conn: &mut DbConn,
+        full: bool,
+        v: &mut Vec<String>,
+    ) -> Result<(), String> {
+        let ids: Vec<i32> = self.slots.iter().map(|s| s.id).collect();
+        let live = queries::live_places(&mut conn.conn())
+            .map_err(|e| format!("harness: live_places: {e}"))?;
+        let rows = rq::places_of(&mut conn.conn(), &ids)
+            .map_err(|e| format!("harness: places_of: {e}"))?;
+        let by_id: HashMap<i32, (i32, i32)> = rows
+            .into_iter()
+            .map(|(id, _, cap, booked)| (id, (cap, booked)))
+            .collect();
+        for (i, s) in self.slots.iter().enumerate() {
+            let Some(&(cap, booked)) = by_id.get(&s.id) else {
+                v.push(format!("R slot {i} is not on disk"));
+                continue;
+            };
+            let n = live.get(&s.id).copied().unwrap_or(0);
+            if n != i64::from(booked) {
+                v.push(format!(
+                    "R slot {i} has {booked} places taken, but its live bookings hold {n}"
+                ));
+            }
+            if booked > cap || n > i64::from(cap) {
+                v.push(format!(
+                    "R slot {i} is over capacity: {n} live bookings, {booked} taken, {cap} places"
+                ));
+            }
+            if s.cancelled && n > 0 {
+                v.push(format!(
+                    "R slot {i} is cancelled but holds {n} live bookings"
+                ));
+            }
+        }
+        if !full || self.jobs.is_empty() {
+            return Ok(());
+        }
+        let job_ids: HashMap<i32, usize> = self
+            .jobs
+            .iter()
+            .enumerate()
+            .map(|(j, x)| (x.id, j))
+            .collect();
+        for (k, b) in self.bookings.iter().enumerate() {
+            let Some((row, _, _)) = queries::find_booking(&mut conn.conn(), &b.code)
+                .map_err(|e| format!("harness: find_booking: {e}"))?
+            else {
+                continue;
+            };
+            if b.needs_rebooking && row.state != rq::STATE_NEEDS_REBOOKING {
+                v.push(format!(
+                    "R {} needs rebooking in the model but is {} on disk",
+                    self.booking_name(k),
+                    row.state
+                ));
+            }
+            let items: Vec<(i32, String)> = {
+                use reservation::db::schema::rebooking_items;
+                let id = row.id;
+                reservation::run!(&mut conn.conn(), c => {
+                    use diesel::prelude::*;
+                    rebooking_items::table
+                        .filter(rebooking_items::booking_id.eq(id))
+                        .order((rebooking_items::moved_at, rebooking_items::job_id))
+                        .select((rebooking_items::job_id, rebooking_items::moves))
+                        .load::<(i32, String)>(c)
+                })
+                .map_err(|e| format!("harness: rebooking items: {e}"))?
+            };
+            let (second_center, _) = rq::booking_extra(&mut conn.conn(), row.id)
+                .map_err(|e| format!("harness: booking_extra: {e}"))?;
+            let mut at: [(i32, i32); 2] = [(0, 0); 2];
+            let mut started = [false; 2];
+            for (job, moves) in &items {
+                let moves: Vec<reservation::domain::rebooking::Move> =
+                    serde_json::from_str(moves).map_err(|e| format!("harness: moves: {e}"))?;
+                let j = job_ids.get(job).copied().unwrap_or(usize::MAX);
+                let mut doses = HashSet::new();
+                for m in &moves {
+                    let d = usize::from(m.dose.clamp(1, 2) - 1);
+                    if !doses.insert(m.dose) {
+                        v.push(format!(
+                            "R rebooking job {j} moved dose {} of {} twice",
+                            m.dose,
+                            self.booking_name(k)
+                        ));
+                    }
+                    if started[d] && at[d] != (m.from.center_id, m.from.slot_id) {
+                        v.push(format!(
+                            "R dose {} of {} was moved from slot {} by job {j}, but an earlier \
+                             move left it at slot {}",
+                            m.dose,
+                            self.booking_name(k),
+                            m.from.slot_id,
+                            at[d].1
+                        ));
+                    }
+                    started[d] = true;
+                    at[d] = (m.to.center_id, m.to.slot_id);
+                }
+            }
+            let now = [
+                (row.center_id, row.first_slot_id),
+                (second_center.unwrap_or(row.center_id), row.second_slot_id),
+            ];
+            for d in 0..2 {
+                if started[d] && at[d] != now[d] {
+                    v.push(format!(
+                        "R dose {} of {} was last moved to slot {}, but the booking holds slot {}",
+                        d + 1,
+                        self.booking_name(k),
+                        at[d].1,
+                        now[d].1
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// At the end of a schedule: the messages each booking's committed changes must have left
+    /// in the outbox (checked, delivered, at the end of the world: `World::check_outbox`).
+    fn expect_messages(&mut self, conn: &mut DbConn) -> Result<(), String> {
+        for b in &self.bookings {
+            let Some((row, _, _)) = queries::find_booking(&mut conn.conn(), &b.code)
+                .map_err(|e| format!("harness: find_booking: {e}"))?
+            else {
+                continue;
+            };
+            let (_, moves) = rq::booking_extra(&mut conn.conn(), row.id)
+                .map_err(|e| format!("harness: booking_extra: {e}"))?;
+            let cancelled = !b.live && !b.needs_rebooking;
+            for (kind, n) in [
+                ("booked", 1),
+                ("cancelled", usize::from(cancelled)),
+                ("moved", moves.len()),
+                ("needs_rebooking", usize::from(b.needs_rebooking)),
+            ] {
+                self.expected.push((self.seed, b.code.clone(), kind, n));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl World {
+    /// N: every message of a committed change is delivered. The sender runs on, as in the
+    /// server, until no message is pending (bounded), and then every booking of the world's
+    /// seeds has exactly the messages its changes made (booked, cancelled, one per dose moved,
+    /// needs_rebooking), each `sent`.
+    async fn check_outbox(&mut self, state: &Data<AppState>) -> Result<(), Failure> {
+        let expected = std::mem::take(&mut self.expected);
+        let first = expected.first().map_or(0, |e| e.0);
+        let (layer, fault) = (self.layer, self.fault);
+        let fail = |seed: u64, v: Vec<String>| Failure {
+            seed,
+            layer,
+            fault,
+            step: 0,
+            violations: v,
+            trace: Vec::new(),
+        };
+        let t = Instant::now();
+        let deadline = Instant::now() + DRAIN_LIMIT;
+        loop {
+            let pending = {
+                let mut conn = state
+                    .pool
+                    .get()
+                    .map_err(|e| fail(first, vec![format!("harness: no connection: {e}")]))?;
+                // A message is due from its change's instant, which the simulated clock put a
+                // day or more ahead of the sender's wall clock (`CLOCK_LEAD_S`): the sender's
+                // clock catches up with the simulated one.
+                let now_ms = chrono::Utc::now().timestamp_millis();
+                reservation::run!(&mut conn.conn(), c => diesel::sql_query(
+                    "UPDATE outbox SET next_attempt_at = $1 WHERE state = 'pending' \
+                     AND next_attempt_at > $1")
+                    .bind::<diesel::sql_types::BigInt, _>(now_ms)
+                    .execute(c))
+                .map_err(|e| fail(first, vec![format!("harness: the sender's clock: {e}")]))?;
+                reservation::db::outbox::pending_stats(&mut conn.conn())
+                    .map_err(|e| fail(first, vec![format!("harness: pending_stats: {e}")]))?
+                    .0
+            };
+            if pending == 0 {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(fail(
+                    first,
+                    vec![format!(
+                        "N {pending} outbox messages still pending {DRAIN_LIMIT:?} after the \
+                         world's last step"
+                    )],
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.stats.drain_time += t.elapsed();
+        let mut conn = state
+            .pool
+            .get()
+            .map_err(|e| fail(first, vec![format!("harness: no connection: {e}")]))?;
+        let mut listed: HashMap<String, Vec<reservation::db::outbox::MessageRow>> = HashMap::new();
+        for (seed, code, kind, want) in &expected {
+            if !listed.contains_key(code) {
+                let rows = reservation::db::outbox::for_booking(&mut conn.conn(), code)
+                    .map_err(|e| fail(*seed, vec![format!("harness: for_booking: {e}")]))?
+                    .unwrap_or_default();
+                listed.insert(code.clone(), rows);
+            }
+            let rows = &listed[code];
+            let got: Vec<&reservation::db::outbox::MessageRow> =
+                rows.iter().filter(|m| m.kind == *kind).collect();
+            let mut v = Vec::new();
+            if got.len() != *want {
+                v.push(format!(
+                    "N booking {code} has {} {kind} messages, its committed changes made {want}",
+                    got.len()
+                ));
+            }
+            for m in got.iter().filter(|m| m.state != "sent") {
+                v.push(format!(
+                    "N the {kind} message {} of booking {code} is {} after {} attempts",
+                    m.id, m.state, m.attempts
+                ));
+            }
+            if !v.is_empty() {
+                return Err(fail(*seed, v));
+            }
+            self.stats.messages += *want as u64;
+        }
+        Ok(())
     }
 }
 
@@ -2824,7 +3588,7 @@ impl SeedSim {
             birth_date: "1965-03-01".into(),
             day: today.to_string(),
             created_at: self.now_s(),
-            phone_sealed: None,
+            phone_sealed: Some(self.sealed_phone(session.citizen)),
         };
         let waiting = self
             .lo()
@@ -3009,6 +3773,16 @@ impl SeedSim {
                                 .await,
                             "a center",
                         )?;
+                        // As the handler does: a second dose a rebooking moved to another
+                        // center is given back there.
+                        if let Some(other) = env.state.registry.center_of_slot(row.second_slot_id) {
+                            if other.shared.id != row.center_id {
+                                mailbox(
+                                    other.addr.send(ReleaseSecondDose(row.second_slot_id)).await,
+                                    "a center",
+                                )?;
+                            }
+                        }
                     }
                     (p, c) => self.noticed.push(format!(
                         "G5 accepting a leftover dose cancelled {:?}, but the citizen's live \
@@ -3066,6 +3840,7 @@ impl SeedSim {
             acked,
             idem: None,
             leftover: posting,
+            needs_rebooking: false,
         });
         self.fresh.push(self.bookings.len() - 1);
     }
@@ -3533,6 +4308,9 @@ struct World {
     layer: Layer,
     fault: Option<Fault>,
     leftovers: bool,
+    supply: bool,
+    /// The messages the finished seeds' changes must have had delivered.
+    expected: Expected,
     database: Backend,
     seeds: VecDeque<u64>,
     /// The cohorts each seed starts with.
@@ -3559,6 +4337,11 @@ fn config(database: &Backend) -> Config {
     // A retry after a provider failure happens at once: no real time passes in a schedule.
     config.identity.retry_backoff_ms = 0;
     config.offer_hold_s = OFFER_HOLD_S as u64;
+    // The sender delivers at once (the simulated SMS provider, no latency, no rate worth the
+    // name), so that the outbox drains at the end of a world in a pump or two.
+    config.notify.sim_latency_ms = 0;
+    config.notify.rate_per_s = 100_000;
+    config.notify.max_in_flight = 1024;
     config
 }
 
@@ -3660,6 +4443,7 @@ impl World {
         loop {
             if self.current.is_none() {
                 let Some(seed) = self.seeds.pop_front() else {
+                    self.check_outbox(state).await?;
                     return Ok(LifeEnd::Finished);
                 };
                 self.running.store(seed, Ordering::Relaxed);
@@ -3673,6 +4457,7 @@ impl World {
                     self.layer,
                     self.fault,
                     self.leftovers,
+                    self.supply,
                     cohorts,
                     plan,
                     state,
@@ -3701,6 +4486,10 @@ impl World {
                 started_s,
             };
             if resumed {
+                // The jobs a crash left are resumed by the new life's Rebooker: done first.
+                sim.settle_jobs(&env)
+                    .await
+                    .map_err(|e| sim.failure(vec![e]))?;
                 let mut v = sim.after_restart(&env).map_err(|e| sim.failure(vec![e]))?;
                 v.extend(sim.check(&env).await.map_err(|e| sim.failure(vec![e]))?);
                 if !v.is_empty() {
@@ -3737,7 +4526,8 @@ impl World {
             }
             // A planted commit failure the schedule did not use up must not reach the next seed.
             let _ = state.store.send(FailNextCommits(0)).await;
-            let sim = self.current.take().expect("a seed is running");
+            let mut sim = self.current.take().expect("a seed is running");
+            self.expected.append(&mut sim.expected);
             self.stats.add(&sim.stats);
             self.digests.insert(sim.seed, sim.digest);
         }
@@ -3750,6 +4540,12 @@ impl World {
         };
         let pool = reservation::db::connect(&self.database, &config(&self.database).pool)?;
         let mut conn = pool.get().map_err(|e| e.to_string())?;
+        // The dead application's leases on the messages it was sending run out (as they do
+        // after `NOTIFY_TIMEOUT_MS` + 30 s): the next life's sender takes them up at once.
+        reservation::run!(&mut conn.conn(), c =>
+            diesel::sql_query("UPDATE outbox SET lease_until = 0 WHERE state = 'pending'")
+                .execute(c))
+        .map_err(|e| e.to_string())?;
         sim.mark_uncertain(&mut conn)?;
         let fault = match sim.fault {
             Some(f @ (Fault::LostBooking | Fault::LostAdmission | Fault::ShiftedExpiry))
@@ -3851,6 +4647,7 @@ fn run_world(
     layer: Layer,
     fault: Option<Fault>,
     leftovers: bool,
+    supply: bool,
     seeds: Vec<u64>,
     running: Arc<AtomicU64>,
 ) -> Result<(Stats, BTreeMap<u64, u64>), Failure> {
@@ -3860,6 +4657,8 @@ fn run_world(
         layer,
         fault,
         leftovers,
+        supply,
+        expected: Vec::new(),
         database: sim_database(&dir),
         seeds: seeds.into(),
         cohorts: HashMap::new(),
@@ -3902,6 +4701,8 @@ struct Opts {
     fault: Option<Fault>,
     /// Leftover doses in the schedules (`SIM_LEFTOVERS=0` leaves them out).
     leftovers: bool,
+    /// Supply changes in the schedules (`SIM_SUPPLY=0` leaves them out).
+    supply: bool,
     threads: usize,
     /// Seeds per application and database.
     batch: usize,
@@ -3913,6 +4714,7 @@ impl Opts {
             layer,
             fault: env_fault(),
             leftovers: env_u64("SIM_LEFTOVERS") != Some(0),
+            supply: env_u64("SIM_SUPPLY") != Some(0),
             threads: threads(),
             batch: match layer {
                 Layer::Fast => env_u64("SIM_BATCH").unwrap_or(10).max(1) as usize,
@@ -3928,6 +4730,7 @@ fn run_layer(opts: Opts, seeds: Vec<u64>) -> Outcome {
         layer,
         fault,
         leftovers,
+        supply,
         threads,
         batch,
     } = opts;
@@ -3953,7 +4756,7 @@ fn run_layer(opts: Opts, seeds: Vec<u64>) -> Outcome {
                 let running = Arc::new(AtomicU64::new(chunk[0]));
                 let r = running.clone();
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    run_world(layer, fault, leftovers, chunk, r)
+                    run_world(layer, fault, leftovers, supply, chunk, r)
                 }));
                 let mut res = results.lock().unwrap_or_else(|e| e.into_inner());
                 match outcome {
@@ -4010,8 +4813,10 @@ fn summary(layer: Layer, o: &Outcome) -> String {
          planted; leftovers: {} steps, {} postings ({} refused as past or not today), {} \
          sign-ups ({} already waiting), {} offers ({} lapsed), {} booked, {} passed on, {} \
          refused as not offered, {} without a second-dose place, {} crashes mid-write; \
-         violations {} — {:.1} s (summed over threads: steps {:.1} s, checks {:.1} s, starts \
-         {:.1} s)",
+         supply: {} steps, {} slot changes, {} shifts, {} jobs ({} crashed before driven), {} \
+         bookings moved, {} need rebooking; {} outbox messages delivered; violations {} — \
+         {:.1} s (summed over threads: steps {:.1} s, checks {:.1} s, starts {:.1} s, outbox \
+         drains {:.1} s)",
         layer.name(),
         s.seeds,
         s.steps,
@@ -4050,11 +4855,20 @@ fn summary(layer: Layer, o: &Outcome) -> String {
         s.no_offer,
         s.no_second_dose,
         s.leftover_crashes,
+        s.supply_steps,
+        s.slot_changes,
+        s.shifts,
+        s.jobs,
+        s.supply_crashes,
+        s.moved,
+        s.unmovable,
+        s.messages,
         o.failures.len(),
         o.elapsed.as_secs_f64(),
         s.step_time.as_secs_f64(),
         s.check_time.as_secs_f64(),
-        s.start_time.as_secs_f64()
+        s.start_time.as_secs_f64(),
+        s.drain_time.as_secs_f64()
     )
 }
 
@@ -4122,6 +4936,7 @@ fn every_check_catches_a_fault_planted_in_the_harness() {
             layer: Layer::Fast,
             fault: Some(fault),
             leftovers: true,
+            supply: true,
             threads: 1,
             batch: 10,
         };
@@ -4160,6 +4975,7 @@ fn a_seed_replays_alone_exactly_as_it_ran_in_its_batch() {
         layer: Layer::Fast,
         fault: None,
         leftovers: true,
+        supply: true,
         threads,
         batch,
     };
@@ -4218,6 +5034,7 @@ fn the_queue_tells_the_truth_about_sold_out_and_positions() {
                 layer,
                 fault: None,
                 leftovers: false,
+                supply: false,
                 threads: 1,
                 batch: 1,
             };

@@ -464,19 +464,48 @@ pub fn drop_pending_reminders(
 /// no longer waiting or offered, or its day has passed. (A pending message keeps its own copy
 /// until it is sent or failed.) How many were forgotten.
 pub fn forget_phones(conn: &mut Conn, today: &str) -> Result<usize, Error> {
-    let citizens_n = run!(conn, c => {
-        let live = bookings::table
-            .filter(bookings::citizen_key.eq(citizens::key))
-            .filter(bookings::state.eq(STATE_CONFIRMED))
-            .filter(bookings::second_date.ge(today));
-        diesel::update(
+    macro_rules! live {
+        () => {
+            bookings::table
+                .filter(bookings::citizen_key.eq(citizens::key))
+                .filter(bookings::state.eq(STATE_CONFIRMED))
+                .filter(bookings::second_date.ge(today))
+        };
+    }
+    let citizens_n = match conn {
+        // One statement would see the bookings as they were when it began: a citizen who books
+        // while it waits for their row (the booking renews the phone in the same transaction)
+        // would be checked against that old view and lose the phone the new booking's messages
+        // need. So the rows are locked first, and then checked by a second statement, which
+        // sees every booking committed before the locks were had; a booking after it waits
+        // for them and writes its phone again.
+        Conn::Postgres(c) => c.transaction(|c| {
+            let keys: Vec<String> = citizens::table
+                .filter(citizens::phone_sealed.is_not_null())
+                .filter(diesel::dsl::not(diesel::dsl::exists(live!())))
+                .select(citizens::key)
+                .for_update()
+                .load(c)?;
+            if keys.is_empty() {
+                return Ok(0);
+            }
+            diesel::update(
+                citizens::table
+                    .filter(citizens::key.eq_any(&keys))
+                    .filter(diesel::dsl::not(diesel::dsl::exists(live!()))),
+            )
+            .set(citizens::phone_sealed.eq(None::<String>))
+            .execute(c)
+        })?,
+        // One writer at a time: the statement and a booking never overlap.
+        Conn::Sqlite(c) => diesel::update(
             citizens::table
                 .filter(citizens::phone_sealed.is_not_null())
-                .filter(diesel::dsl::not(diesel::dsl::exists(live))),
+                .filter(diesel::dsl::not(diesel::dsl::exists(live!()))),
         )
         .set(citizens::phone_sealed.eq(None::<String>))
-        .execute(c)
-    })?;
+        .execute(*c)?,
+    };
     let entries_n = run!(conn, c => diesel::update(
             leftover_entries::table
                 .filter(leftover_entries::phone_sealed.is_not_null())

@@ -314,6 +314,17 @@ async fn accept(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError
                 second_slot_id: old.second_slot_id,
             });
         }
+        // A rebooking may have moved its second dose to another center: that center gives
+        // its place back too (as a citizen's cancellation does).
+        if let Some(other) = state.registry.center_of_slot(old.second_slot_id) {
+            if other.shared.id != old.center_id {
+                other
+                    .addr
+                    .do_send(crate::actors::center_inventory::ReleaseSecondDose(
+                        old.second_slot_id,
+                    ));
+            }
+        }
     }
     Ok(HttpResponse::Created().json(booking_view(&accepted.booking, masked_name)))
 }
