@@ -313,6 +313,8 @@ pub struct Application {
     port: u16,
     server: Server,
     state: web::Data<AppState>,
+    /// The background senders stop once this is dropped (`Notifier::orphaned`).
+    _alive: Arc<()>,
 }
 
 impl Application {
@@ -382,6 +384,7 @@ impl Application {
             Some(hex) => PhoneKey::from_hex(hex)?,
             None => PhoneKey::derive(secret.as_bytes()),
         };
+        let alive = Arc::new(());
         let notifier_actor = Notifier::new(
             pool.clone(),
             config.node(),
@@ -389,6 +392,7 @@ impl Application {
             config.notify.clone(),
             config.zone,
             notify,
+            Arc::downgrade(&alive),
         );
         let notifier_metrics = notifier_actor.metrics();
         let notifier = notifier_actor.start();
@@ -554,6 +558,7 @@ impl Application {
             port,
             server,
             state,
+            _alive: alive,
         })
     }
 
@@ -566,7 +571,9 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        // The senders run for as long as the server does.
+        let Self { server, _alive, .. } = self;
+        server.await
     }
 
     /// The running server's handle, to stop it.

@@ -302,6 +302,54 @@ async fn a_reminder_is_written_once_the_day_before_and_a_cancellation_takes_it_b
 }
 
 #[actix_web::test]
+async fn a_booking_left_needing_rebooking_keeps_the_phone_its_cancellation_is_sent_to() {
+    use diesel::RunQueryDsl;
+    let hook = Receiver::start(Some(0));
+    let app = spawn_app_with(|c| fast_retries(c, &hook.url)).await;
+    let code = booked(&app, 13).await;
+    {
+        // As a supply change that found no place leaves it; then the housekeeping runs.
+        let mut conn = app.state.pool.get().unwrap();
+        reservation::run!(&mut conn.conn(), c =>
+            diesel::sql_query("UPDATE bookings SET state = 'needs_rebooking' WHERE code = $1")
+                .bind::<diesel::sql_types::Text, _>(&code)
+                .execute(c))
+        .unwrap();
+        let today = (chrono::Utc::now() + chrono::Duration::hours(9))
+            .date_naive()
+            .to_string();
+        reservation::db::outbox::forget_phones(&mut conn.conn(), &today).unwrap();
+    }
+    let res = app
+        .client
+        .post(app.url(&format!("/api/v1/bookings/{code}/cancel")))
+        .json(&json!({"birth_date": "1965-03-01"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let cancelled = until(
+        Duration::from_secs(10),
+        "the cancelled message",
+        async || hook.bodies().into_iter().find(|b| b["kind"] == "cancelled"),
+    )
+    .await;
+    assert_eq!(cancelled["to"], phone(13));
+    let listed = until(
+        Duration::from_secs(10),
+        "the cancellation sent",
+        async || {
+            let all = notifications(&app, &code).await;
+            all.iter()
+                .find(|m| m["kind"] == "cancelled" && m["state"] != "pending")
+                .cloned()
+        },
+    )
+    .await;
+    assert_eq!(listed["state"], "sent", "{listed:?}");
+}
+
+#[actix_web::test]
 async fn the_notifications_endpoint_wants_the_admin_token_a_code_and_a_known_booking() {
     let app = spawn_app_with(|_| {}).await;
     let res = app
@@ -405,6 +453,7 @@ async fn two_senders_on_one_database_deliver_every_message_never_twice_at_once_w
         ..Default::default()
     };
     let started = Instant::now();
+    let alive = Arc::new(());
     let _senders: Vec<_> = ["a", "b"]
         .iter()
         .map(|node| {
@@ -416,6 +465,7 @@ async fn two_senders_on_one_database_deliver_every_message_never_twice_at_once_w
                 settings.clone(),
                 reservation::config::seoul(),
                 Box::new(move || Rc::new(Recording(log)) as Rc<_>),
+                Arc::downgrade(&alive),
             )
             .start()
         })

@@ -574,6 +574,8 @@ struct BookingSim {
     leftover: Option<usize>,
     /// A rebooking found no place for it: `needs_rebooking`, not live, holding no place.
     needs_rebooking: bool,
+    /// It was `needs_rebooking` at some point (told so once, even if cancelled since).
+    told_needs_rebooking: bool,
 }
 
 /// A write sent just before a crash: its outcome is read from disk after the restart.
@@ -1446,6 +1448,7 @@ impl SeedSim {
                     idem,
                     leftover: None,
                     needs_rebooking: false,
+                    told_needs_rebooking: false,
                 });
                 self.fresh.push(self.bookings.len() - 1);
                 self.plant_after_booking(env, code)?;
@@ -1630,14 +1633,25 @@ impl SeedSim {
             now: self.now_s(),
         };
         let answer = mailbox(env.state.store.send(Persist(write)).await, "the store")?;
-        if let Ok(Written::Cancelled(Some(_))) = answer {
-            self.noticed.push(format!(
-                "G1 booking {code}, already cancelled, was cancelled again: its places would \
-                 come back twice"
-            ));
+        let was_waiting = self.bookings[b].needs_rebooking;
+        match answer {
+            Ok(Written::Cancelled(Some(_))) => self.noticed.push(format!(
+                "G1 booking {code}, already cancelled or holding no place, was cancelled \
+                 again: its places would come back twice"
+            )),
+            // A booking waiting to be rebooked holds no place: cancelling it ends it.
+            Ok(Written::Cancelled(None)) if was_waiting => {
+                self.bookings[b].needs_rebooking = false;
+            }
+            _ => {}
         }
         let name = self.booking_name(b);
-        self.note(format!("cancel {name} again"));
+        let what = if was_waiting {
+            "(needing rebooking)"
+        } else {
+            "again"
+        };
+        self.note(format!("cancel {name} {what}"));
         Ok(true)
     }
 
@@ -1828,6 +1842,7 @@ impl SeedSim {
                             idem,
                             leftover: None,
                             needs_rebooking: false,
+                            told_needs_rebooking: false,
                         });
                         self.fresh.push(self.bookings.len() - 1);
                     }
@@ -2673,6 +2688,7 @@ impl SeedSim {
                             }
                             self.bookings[b].live = false;
                             self.bookings[b].needs_rebooking = true;
+                            self.bookings[b].told_needs_rebooking = true;
                             if self.bookings[b].leftover.is_some() {
                                 if let Some(l) = self.leftovers.as_mut() {
                                     // A leftover dose given back, as by a cancellation.
@@ -2752,6 +2768,7 @@ impl SeedSim {
         .map_err(|e| format!("harness: planting: {e}"))?;
         self.bookings[b].live = false;
         self.bookings[b].needs_rebooking = true;
+        self.bookings[b].told_needs_rebooking = true;
         self.fault_done = true;
         self.note(format!(
             "PLANTED: {code} needs rebooking but keeps its places"
@@ -2904,7 +2921,7 @@ impl SeedSim {
                 ("booked", 1),
                 ("cancelled", usize::from(cancelled)),
                 ("moved", moves.len()),
-                ("needs_rebooking", usize::from(b.needs_rebooking)),
+                ("needs_rebooking", usize::from(b.told_needs_rebooking)),
             ] {
                 self.expected.push((self.seed, b.code.clone(), kind, n));
             }
@@ -3841,6 +3858,7 @@ impl SeedSim {
             idem: None,
             leftover: posting,
             needs_rebooking: false,
+            told_needs_rebooking: false,
         });
         self.fresh.push(self.bookings.len() - 1);
     }

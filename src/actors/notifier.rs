@@ -19,7 +19,7 @@ use chrono::{FixedOffset, Timelike};
 use rand::Rng;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 const PUMP_EVERY: Duration = Duration::from_millis(100);
@@ -53,6 +53,8 @@ pub struct Notifier {
     /// Delivered since the last pump, to be recorded `sent` together.
     delivered: Vec<String>,
     metrics: Arc<NotifierMetrics>,
+    /// Held by the `Application` (see `orphaned`).
+    alive: Weak<()>,
 }
 
 impl Notifier {
@@ -63,6 +65,7 @@ impl Notifier {
         settings: NotifySettings,
         zone: FixedOffset,
         factory: ProviderFactory,
+        alive: Weak<()>,
     ) -> Self {
         let rate = RateCap::new(settings.rate_per_s, Instant::now());
         Self {
@@ -79,6 +82,7 @@ impl Notifier {
             claiming: false,
             delivered: Vec::new(),
             metrics: Arc::default(),
+            alive,
         }
     }
 
@@ -101,18 +105,23 @@ impl Notifier {
         }
         let ids = std::mem::take(&mut self.delivered);
         let pool = self.pool.clone();
-        actix_web::rt::task::spawn_blocking(move || {
-            if let Err(e) = pool.get().map_err(|e| e.to_string()).and_then(|mut c| {
-                outbox::sent_many(&mut c.conn(), &ids, now_ms()).map_err(|e| e.to_string())
-            }) {
-                log::warn!("notifier: cannot record {} deliveries: {e}", ids.len());
-            }
-        });
+        actix_web::rt::task::spawn_blocking(move || record_sent(&pool, &ids));
+    }
+
+    /// Whether the application that started it is still there: a test that builds a second
+    /// application (a restart) keeps the first one's actors running on the same system, and a
+    /// sender left behind would keep claiming from the same outbox every 100 ms for nothing.
+    fn orphaned(&self, ctx: &mut Context<Self>) -> bool {
+        if self.alive.upgrade().is_some() {
+            return false;
+        }
+        ctx.stop();
+        true
     }
 
     fn pump(&mut self, ctx: &mut Context<Self>) {
         self.record_delivered();
-        if self.claiming {
+        if self.claiming || self.orphaned(ctx) {
             return;
         }
         let room = self.settings.max_in_flight.saturating_sub(self.in_flight);
@@ -270,6 +279,17 @@ impl Notifier {
     }
 }
 
+fn record_sent(pool: &DbPool, ids: &[String]) {
+    if ids.is_empty() {
+        return;
+    }
+    if let Err(e) = pool.get().map_err(|e| e.to_string()).and_then(|mut c| {
+        outbox::sent_many(&mut c.conn(), ids, now_ms()).map_err(|e| e.to_string())
+    }) {
+        log::warn!("notifier: cannot record {} deliveries: {e}", ids.len());
+    }
+}
+
 /// How one attempt's outcome is written, on a blocking thread.
 type Record = Box<dyn FnOnce(&mut crate::db::Conn) -> Result<bool, diesel::result::Error> + Send>;
 
@@ -281,7 +301,8 @@ impl Actor for Notifier {
     type Context = Context<Self>;
 
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
-        self.record_delivered();
+        // On this thread: the system may be stopping, its runtime (and blocking pool) gone.
+        record_sent(&self.pool, &std::mem::take(&mut self.delivered));
         Running::Stop
     }
 
@@ -290,7 +311,11 @@ impl Actor for Notifier {
             self.provider = Some(factory());
         }
         ctx.run_interval(PUMP_EVERY, |act, ctx| act.pump(ctx));
-        ctx.run_interval(STATS_EVERY, |act, _| act.count());
+        ctx.run_interval(STATS_EVERY, |act, ctx| {
+            if !act.orphaned(ctx) {
+                act.count();
+            }
+        });
         act_now_and_every(ctx, HOUSEKEEPING_EVERY);
     }
 }

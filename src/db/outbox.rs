@@ -14,7 +14,7 @@ use super::models::BookingRow;
 use super::queries::fixed;
 use super::schema::{bookings, citizens, leftover_entries, outbox};
 use super::Conn;
-use crate::domain::booking::STATE_CONFIRMED;
+use crate::domain::booking::{STATE_CONFIRMED, STATE_NEEDS_REBOOKING};
 use crate::domain::notification::{self as note, Kind, STATE_FAILED, STATE_PENDING, STATE_SENT};
 use crate::run;
 use diesel::prelude::*;
@@ -460,7 +460,9 @@ pub fn drop_pending_reminders(
 }
 
 /// Forgets the phone numbers nobody needs any more (`today`: `YYYY-MM-DD`, local): a
-/// citizen's once it has no live booking with a dose today or later; a sign-up's once it is
+/// citizen's once it has no booking live or needing rebooking with a dose today or later (one
+/// needing rebooking is still the citizen's open matter: cancelling it sends a message); a
+/// sign-up's once it is
 /// no longer waiting or offered, or its day has passed. (A pending message keeps its own copy
 /// until it is sent or failed.) How many were forgotten.
 pub fn forget_phones(conn: &mut Conn, today: &str) -> Result<usize, Error> {
@@ -468,7 +470,7 @@ pub fn forget_phones(conn: &mut Conn, today: &str) -> Result<usize, Error> {
         () => {
             bookings::table
                 .filter(bookings::citizen_key.eq(citizens::key))
-                .filter(bookings::state.eq(STATE_CONFIRMED))
+                .filter(bookings::state.eq_any([STATE_CONFIRMED, STATE_NEEDS_REBOOKING]))
                 .filter(bookings::second_date.ge(today))
         };
     }

@@ -27,7 +27,7 @@ use diesel::prelude::*;
 use diesel::result::Error;
 use std::collections::{BTreeSet, HashMap};
 
-pub const STATE_NEEDS_REBOOKING: &str = "needs_rebooking";
+pub use crate::domain::booking::STATE_NEEDS_REBOOKING;
 pub const JOB_RUNNING: &str = "running";
 pub const JOB_DONE: &str = "done";
 const KIND_SHIFT: &str = "shift";

@@ -28,6 +28,8 @@ pub fn parse_code(input: &str) -> Option<String> {
 
 pub const STATE_CONFIRMED: &str = "confirmed";
 pub const STATE_CANCELLED: &str = "cancelled";
+/// A supply change found no place for it (API 1.1): no places held, not live.
+pub const STATE_NEEDS_REBOOKING: &str = "needs_rebooking";
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Dose {
