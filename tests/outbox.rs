@@ -106,12 +106,21 @@ async fn notifications(app: &TestApp, code: &str) -> Vec<Value> {
 }
 
 /// A cohort, a center with a pair of slots, a session for citizen `n`, and a booking: its code.
+/// Its first dose is the day after tomorrow, so that no reminder (written from 09:00 in Seoul
+/// for tomorrow's doses) joins its messages whatever the hour the test runs at.
 async fn booked(app: &TestApp, n: u32) -> String {
+    booked_from(app, n, 1).await
+}
+
+/// As `booked`, the first dose `offset` days after tomorrow and the second four weeks later.
+async fn booked_from(app: &TestApp, n: u32, offset: u64) -> String {
     let cohort = app.open_cohort(100.0).await;
     let center = app.center("서울").await;
-    let (first, _) = app.pair(center, 10).await;
+    let slots = app
+        .slots(center, &[(offset, "10:00", 10), (offset + 28, "10:00", 10)])
+        .await;
     let session = app.session(cohort, n).await;
-    let res = app.book(&session, first, None).await;
+    let res = app.book(&session, slots[0], None).await;
     assert_eq!(res.status(), StatusCode::CREATED);
     res.json::<Value>().await.unwrap()["code"]
         .as_str()
@@ -223,7 +232,10 @@ async fn a_booking_whose_commit_failed_leaves_no_message_and_one_that_committed_
     .await;
     let cohort = app.open_cohort(100.0).await;
     let center = app.center("서울").await;
-    let (first, _) = app.pair(center, 10).await;
+    // The day after tomorrow: no reminder joins the pending count.
+    let first = app
+        .slots(center, &[(1, "10:00", 10), (29, "10:00", 10)])
+        .await[0];
     let session = app.session(cohort, 10).await;
     let pending = |app: &TestApp| {
         let mut conn = app.state.pool.get().unwrap();
@@ -259,8 +271,8 @@ async fn a_reminder_is_written_once_the_day_before_and_a_cancellation_takes_it_b
         c.notify.retry.base_backoff = Duration::from_secs(600);
     })
     .await;
-    // `booked` books a first dose tomorrow and a second in four weeks.
-    let code = booked(&app, 12).await;
+    // A first dose tomorrow and a second in four weeks.
+    let code = booked_from(&app, 12, 0).await;
     let scan = |app: &TestApp| {
         let mut conn = app.state.pool.get().unwrap();
         let now = chrono::Utc::now().timestamp();
@@ -596,8 +608,9 @@ async fn the_phone_number_name_birth_date_and_tokens_are_in_no_log_line() {
         .as_i64()
         .unwrap();
     let today = (now + chrono::Duration::hours(9)).date_naive();
-    // Dose 1 on day 1, dose 2 on day 29, and room on day 36 for a 7-day shift of dose 2.
-    let list: Vec<Value> = [1u64, 29, 36]
+    // Dose 1 on day 2, dose 2 on day 30, and room on day 37 for a 7-day shift of dose 2 (not
+    // tomorrow: a reminder would join the messages after 09:00 in Seoul).
+    let list: Vec<Value> = [2u64, 30, 37]
         .iter()
         .map(|d| json!({"date": (today + chrono::Days::new(*d)).to_string(), "start_time": "10:00", "end_time": "11:00", "capacity": 5, "vaccine": "Moderna"}))
         .collect();

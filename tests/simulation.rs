@@ -128,6 +128,15 @@ const STEP_LIMIT: Duration = Duration::from_secs(60);
 /// after it (see `verify`).
 const CLOCK_LEAD_S: i64 = 86_400;
 
+/// Where every seed's simulated clock starts: 10:00 in Seoul on the first day that begins
+/// after the wall clock plus `CLOCK_LEAD_S`. The hour is fixed because what a seed draws
+/// depends on it (leftovers are posted until a time today, the draw bounded by the day's end):
+/// a clock started from the wall clock's hour made a seed's run depend on when it ran.
+fn sim_start_s() -> i64 {
+    let ahead = reservation::now_s() + 1 + CLOCK_LEAD_S;
+    end_of_day(ahead, reservation::config::seoul()) + 10 * 3600
+}
+
 // ---------------------------------------------------------------------------------------------
 // What to run
 
@@ -787,9 +796,10 @@ impl SeedSim {
             fault_done: false,
             plan,
             weights: weights(layer, fault),
-            // A day ahead of the wall clock (see `CLOCK_LEAD_S`), on a whole second (passes
-            // lapse on whole seconds: the same steps give the same run); it only moves forward.
-            now_ms: (reservation::now_s() + 1 + CLOCK_LEAD_S) * 1000,
+            // At least a day ahead of the wall clock (see `CLOCK_LEAD_S`), on a whole second
+            // (passes lapse on whole seconds: the same steps give the same run), at the same
+            // hour of the day in Seoul whenever it runs; it only moves forward.
+            now_ms: sim_start_s() * 1000,
             pass_ttl_s: state.config.pass_ttl_s,
             session_ttl_s: state.config.session_ttl_s,
             step: 0,
