@@ -7,12 +7,16 @@
 # --baseline-citizens citizens with no job (the latencies to compare with); the load during
 # the job should last about as long as the job (K / R seconds).
 #
-#   scripts/rebook-bench.sh [--bookings N] [--centers C] [--arrival-rate R] [--citizens K]
-#                           [--baseline-citizens B] [--deadline SECONDS]
+#   scripts/rebook-bench.sh [--database sqlite|postgres] [--bookings N] [--centers C]
+#                           [--arrival-rate R] [--citizens K] [--baseline-citizens B]
+#                           [--deadline SECONDS]
+#
+# --database postgres seeds a throwaway PostgreSQL server (scripts/pg.sh) with
+# scripts/rebook-seed-pg.sql through psql instead.
 #
 # It gives up (exit 1) if the job is not done within --deadline seconds (default 1800).
 #
-# Needs sqlite3 and curl, jq. PROFILE=debug builds without optimisation.
+# Needs sqlite3 (or psql) and curl, jq, bc. PROFILE=debug builds without optimisation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +26,7 @@ rate=50
 citizens=15000
 baseline=3000
 deadline=1800
+backend=sqlite
 while [ $# -gt 0 ]; do
   case "$1" in
     --bookings) bookings=$2; shift 2 ;;
@@ -30,6 +35,7 @@ while [ $# -gt 0 ]; do
     --citizens) citizens=$2; shift 2 ;;
     --baseline-citizens) baseline=$2; shift 2 ;;
     --deadline) deadline=$2; shift 2 ;;
+    --database) backend=$2; shift 2 ;;
     *) echo "unknown flag $1" >&2; exit 2 ;;
   esac
 done
@@ -38,19 +44,41 @@ done
 token=rebook-bench-admin
 # First start: the server creates and migrates the file; then it is stopped and the bulk
 # data written into it.
-start_server rush ADMIN_TOKEN=$token SECRET_KEY=rebook-bench-secret
-db="$work/rush.db"
+case "$backend" in
+  sqlite) db_env=() ;;
+  postgres)
+    . scripts/pg.sh
+    start_pg
+    db_env=(DATABASE_URL="$PG_URL" DB_POOL_SIZE="${DB_POOL_SIZE:-16}")
+    ;;
+  *) echo "--database is sqlite or postgres, not $backend" >&2; exit 2 ;;
+esac
+start_server rush ADMIN_TOKEN=$token SECRET_KEY=rebook-bench-secret "${db_env[@]}"
+if [ "$backend" = postgres ]; then
+  # start_server replaced the EXIT trap: stop the database after the server.
+  trap 'stop_server; stop_pg' EXIT
+  db=$PG_URL
+else
+  db="$work/rush.db"
+fi
 kill -TERM "$pid"; wait "$pid" || true
 places=$(( bookings / (centers * 14) + 2 ))
 base_day=$(TZ=Asia/Seoul date -d tomorrow +%F)
 t0=$(date +%s.%N)
-sed -e "s/@BOOKINGS@/$bookings/g; s/@CENTERS@/$centers/g; s/@PLACES@/$places/g; s/@BASE@/$base_day/g" \
-  scripts/rebook-seed.sql | sqlite3 "$db"
+subst="s/@BOOKINGS@/$bookings/g; s/@CENTERS@/$centers/g; s/@PLACES@/$places/g; s/@BASE@/$base_day/g"
+if [ "$backend" = postgres ]; then
+  sed -e "$subst" scripts/rebook-seed-pg.sql | psql -q -v ON_ERROR_STOP=1 "$db" >/dev/null
+  size=$(psql -tA "$db" -c "SELECT pg_size_pretty(pg_database_size(current_database()))")
+else
+  sed -e "$subst" scripts/rebook-seed.sql | sqlite3 "$db"
+  size=$(du -h "$db" | cut -f1)
+fi
 t1=$(date +%s.%N)
-echo "seeded $bookings bookings over $centers centers in $(echo "$t1 - $t0" | bc) s ($(du -h "$db" | cut -f1))"
+echo "seeded $bookings bookings over $centers centers in $(echo "$t1 - $t0" | bc) s ($size)"
 
 env DATABASE_URL="$db" BIND_ADDR="127.0.0.1:$port" RUST_LOG="${RUST_LOG:-warn}" \
-  ADMIN_TOKEN=$token SECRET_KEY=rebook-bench-secret "$dir/reservation" >> "$work/server.log" 2>&1 &
+  ADMIN_TOKEN=$token SECRET_KEY=rebook-bench-secret "${db_env[@]}" "$dir/reservation" \
+  >> "$work/server.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 2000); do curl -fs "$base/readyz" >/dev/null 2>&1 && break; sleep 0.05; done
 

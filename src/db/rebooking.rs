@@ -25,7 +25,7 @@ use crate::run;
 use chrono::{Days, NaiveDate};
 use diesel::prelude::*;
 use diesel::result::Error;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 pub use crate::domain::booking::STATE_NEEDS_REBOOKING;
 pub const JOB_RUNNING: &str = "running";
@@ -152,9 +152,13 @@ pub fn slots_to_lock(conn: &mut Conn, w: &RebookWrite) -> Result<Vec<i32>, Error
                 .flat_map(|b| [b.first_slot_id, b.second_slot_id])
                 .collect();
             let mut regions: BTreeSet<String> = BTreeSet::new();
+            let mut seen: BTreeSet<i32> = BTreeSet::new();
             let (mut from, mut to): (Option<String>, Option<String>) = (None, None);
             for b in &chunk {
-                regions.extend(region_of(conn, b.center_id)?);
+                // A region read once a center (a chunk's bookings share a few centers).
+                if seen.insert(b.center_id) {
+                    regions.extend(region_of(conn, b.center_id)?);
+                }
                 let (lo, hi) = lock_window(&job, b);
                 from = Some(from.map_or(lo.clone(), |f: String| f.min(lo)));
                 to = Some(to.map_or(hi.clone(), |t: String| t.max(hi)));
@@ -423,6 +427,8 @@ struct LiveBooking {
     second_slot_id: i32,
     second_date: String,
     second_start: String,
+    code: String,
+    citizen_key: String,
 }
 
 /// The next bookings a job has to deal with.
@@ -492,9 +498,17 @@ struct Places {
     cache: HashMap<(String, NaiveDate), Vec<Candidate>>,
     interval: HashMap<i32, u32>,
     exclude: Option<i32>,
+    /// The chunk's bookings this job dealt with before (a step redone after a crash).
+    done: HashSet<i32>,
+    /// The chunk's citizens' sealed phones, for the messages.
+    phones: HashMap<String, Option<String>>,
 }
 
 impl Places {
+    fn phone(&self, b: &LiveBooking) -> Option<String> {
+        self.phones.get(&b.citizen_key).cloned().flatten()
+    }
+
     fn region(&mut self, conn: &mut Conn, center_id: i32) -> Result<String, Error> {
         if let Some(r) = self.region_of.get(&center_id) {
             return Ok(r.clone());
@@ -684,12 +698,26 @@ fn step(conn: &mut Conn, job_id: i32, n: usize, now: i64) -> Result<Stepped, Err
         touched.push(s);
     }
     let chunk = next_chunk(conn, &job, n)?;
+    // Read for the whole chunk in two statements rather than two a booking: on PostgreSQL a
+    // statement is a round trip, and round trips are most of a step's time.
+    let ids: Vec<i32> = chunk.iter().map(|b| b.id).collect();
+    let done: HashSet<i32> = run!(conn, c => rebooking_items::table
+        .filter(rebooking_items::job_id.eq(job.id))
+        .filter(rebooking_items::booking_id.eq_any(&ids))
+        .select(rebooking_items::booking_id)
+        .load::<i32>(c))?
+    .into_iter()
+    .collect();
+    let keys: Vec<String> = chunk.iter().map(|b| b.citizen_key.clone()).collect();
+    let phones = super::outbox::phones_of(conn, &keys)?;
     let mut places = Places {
         vaccine: job.vaccine.clone(),
         region_of: HashMap::new(),
         cache: HashMap::new(),
         interval: HashMap::new(),
         exclude: emptying,
+        done,
+        phones,
     };
     for b in &chunk {
         // One savepoint per booking: its places, its row and its item, all or nothing.
@@ -746,12 +774,7 @@ fn move_one(
     places: &mut Places,
     now: i64,
 ) -> Result<Option<Fate>, Error> {
-    let done: i64 = run!(conn, c => rebooking_items::table
-        .filter(rebooking_items::job_id.eq(job.id))
-        .filter(rebooking_items::booking_id.eq(b.id))
-        .count()
-        .get_result(c))?;
-    if done > 0 {
+    if places.done.contains(&b.id) {
         return Ok(None);
     }
     let second_center = b.second_center_id.unwrap_or(b.center_id);
@@ -861,7 +884,7 @@ fn move_one(
         ))
         .execute(c))?;
     insert_item(conn, job.id, b.id, OUTCOME_MOVED, &moves, now)?;
-    on_moved(conn, b.id, &moves)?;
+    on_moved(conn, b, places.phone(b), &moves)?;
     Ok(Some(Fate::Moved(moves)))
 }
 
@@ -889,7 +912,7 @@ fn unmovable(
         .set(bookings::state.eq(STATE_NEEDS_REBOOKING))
         .execute(c))?;
     insert_item(conn, job.id, b.id, STATE_NEEDS_REBOOKING, &[], now)?;
-    on_needs_rebooking(conn, b.id)
+    on_needs_rebooking(conn, b, places.phone(b))
 }
 
 fn insert_item(
@@ -914,42 +937,37 @@ fn insert_item(
 }
 
 /// A booking was moved, in the move's transaction.
-fn on_moved(conn: &mut Conn, booking_id: i32, moves: &[Move]) -> Result<(), Error> {
+fn on_moved(
+    conn: &mut Conn,
+    b: &LiveBooking,
+    to: Option<String>,
+    moves: &[Move],
+) -> Result<(), Error> {
     use crate::domain::notification::{moved_text, Kind};
-    let (code, to) = whom(conn, booking_id)?;
+    let code = &b.code;
     let now = crate::now_s();
     let msgs: Vec<_> = moves
         .iter()
         .map(|m| {
             let t = &m.to;
-            let text = moved_text(&code, m.dose, &t.date, &t.start_time, t.center_id);
-            NewMessage::new(Kind::Moved, Some(&code), to.clone(), text, now)
+            let text = moved_text(code, m.dose, &t.date, &t.start_time, t.center_id);
+            NewMessage::new(Kind::Moved, Some(code), to.clone(), text, now)
         })
         .collect();
     for m in moves {
-        super::outbox::drop_pending_reminders(conn, &code, Some(i32::from(m.dose)))?;
+        super::outbox::drop_pending_reminders(conn, code, Some(i32::from(m.dose)))?;
     }
     super::outbox::enqueue_many(conn, &msgs).map(drop)
 }
 
 /// A booking could not be moved and needs rebooking, in the same transaction.
-fn on_needs_rebooking(conn: &mut Conn, booking_id: i32) -> Result<(), Error> {
+fn on_needs_rebooking(conn: &mut Conn, b: &LiveBooking, to: Option<String>) -> Result<(), Error> {
     use crate::domain::notification::{needs_rebooking_text, Kind};
-    let (code, to) = whom(conn, booking_id)?;
-    let text = needs_rebooking_text(&code);
-    let msg = NewMessage::new(Kind::NeedsRebooking, Some(&code), to, text, crate::now_s());
-    super::outbox::drop_pending_reminders(conn, &code, None)?;
+    let code = &b.code;
+    let text = needs_rebooking_text(code);
+    let msg = NewMessage::new(Kind::NeedsRebooking, Some(code), to, text, crate::now_s());
+    super::outbox::drop_pending_reminders(conn, code, None)?;
     super::outbox::enqueue(conn, &msg).map(drop)
-}
-
-/// A booking's code and its citizen's sealed phone, for its messages.
-fn whom(conn: &mut Conn, booking_id: i32) -> Result<(String, Option<String>), Error> {
-    let (code, key): (String, String) = run!(conn, c => bookings::table
-        .find(booking_id)
-        .select((bookings::code, bookings::citizen_key))
-        .first(c))?;
-    let to = super::outbox::phone_of(conn, &key)?;
-    Ok((code, to))
 }
 
 /// Slots (cancelled ones too) whose row is over capacity or differs from the places their
