@@ -337,8 +337,17 @@ async fn bad_changes_are_refused_and_change_nothing() {
     let app = spawn_app().await;
     let a = app.center("서울").await;
     let s = app.slots(a, &[(0, "10:00", 4)]).await[0];
+    // An empty patch changes nothing and answers the slot, as a cohort's does.
+    let res = patch_slot(&app, s, json!({})).await;
+    assert_eq!(res.status(), 200);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(
+        (v["capacity"].as_i64(), v["remaining"].as_i64()),
+        (Some(4), Some(4)),
+        "{v}"
+    );
+    assert!(v.get("rebooking").is_none(), "{v}");
     for body in [
-        json!({}),
         json!({"capacity": -1}),
         json!({"capacity": "3"}),
         json!({"capacity": 1.5}),

@@ -339,6 +339,14 @@ pub fn format_instant(secs: i64, zone: FixedOffset) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_rate_just_above_the_limit_is_refused() {
+        // Read exactly: the nearest f64 to this is above 100000, and so is refused.
+        let patch: CohortPatchRequest =
+            serde_json::from_str(r#"{"admission_rate_per_s": 100000.00000000001}"#).unwrap();
+        assert!(CohortPatch::try_from(patch).is_err());
+    }
+
     fn request() -> CohortRequest {
         CohortRequest {
             name: "55-59".into(),

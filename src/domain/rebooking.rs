@@ -117,7 +117,8 @@ pub struct Place {
     pub start_time: String,
 }
 
-/// `PATCH /api/v1/admin/slots/{id}` as sent.
+/// `PATCH /api/v1/admin/slots/{id}` as sent. Both fields may be left out: an empty patch
+/// changes nothing and answers the slot, as a cohort's empty patch does.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SlotPatchRequest {
@@ -143,9 +144,6 @@ impl TryFrom<SlotPatchRequest> for SlotPatch {
     type Error = Invalid;
 
     fn try_from(r: SlotPatchRequest) -> Result<Self, Invalid> {
-        if r.capacity.is_none() && r.cancelled.is_none() {
-            return invalid("name capacity, cancelled or both");
-        }
         let capacity = match r.capacity {
             None => None,
             Some(c) if (0..=100_000).contains(&c) => Some(c as i32),
@@ -162,6 +160,7 @@ impl TryFrom<SlotPatchRequest> for SlotPatch {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShiftRequest {
+    #[schema(schema_with = super::schemas::vaccine)]
     pub vaccine: String,
     /// Days to move every second dose still ahead by: 1 to 90. Later only: an earlier second
     /// dose would shorten the approved interval.
@@ -297,7 +296,14 @@ mod tests {
                 cancelled,
             })
         };
-        assert!(p(None, None).is_err());
+        assert_eq!(
+            p(None, None).unwrap(),
+            SlotPatch {
+                capacity: None,
+                cancel: false
+            },
+            "an empty patch changes nothing, as a cohort's does"
+        );
         assert!(p(Some(-1), None).is_err());
         assert_eq!(
             p(Some(3), None).unwrap(),

@@ -18,7 +18,8 @@ pub fn admin_routes(cfg: &mut web::ServiceConfig) {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct NotificationQuery {
-    /// The booking's code.
+    /// The booking's code. Left out or empty: 400 `validation`.
+    #[param(required = true, min_length = 1)]
     booking: Option<String>,
 }
 
@@ -49,7 +50,6 @@ async fn list(
     let code = q
         .booking
         .as_deref()
-        .map(str::trim)
         .filter(|c| !c.is_empty())
         .ok_or_else(|| ApiError::bad_request("booking (a booking code) is required"))?;
     if code.len() > 64 {
