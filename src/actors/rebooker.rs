@@ -3,8 +3,11 @@
 //! citizens wrote meanwhile and never overbooks (the writer's conditional updates decide
 //! every place). One step is in flight at a time: while it is on disk the citizens' writes
 //! gather for the next transaction, which holds them and the next step together, so a job
-//! never starves them and they never stop a job. A step is at most `STEP` bookings, which
-//! bounds what it adds to a citizen's commit.
+//! never starves them and they never stop a job. A step is sized to take about `STEP_BUDGET`
+//! (at most `STEP` bookings), which bounds what it adds to a citizen's commit on either
+//! backend: a booking's move costs about 0.35 ms on SQLite and 1.5 ms on PostgreSQL (a round
+//! trip a statement), and at 500 a step PostgreSQL's steps held every citizen's commit for
+//! most of a second.
 //!
 //! The state of a job is on disk only (its row and its items): at start every `running` job
 //! is resumed where its last committed step left it. After each step the centers holding the
@@ -21,8 +24,13 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Bookings per step.
+/// Bookings per step at most.
 pub const STEP: usize = 500;
+/// Bookings per step at least.
+const STEP_MIN: usize = 10;
+/// How long a step should take in the writer: the next step's size is this over the last
+/// step's time a booking.
+const STEP_BUDGET: Duration = Duration::from_millis(150);
 /// After a failed step (database down, writer busy), the wait before trying again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// How often the jobs left running are looked for (at start, then this often).
@@ -48,6 +56,8 @@ pub struct Rebooker {
     stepping: bool,
     /// Per job: the counts last seen (to add the difference to the metrics).
     seen: HashMap<i32, (i64, i64)>,
+    /// Bookings the next step asks for (see `STEP_BUDGET`).
+    step_size: usize,
 }
 
 impl Rebooker {
@@ -65,6 +75,7 @@ impl Rebooker {
             jobs: VecDeque::new(),
             stepping: false,
             seen: HashMap::new(),
+            step_size: STEP_MIN * 5,
         }
     }
 
@@ -92,7 +103,7 @@ impl Rebooker {
         self.stepping = true;
         let write = Write::Rebook(RebookWrite::Step {
             job_id,
-            n: STEP,
+            n: self.step_size,
             now: crate::now_s(),
         });
         let answer = self
@@ -109,6 +120,8 @@ impl Rebooker {
                 match outcome {
                     Ok(stepped) => {
                         act.metrics.steps.fetch_add(1, Ordering::Relaxed);
+                        act.step_size =
+                            next_step_size(act.step_size, stepped.bookings, stepped.took);
                         let job = &stepped.job;
                         let (m, u) = act
                             .seen
@@ -181,6 +194,21 @@ impl Rebooker {
     }
 }
 
+/// The size that makes a step like the last one take about `STEP_BUDGET`, growing at most
+/// twofold a step (a first step's time is not the job's).
+fn next_step_size(current: usize, bookings: usize, took: Duration) -> usize {
+    if bookings == 0 {
+        return current;
+    }
+    let per = took.as_secs_f64() / bookings as f64;
+    let fits = if per > 0.0 {
+        (STEP_BUDGET.as_secs_f64() / per) as usize
+    } else {
+        STEP
+    };
+    fits.min(current * 2).clamp(STEP_MIN, STEP)
+}
+
 impl Actor for Rebooker {
     type Context = Context<Self>;
 
@@ -231,5 +259,26 @@ impl Handler<Drive> for Rebooker {
 
     fn handle(&mut self, msg: Drive, ctx: &mut Context<Self>) {
         self.add(&msg.0, ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_is_sized_to_its_budget_within_bounds() {
+        let ms = Duration::from_millis;
+        // 1.5 ms a booking (PostgreSQL): 100 fit in 150 ms.
+        assert_eq!(next_step_size(100, 100, ms(150)), 100);
+        assert_eq!(next_step_size(500, 500, ms(750)), 100);
+        // Fast steps grow, but at most twofold, and never past STEP.
+        assert_eq!(next_step_size(50, 50, ms(5)), 100);
+        assert_eq!(next_step_size(400, 400, ms(40)), STEP);
+        // A very slow step (a lock waited for) shrinks to STEP_MIN, not to nothing.
+        assert_eq!(next_step_size(100, 100, Duration::from_secs(30)), STEP_MIN);
+        // A step with nothing to do says nothing about the next.
+        assert_eq!(next_step_size(80, 0, ms(1)), 80);
+        assert_eq!(next_step_size(80, 10, Duration::ZERO), 160);
     }
 }

@@ -108,6 +108,9 @@ pub struct Stepped {
     pub job: JobRow,
     /// Slots whose places changed (for the centers' inventories).
     pub slots: Vec<i32>,
+    /// Bookings the step dealt with, and the time it took (so the next step can be sized).
+    pub bookings: usize,
+    pub took: std::time::Duration,
 }
 
 /// The writes of the rebooking, in the writer's transaction.
@@ -666,6 +669,7 @@ enum Fate {
 }
 
 fn step(conn: &mut Conn, job_id: i32, n: usize, now: i64) -> Result<Stepped, Error> {
+    let began = std::time::Instant::now();
     // On PostgreSQL two nodes may step one job: they take turns on its row, and the second
     // reads what the first committed.
     let locked: Option<JobRow> = match conn {
@@ -685,6 +689,8 @@ fn step(conn: &mut Conn, job_id: i32, n: usize, now: i64) -> Result<Stepped, Err
         return Ok(Stepped {
             job,
             slots: touched,
+            bookings: 0,
+            took: began.elapsed(),
         });
     }
     let emptying = (job.kind == KIND_SLOT).then_some(job.slot_id).flatten();
@@ -762,6 +768,8 @@ fn step(conn: &mut Conn, job_id: i32, n: usize, now: i64) -> Result<Stepped, Err
     Ok(Stepped {
         job,
         slots: touched,
+        bookings: chunk.len(),
+        took: began.elapsed(),
     })
 }
 
