@@ -376,7 +376,9 @@ async fn the_notifications_endpoint_wants_the_admin_token_a_code_and_a_known_boo
     let res = app.admin_get("/api/v1/admin/notifications?booking=").await;
     assert_error(res, 400, "validation").await;
     // A code is taken as written: blanks are not trimmed away to an empty code.
-    let res = app.admin_get("/api/v1/admin/notifications?booking=%20").await;
+    let res = app
+        .admin_get("/api/v1/admin/notifications?booking=%20")
+        .await;
     assert_error(res, 404, "not_found").await;
     let res = app
         .admin_get("/api/v1/admin/notifications?booking=NOPE-0000")
