@@ -681,3 +681,88 @@ async fn a_job_killed_with_minus_nine_finishes_after_the_restart_moving_each_boo
         assert!(first >= base_day);
     }
 }
+
+/// On PostgreSQL another node may cancel a booking while a step deals with it. Made
+/// deterministic: a second connection cancels the booking in a transaction it holds open, the
+/// job's step then waits on the cancellation's locks, and the cancellation commits. The step
+/// must leave the booking alone (the cancellation gave its places back): not give them back a
+/// second time, nor keep a place taken for it. Two things see to it, each enough alone (both
+/// removed, this test fails with 3 moved): the writer locks the slots of the step's bookings
+/// before the step reads them, and a booking whose row is no longer confirmed when written
+/// has its savepoint rolled back.
+#[tokio::test]
+async fn a_booking_cancelled_by_another_node_during_a_step_is_left_to_that_node() {
+    if !common::on_postgres() {
+        return; // One writer on SQLite: a cancellation and a step never interleave.
+    }
+    use diesel::RunQueryDsl;
+    let app = spawn_app().await;
+    let cohort = app.open_cohort(500.0).await;
+    let a = app.center("서울").await;
+    let s = app
+        .slots(a, &[(0, "10:00", 5), (28, "10:00", 5), (42, "10:00", 5)])
+        .await;
+    let codes = book_n(&app, cohort, s[0], 1, 3).await;
+
+    let (cancelled_tx, cancelled_rx) = std::sync::mpsc::channel::<()>();
+    let (commit_tx, commit_rx) = std::sync::mpsc::channel::<()>();
+    let mut other = app.state.pool.get().unwrap();
+    let code = codes[1].clone();
+    let other_node = std::thread::spawn(move || {
+        other
+            .conn()
+            .savepoint(|c| {
+                let row = reservation::db::queries::cancel_booking(c, &code, 1)?;
+                assert!(row.is_some(), "the booking was confirmed");
+                cancelled_tx.send(()).unwrap();
+                commit_rx.recv().unwrap();
+                Ok(())
+            })
+            .unwrap();
+    });
+    cancelled_rx.recv().unwrap();
+    let job = shift(&app, "Moderna", 14).await;
+
+    // The step is waiting on the cancellation's row locks.
+    let mut watch = app.state.pool.get().unwrap();
+    let reservation::db::DbConn::Postgres(pg) = &mut watch else {
+        unreachable!("on PostgreSQL");
+    };
+    #[derive(diesel::QueryableByName)]
+    struct Waiting {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let w: Waiting = diesel::sql_query(
+            "SELECT count(*) AS n FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .get_result(&mut **pg)
+        .unwrap();
+        if w.n > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the step never waited on the cancellation"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(watch);
+    commit_tx.send(()).unwrap();
+    other_node.join().unwrap();
+
+    let done = wait_done(&app, job).await;
+    assert_eq!(
+        (done["moved"].as_i64(), done["unmovable"].as_i64()),
+        (Some(2), Some(0)),
+        "the two others moved, the cancelled one left: {done}"
+    );
+    assert_eq!(booking(&app, &codes[1]).await["state"], "cancelled");
+    for code in [&codes[0], &codes[2]] {
+        assert_eq!(booking(&app, code).await["second_dose"]["slot_id"], s[2]);
+    }
+    assert_places_exact(&app);
+}

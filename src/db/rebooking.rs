@@ -727,7 +727,17 @@ fn step(conn: &mut Conn, job_id: i32, n: usize, now: i64) -> Result<Stepped, Err
     };
     for b in &chunk {
         // One savepoint per booking: its places, its row and its item, all or nothing.
-        let fate = conn.savepoint(|sp| move_one(sp, &job, b, emptying, &mut places, now))?;
+        let fate = match conn.savepoint(|sp| move_one(sp, &job, b, emptying, &mut places, now)) {
+            Ok(fate) => fate,
+            // No longer confirmed when its row was written: on PostgreSQL another node
+            // cancelled it after the chunk was read, and gave back its places itself. What
+            // this step did for it is undone; the places counted in memory are read again.
+            Err(Error::RollbackTransaction) => {
+                places.cache.clear();
+                None
+            }
+            Err(e) => return Err(e),
+        };
         touched.extend([b.first_slot_id, b.second_slot_id]);
         match fate {
             Some(Fate::Moved(moves)) => {
@@ -878,7 +888,7 @@ fn move_one(
     }
     let second_center_id =
         (new_second.center_id != new_first.center_id).then_some(new_second.center_id);
-    run!(conn, c => diesel::update(bookings::table.find(b.id))
+    let written = run!(conn, c => diesel::update(bookings::table.find(b.id))
         .filter(bookings::state.eq(STATE_CONFIRMED))
         .set((
             bookings::center_id.eq(new_first.center_id),
@@ -891,6 +901,7 @@ fn move_one(
             bookings::second_center_id.eq(second_center_id),
         ))
         .execute(c))?;
+    still_confirmed(written)?;
     insert_item(conn, job.id, b.id, OUTCOME_MOVED, &moves, now)?;
     on_moved(conn, b, places.phone(b), &moves)?;
     Ok(Some(Fate::Moved(moves)))
@@ -915,12 +926,26 @@ fn unmovable(
         give_back(conn, id, emptying == Some(id))?;
         places.adjust(id, 1);
     }
-    run!(conn, c => diesel::update(bookings::table.find(b.id))
+    let written = run!(conn, c => diesel::update(bookings::table.find(b.id))
         .filter(bookings::state.eq(STATE_CONFIRMED))
         .set(bookings::state.eq(STATE_NEEDS_REBOOKING))
         .execute(c))?;
+    still_confirmed(written)?;
     insert_item(conn, job.id, b.id, STATE_NEEDS_REBOOKING, &[], now)?;
     on_needs_rebooking(conn, b, places.phone(b))
+}
+
+/// A booking's row written (1) or not (0: no longer confirmed, cancelled by another node
+/// since the chunk was read); not written rolls the booking's savepoint back, so the places
+/// this step gave back for it are not given back twice. The writer's locking the chunk's
+/// slots before the step reads it already keeps a cancellation out of a step (it holds one
+/// of those slots); this is the second line, should a write ever reach a booking another way.
+fn still_confirmed(rows: usize) -> Result<(), Error> {
+    if rows == 1 {
+        Ok(())
+    } else {
+        Err(Error::RollbackTransaction)
+    }
 }
 
 fn insert_item(
