@@ -361,6 +361,75 @@ async fn a_booking_left_needing_rebooking_keeps_the_phone_its_cancellation_is_se
     assert_eq!(listed["state"], "sent", "{listed:?}");
 }
 
+/// A move takes back the moved dose's pending reminder in its transaction (the step writes
+/// a chunk's reminders away together): a citizen is not reminded of a day that is no longer
+/// theirs.
+#[actix_web::test]
+async fn a_moved_dose_takes_its_pending_reminder_back() {
+    let hook = Receiver::start(None);
+    let app = spawn_app_with(|c| {
+        c.notify.webhook_url = Some(hook.url.clone());
+        c.notify.retry.base_backoff = Duration::from_secs(600);
+    })
+    .await;
+    let cohort = app.open_cohort(100.0).await;
+    let center = app.center("서울").await;
+    // Tomorrow and four weeks on; the day after each, where the moves go.
+    let s = app
+        .slots(
+            center,
+            &[
+                (0, "10:00", 5),
+                (28, "10:00", 5),
+                (1, "10:00", 5),
+                (29, "10:00", 5),
+            ],
+        )
+        .await;
+    let session = app.session(cohort, 14).await;
+    let res = app.book(&session, s[0], None).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let code = res.json::<Value>().await.unwrap()["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let scan = |app: &TestApp| {
+        let mut conn = app.state.pool.get().unwrap();
+        let now = chrono::Utc::now().timestamp();
+        reservation::db::outbox::scan_reminders(&mut conn.conn(), &tomorrow(), now).unwrap()
+    };
+    scan(&app);
+    let reminders = |all: &[Value]| all.iter().filter(|m| m["kind"] == "reminder").count();
+    assert_eq!(reminders(&notifications(&app, &code).await), 1);
+
+    // Tomorrow's slot cancelled: the first dose goes to the day after, the second with it.
+    let res = app
+        .client
+        .patch(app.url(&format!("/api/v1/admin/slots/{}", s[0])))
+        .bearer_auth(common::ADMIN)
+        .json(&json!({"cancelled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let all = until(Duration::from_secs(10), "the moved messages", async || {
+        let all = notifications(&app, &code).await;
+        all.iter().any(|m| m["kind"] == "moved").then_some(all)
+    })
+    .await;
+    assert_eq!(
+        reminders(&all),
+        0,
+        "the old day's reminder is still due: {all:?}"
+    );
+    assert_eq!(
+        all.iter().filter(|m| m["kind"] == "moved").count(),
+        2,
+        "one message a dose moved: {all:?}"
+    );
+    assert_eq!(scan(&app), 0, "nothing is tomorrow any more");
+}
+
 #[actix_web::test]
 async fn the_notifications_endpoint_wants_the_admin_token_a_code_and_a_known_booking() {
     let app = spawn_app_with(|_| {}).await;

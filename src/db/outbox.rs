@@ -472,6 +472,25 @@ pub fn drop_pending_reminders(
     })
 }
 
+/// `drop_pending_reminders` for many bookings in one statement.
+pub fn drop_pending_reminders_of(
+    conn: &mut Conn,
+    codes: &[String],
+    dose: Option<i32>,
+) -> Result<usize, Error> {
+    run!(conn, c => {
+        let of_bookings = outbox::table
+            .filter(outbox::kind.eq(Kind::Reminder.as_str()))
+            .filter(outbox::booking_code.eq_any(codes))
+            .filter(outbox::dose.is_not_null())
+            .filter(outbox::state.eq(STATE_PENDING));
+        match dose {
+            Some(d) => diesel::delete(of_bookings.filter(outbox::dose.eq(d))).execute(c),
+            None => diesel::delete(of_bookings).execute(c),
+        }
+    })
+}
+
 /// Forgets the phone numbers nobody needs any more (`today`: `YYYY-MM-DD`, local): a
 /// citizen's once it has no booking live or needing rebooking with a dose today or later (one
 /// needing rebooking is still the citizen's open matter: cancelling it sends a message); a

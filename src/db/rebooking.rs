@@ -505,6 +505,71 @@ struct Places {
     done: HashSet<i32>,
     /// The chunk's citizens' sealed phones, for the messages.
     phones: HashMap<String, Option<String>>,
+    /// What the step's moves record, written once for the chunk.
+    later: Later,
+}
+
+/// The rows a step's moves add that decide nothing: each booking's item, its messages, and
+/// the reminders it drops. Gathered as the moves are made and written in one statement each
+/// (a few for reminders) at the end of the step, in the same transaction: on PostgreSQL a
+/// statement is a round trip, and these were three of a move's eight.
+#[derive(Default)]
+struct Later {
+    /// (booking, outcome, moves as JSON).
+    items: Vec<(i32, &'static str, String)>,
+    messages: Vec<NewMessage>,
+    /// Booking codes whose pending reminders go: of every dose, of dose 1, of dose 2.
+    reminders: [Vec<String>; 3],
+}
+
+/// How much of `Later` a booking's savepoint began with.
+type LaterMark = (usize, usize, [usize; 3]);
+
+impl Later {
+    fn mark(&self) -> LaterMark {
+        let r = &self.reminders;
+        (
+            self.items.len(),
+            self.messages.len(),
+            [r[0].len(), r[1].len(), r[2].len()],
+        )
+    }
+
+    /// Forgets what a booking whose savepoint was rolled back added.
+    fn truncate(&mut self, (items, messages, reminders): LaterMark) {
+        self.items.truncate(items);
+        self.messages.truncate(messages);
+        for (r, n) in self.reminders.iter_mut().zip(reminders) {
+            r.truncate(n);
+        }
+    }
+
+    fn write(&self, conn: &mut Conn, job_id: i32, now: i64) -> Result<(), Error> {
+        if !self.items.is_empty() {
+            let rows: Vec<_> = self
+                .items
+                .iter()
+                .map(|(booking, outcome, moves)| {
+                    (
+                        rebooking_items::job_id.eq(job_id),
+                        rebooking_items::booking_id.eq(*booking),
+                        rebooking_items::outcome.eq(*outcome),
+                        rebooking_items::moves.eq(moves.as_str()),
+                        rebooking_items::moved_at.eq(now),
+                    )
+                })
+                .collect();
+            run!(conn, c => diesel::insert_into(rebooking_items::table)
+                .values(&rows)
+                .execute(c))?;
+        }
+        for (codes, dose) in self.reminders.iter().zip([None, Some(1), Some(2)]) {
+            if !codes.is_empty() {
+                super::outbox::drop_pending_reminders_of(conn, codes, dose)?;
+            }
+        }
+        super::outbox::enqueue_many(conn, &self.messages).map(drop)
+    }
 }
 
 impl Places {
@@ -724,9 +789,11 @@ fn step(conn: &mut Conn, job_id: i32, n: usize, now: i64) -> Result<Stepped, Err
         exclude: emptying,
         done,
         phones,
+        later: Later::default(),
     };
     for b in &chunk {
         // One savepoint per booking: its places, its row and its item, all or nothing.
+        let mark = places.later.mark();
         let fate = match conn.savepoint(|sp| move_one(sp, &job, b, emptying, &mut places, now)) {
             Ok(fate) => fate,
             // No longer confirmed when its row was written: on PostgreSQL another node
@@ -734,6 +801,7 @@ fn step(conn: &mut Conn, job_id: i32, n: usize, now: i64) -> Result<Stepped, Err
             // this step did for it is undone; the places counted in memory are read again.
             Err(Error::RollbackTransaction) => {
                 places.cache.clear();
+                places.later.truncate(mark);
                 None
             }
             Err(e) => return Err(e),
@@ -749,6 +817,7 @@ fn step(conn: &mut Conn, job_id: i32, n: usize, now: i64) -> Result<Stepped, Err
         }
         job.done_upto = job.done_upto.max(i64::from(b.id));
     }
+    places.later.write(conn, job.id, now)?;
     if chunk.is_empty() {
         job.state = JOB_DONE.into();
         job.finished_at = Some(now);
@@ -862,7 +931,7 @@ fn move_one(
     if !ok {
         // No place for one of its doses: whatever this booking took goes back, and it needs
         // rebooking (a dose is never kept alone).
-        unmovable(conn, job, b, emptying, places, &taken, now)?;
+        unmovable(conn, b, emptying, places, &taken)?;
         return Ok(Some(Fate::Unmovable));
     }
     let mut moves = Vec::new();
@@ -902,20 +971,18 @@ fn move_one(
         ))
         .execute(c))?;
     still_confirmed(written)?;
-    insert_item(conn, job.id, b.id, OUTCOME_MOVED, &moves, now)?;
-    on_moved(conn, b, places.phone(b), &moves)?;
+    let phone = places.phone(b);
+    on_moved(&mut places.later, b, phone, &moves);
     Ok(Some(Fate::Moved(moves)))
 }
 
 /// The booking keeps its code, needs rebooking, and gives both places back.
 fn unmovable(
     conn: &mut Conn,
-    job: &JobRow,
     b: &LiveBooking,
     emptying: Option<i32>,
     places: &mut Places,
     taken: &[i32],
-    now: i64,
 ) -> Result<(), Error> {
     // Places taken for this booking before it proved unmovable go back first.
     for id in taken {
@@ -931,8 +998,9 @@ fn unmovable(
         .set(bookings::state.eq(STATE_NEEDS_REBOOKING))
         .execute(c))?;
     still_confirmed(written)?;
-    insert_item(conn, job.id, b.id, STATE_NEEDS_REBOOKING, &[], now)?;
-    on_needs_rebooking(conn, b, places.phone(b))
+    let phone = places.phone(b);
+    on_needs_rebooking(&mut places.later, b, phone);
+    Ok(())
 }
 
 /// A booking's row written (1) or not (0: no longer confirmed, cancelled by another node
@@ -948,59 +1016,41 @@ fn still_confirmed(rows: usize) -> Result<(), Error> {
     }
 }
 
-fn insert_item(
-    conn: &mut Conn,
-    job_id: i32,
-    booking_id: i32,
-    outcome: &str,
-    moves: &[Move],
-    now: i64,
-) -> Result<(), Error> {
-    let moves = serde_json::to_string(moves).unwrap_or_else(|_| "[]".into());
-    run!(conn, c => diesel::insert_into(rebooking_items::table)
-        .values((
-            rebooking_items::job_id.eq(job_id),
-            rebooking_items::booking_id.eq(booking_id),
-            rebooking_items::outcome.eq(outcome),
-            rebooking_items::moves.eq(moves),
-            rebooking_items::moved_at.eq(now),
-        ))
-        .execute(c))
-    .map(drop)
-}
-
 /// A booking was moved, in the move's transaction.
-fn on_moved(
-    conn: &mut Conn,
-    b: &LiveBooking,
-    to: Option<String>,
-    moves: &[Move],
-) -> Result<(), Error> {
+fn on_moved(later: &mut Later, b: &LiveBooking, to: Option<String>, moves: &[Move]) {
     use crate::domain::notification::{moved_text, Kind};
     let code = &b.code;
     let now = crate::now_s();
-    let msgs: Vec<_> = moves
-        .iter()
-        .map(|m| {
-            let t = &m.to;
-            let text = moved_text(code, m.dose, &t.date, &t.start_time, t.center_id);
-            NewMessage::new(Kind::Moved, Some(code), to.clone(), text, now)
-        })
-        .collect();
+    let json = serde_json::to_string(moves).unwrap_or_else(|_| "[]".into());
+    later.items.push((b.id, OUTCOME_MOVED, json));
     for m in moves {
-        super::outbox::drop_pending_reminders(conn, code, Some(i32::from(m.dose)))?;
+        let t = &m.to;
+        let text = moved_text(code, m.dose, &t.date, &t.start_time, t.center_id);
+        later.messages.push(NewMessage::new(
+            Kind::Moved,
+            Some(code),
+            to.clone(),
+            text,
+            now,
+        ));
+        later.reminders[usize::from(m.dose.clamp(1, 2))].push(code.clone());
     }
-    super::outbox::enqueue_many(conn, &msgs).map(drop)
 }
 
 /// A booking could not be moved and needs rebooking, in the same transaction.
-fn on_needs_rebooking(conn: &mut Conn, b: &LiveBooking, to: Option<String>) -> Result<(), Error> {
+fn on_needs_rebooking(later: &mut Later, b: &LiveBooking, to: Option<String>) {
     use crate::domain::notification::{needs_rebooking_text, Kind};
     let code = &b.code;
     let text = needs_rebooking_text(code);
-    let msg = NewMessage::new(Kind::NeedsRebooking, Some(code), to, text, crate::now_s());
-    super::outbox::drop_pending_reminders(conn, code, None)?;
-    super::outbox::enqueue(conn, &msg).map(drop)
+    later.items.push((b.id, STATE_NEEDS_REBOOKING, "[]".into()));
+    later.messages.push(NewMessage::new(
+        Kind::NeedsRebooking,
+        Some(code),
+        to,
+        text,
+        crate::now_s(),
+    ));
+    later.reminders[0].push(code.clone());
 }
 
 /// Slots (cancelled ones too) whose row is over capacity or differs from the places their
