@@ -6,8 +6,9 @@
 //!
 //! A step moves up to `n` bookings, each in a savepoint of its own: the new place is taken by
 //! the conditional update every booking uses (`booked < capacity`, under the CHECK), the old
-//! one given back, the booking row changed and its `rebooking_items` row written, all or
-//! nothing; the job's counts and cursor are written in the same transaction. So a crash loses
+//! one given back and the booking row changed, all or nothing. Its `rebooking_items` row, its
+//! messages and the reminders it drops are gathered (`Later`) and written for the whole chunk
+//! at the step's end, in the same transaction; the job's counts and cursor too. So a crash loses
 //! a step whole or keeps it whole, and the items' primary key (job, booking) refuses a second
 //! move of one booking by one job whatever happens. A slot being emptied has its capacity
 //! lowered with every place given back, so it never takes a new booking meanwhile.
