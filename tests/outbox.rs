@@ -224,12 +224,7 @@ async fn a_message_failing_past_its_attempts_ends_failed() {
 #[actix_web::test]
 async fn a_booking_whose_commit_failed_leaves_no_message_and_one_that_committed_leaves_one() {
     // A receiver that never takes anything: every message stays pending, to be counted.
-    let hook = Receiver::start(None);
-    let app = spawn_app_with(|c| {
-        c.notify.webhook_url = Some(hook.url.clone());
-        c.notify.retry.base_backoff = Duration::from_secs(600);
-    })
-    .await;
+    let (_hook, app) = holding_app().await;
     let cohort = app.open_cohort(100.0).await;
     let center = app.center("서울").await;
     // The day after tomorrow: no reminder joins the pending count.
@@ -256,6 +251,25 @@ async fn a_booking_whose_commit_failed_leaves_no_message_and_one_that_committed_
     assert_eq!(pending(&app), 1);
 }
 
+/// An application whose webhook receiver never takes anything, retrying only after 10
+/// minutes: what is written stays pending, to be looked at. Keep the receiver alive.
+async fn holding_app() -> (Receiver, TestApp) {
+    let hook = Receiver::start(None);
+    let app = spawn_app_with(|c| {
+        c.notify.webhook_url = Some(hook.url.clone());
+        c.notify.retry.base_backoff = Duration::from_secs(600);
+    })
+    .await;
+    (hook, app)
+}
+
+/// Runs the reminders' scan for tomorrow now; how many it wrote.
+fn scan_tomorrow(app: &TestApp) -> usize {
+    let mut conn = app.state.pool.get().unwrap();
+    let now = chrono::Utc::now().timestamp();
+    reservation::db::outbox::scan_reminders(&mut conn.conn(), &tomorrow(), now).unwrap()
+}
+
 /// Tomorrow in Seoul, as the reminders' scan takes it.
 fn tomorrow() -> String {
     ((chrono::Utc::now() + chrono::Duration::hours(9)).date_naive() + chrono::Days::new(1))
@@ -265,24 +279,18 @@ fn tomorrow() -> String {
 #[actix_web::test]
 async fn a_reminder_is_written_once_the_day_before_and_a_cancellation_takes_it_back() {
     // A receiver that never takes anything: what is written stays pending, to be looked at.
-    let hook = Receiver::start(None);
-    let app = spawn_app_with(|c| {
-        c.notify.webhook_url = Some(hook.url.clone());
-        c.notify.retry.base_backoff = Duration::from_secs(600);
-    })
-    .await;
+    let (_hook, app) = holding_app().await;
     // A first dose tomorrow and a second in four weeks.
     let code = booked_from(&app, 12, 0).await;
-    let scan = |app: &TestApp| {
-        let mut conn = app.state.pool.get().unwrap();
-        let now = chrono::Utc::now().timestamp();
-        reservation::db::outbox::scan_reminders(&mut conn.conn(), &tomorrow(), now).unwrap()
-    };
     // The notifier may have scanned already (after 18:00 in Seoul); either way one is there,
     // for the first dose only, and a second scan writes none.
-    let first = scan(&app);
+    let first = scan_tomorrow(&app);
     assert!(first <= 1, "{first} reminders written for one booking");
-    assert_eq!(scan(&app), 0, "a second scan wrote the reminder again");
+    assert_eq!(
+        scan_tomorrow(&app),
+        0,
+        "a second scan wrote the reminder again"
+    );
     let kinds = |all: &[Value]| -> Vec<String> {
         let mut k: Vec<String> = all
             .iter()
@@ -306,7 +314,7 @@ async fn a_reminder_is_written_once_the_day_before_and_a_cancellation_takes_it_b
     // The cancellation took the pending reminder back in its transaction: nothing is due.
     let all = notifications(&app, &code).await;
     assert_eq!(kinds(&all), ["booked", "cancelled"], "{all:?}");
-    assert_eq!(scan(&app), 0, "a cancelled booking was reminded");
+    assert_eq!(scan_tomorrow(&app), 0, "a cancelled booking was reminded");
     assert_eq!(
         kinds(&notifications(&app, &code).await),
         ["booked", "cancelled"]
@@ -366,12 +374,7 @@ async fn a_booking_left_needing_rebooking_keeps_the_phone_its_cancellation_is_se
 /// theirs.
 #[actix_web::test]
 async fn a_moved_dose_takes_its_pending_reminder_back() {
-    let hook = Receiver::start(None);
-    let app = spawn_app_with(|c| {
-        c.notify.webhook_url = Some(hook.url.clone());
-        c.notify.retry.base_backoff = Duration::from_secs(600);
-    })
-    .await;
+    let (_hook, app) = holding_app().await;
     let cohort = app.open_cohort(100.0).await;
     let center = app.center("서울").await;
     // Tomorrow and four weeks on; the day after each, where the moves go.
@@ -393,12 +396,7 @@ async fn a_moved_dose_takes_its_pending_reminder_back() {
         .as_str()
         .unwrap()
         .to_string();
-    let scan = |app: &TestApp| {
-        let mut conn = app.state.pool.get().unwrap();
-        let now = chrono::Utc::now().timestamp();
-        reservation::db::outbox::scan_reminders(&mut conn.conn(), &tomorrow(), now).unwrap()
-    };
-    scan(&app);
+    scan_tomorrow(&app);
     let reminders = |all: &[Value]| all.iter().filter(|m| m["kind"] == "reminder").count();
     assert_eq!(reminders(&notifications(&app, &code).await), 1);
 
@@ -427,7 +425,7 @@ async fn a_moved_dose_takes_its_pending_reminder_back() {
         2,
         "one message a dose moved: {all:?}"
     );
-    assert_eq!(scan(&app), 0, "nothing is tomorrow any more");
+    assert_eq!(scan_tomorrow(&app), 0, "nothing is tomorrow any more");
 }
 
 #[actix_web::test]

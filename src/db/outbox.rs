@@ -458,18 +458,7 @@ pub fn drop_pending_reminders(
     code: &str,
     dose: Option<i32>,
 ) -> Result<usize, Error> {
-    run!(conn, c => {
-        // The partial index `outbox_once` (kind, booking_code, dose) WHERE dose IS NOT NULL.
-        let of_booking = outbox::table
-            .filter(outbox::kind.eq(Kind::Reminder.as_str()))
-            .filter(outbox::booking_code.eq(code))
-            .filter(outbox::dose.is_not_null())
-            .filter(outbox::state.eq(STATE_PENDING));
-        match dose {
-            Some(d) => diesel::delete(of_booking.filter(outbox::dose.eq(d))).execute(c),
-            None => diesel::delete(of_booking).execute(c),
-        }
-    })
+    drop_pending_reminders_of(conn, &[code.to_string()], dose)
 }
 
 /// `drop_pending_reminders` for many bookings in one statement.
@@ -479,6 +468,7 @@ pub fn drop_pending_reminders_of(
     dose: Option<i32>,
 ) -> Result<usize, Error> {
     run!(conn, c => {
+        // The partial index `outbox_once` (kind, booking_code, dose) WHERE dose IS NOT NULL.
         let of_bookings = outbox::table
             .filter(outbox::kind.eq(Kind::Reminder.as_str()))
             .filter(outbox::booking_code.eq_any(codes))
