@@ -523,28 +523,7 @@ struct Later {
     reminders: [Vec<String>; 3],
 }
 
-/// How much of `Later` a booking's savepoint began with.
-type LaterMark = (usize, usize, [usize; 3]);
-
 impl Later {
-    fn mark(&self) -> LaterMark {
-        let r = &self.reminders;
-        (
-            self.items.len(),
-            self.messages.len(),
-            [r[0].len(), r[1].len(), r[2].len()],
-        )
-    }
-
-    /// Forgets what a booking whose savepoint was rolled back added.
-    fn truncate(&mut self, (items, messages, reminders): LaterMark) {
-        self.items.truncate(items);
-        self.messages.truncate(messages);
-        for (r, n) in self.reminders.iter_mut().zip(reminders) {
-            r.truncate(n);
-        }
-    }
-
     fn write(&self, conn: &mut Conn, job_id: i32, now: i64) -> Result<(), Error> {
         if !self.items.is_empty() {
             let rows: Vec<_> = self
@@ -794,15 +773,14 @@ fn step(conn: &mut Conn, job_id: i32, n: usize, now: i64) -> Result<Stepped, Err
     };
     for b in &chunk {
         // One savepoint per booking: its places, its row and its item, all or nothing.
-        let mark = places.later.mark();
         let fate = match conn.savepoint(|sp| move_one(sp, &job, b, emptying, &mut places, now)) {
             Ok(fate) => fate,
             // No longer confirmed when its row was written: on PostgreSQL another node
             // cancelled it after the chunk was read, and gave back its places itself. What
             // this step did for it is undone; the places counted in memory are read again.
+            // (Its rows for `Later` are added only after that check, so none are there.)
             Err(Error::RollbackTransaction) => {
                 places.cache.clear();
-                places.later.truncate(mark);
                 None
             }
             Err(e) => return Err(e),
