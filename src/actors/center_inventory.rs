@@ -400,8 +400,12 @@ impl Handler<SyncPlaces> for CenterInventory {
             {
                 // Changed here since the read began (the read may predate it), or a booking
                 // of it is on its way to disk (the read may or may not hold it): the next
-                // quiet read settles it. Meanwhile the database has the last word: a booking
-                // it finds no place for marks the slot full here (`Inventory::fill`).
+                // quiet read settles it. Until then only what makes the slot fuller is taken
+                // (other nodes' bookings in the read: the waiting rooms get the read's counts
+                // of them next, and must not find those places both free and no longer held).
+                // The database has the last word: a booking it finds no place for marks the
+                // slot full here (`Inventory::fill`).
+                changed |= self.inventory.narrow_places(id, capacity, booked);
                 continue;
             }
             changed |= self.inventory.set_places(id, capacity, booked);

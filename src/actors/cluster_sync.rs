@@ -20,6 +20,7 @@ use crate::db::models::{CenterRow, CohortRow, NodeRow, SlotRow};
 use crate::db::queries::{self, AdmissionState};
 use crate::db::DbPool;
 use actix::prelude::*;
+use futures_util::FutureExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -30,6 +31,9 @@ pub const SYNC_PERIOD: Duration = Duration::from_millis(250);
 /// polled at two nodes 200 ms apart must never see its position grow, so no node's front may
 /// lag the database by that much.
 pub const FRONT_PERIOD: Duration = Duration::from_millis(50);
+/// The longest a waiting room's admission clock waits for a sync's counts once its places
+/// are on their way to the centers (should the counts never come).
+const SYNC_HOLD_MS: i64 = 1_000;
 /// Nodes whose heartbeat is older than this are left out of the stats.
 const NODE_SEEN_MS: i64 = 60_000;
 
@@ -174,16 +178,25 @@ impl ClusterSync {
         }
     }
 
-    fn apply(&mut self, mut read: Read) {
+    /// Applies what was read. The slots' places go to the centers first, and only once every
+    /// center has taken them do the cohorts get the counts of bookings per step read in the
+    /// same snapshot: a waiting room never counts a place as no longer held before its center
+    /// counts it as taken (it would admit a citizen a place ahead). Meanwhile their admission
+    /// clocks wait (`hold_for_sync`). Answers once all of it is applied.
+    fn apply(&mut self, mut read: Read) -> impl std::future::Future<Output = ()> + 'static {
+        let now_ms = crate::now_ms();
+        let mut synced = Vec::new();
         for (row, admissions) in read.known {
             if let Some(c) = self.registry.cohort(row.id) {
-                c.addr.do_send(Synced {
+                c.shared.hold_for_sync(now_ms, SYNC_HOLD_MS);
+                let msg = Synced {
                     returns: read.returns.remove(&row.id).unwrap_or_default(),
                     heard_elsewhere: read.heard.remove(&row.id).unwrap_or_default(),
                     row,
                     admissions,
                     asked_at: read.asked_at,
-                });
+                };
+                synced.push((c.addr, msg));
             }
         }
         for (row, state) in read.new_cohorts {
@@ -203,11 +216,12 @@ impl ClusterSync {
                 self.spawner.start_center(shared, slots);
             }
         }
+        let mut taken: Vec<futures_util::future::BoxFuture<'static, ()>> = Vec::new();
         for (center_id, slots) in new_slots {
             if let Some(center) = self.registry.center(center_id) {
                 self.registry
                     .add_slots(center_id, slots.iter().map(|s| s.id));
-                center.addr.do_send(AddKnownSlots(slots));
+                taken.push(center.addr.send(AddKnownSlots(slots)).map(drop).boxed());
             }
         }
         let mut places: HashMap<i32, Vec<(i32, i64, i64)>> = HashMap::new();
@@ -219,7 +233,8 @@ impl ClusterSync {
         }
         for (center_id, slots) in places {
             if let Some(center) = self.registry.center(center_id) {
-                center.addr.do_send(SyncPlaces(read.asked_at, slots));
+                let sync = SyncPlaces(read.asked_at, slots);
+                taken.push(center.addr.send(sync).map(drop).boxed());
             }
         }
         let mut cancelled: HashMap<i32, Vec<i32>> = HashMap::new();
@@ -232,6 +247,12 @@ impl ClusterSync {
             }
         }
         *self.view.nodes.write().unwrap_or_else(|e| e.into_inner()) = read.nodes;
+        async move {
+            futures_util::future::join_all(taken).await;
+            for (addr, msg) in synced {
+                addr.do_send(msg);
+            }
+        }
     }
 }
 
@@ -272,25 +293,32 @@ fn read(pool: &DbPool, ask: Ask) -> Result<Read, String> {
     for (id, qidx, at) in queries::returns_since(conn, ask.live_since_ms).map_err(err)? {
         returns.entry(id).or_default().push((qidx, at));
     }
-    // The places before the cohorts' counts of bookings per step: a booking committed between
-    // the two reads then counts as no longer held but still bookable (admission may run a
-    // place ahead until the next read; the database refuses the overbooking), never as held
-    // and booked at once (a false `sold_out`).
-    let places = queries::slot_places(conn).map_err(err)?;
-    let cancelled = crate::db::rebooking::cancelled_slots(conn).map_err(err)?;
-    let mut known = Vec::new();
-    let mut fresh = Vec::new();
-    for row in queries::load_cohorts(conn).map_err(err)? {
-        match ask.cohorts.get(&row.id) {
-            Some(front) => {
-                let state =
-                    queries::admission_state(conn, row.id, *front as i64, ask.live_since_ms)
-                        .map_err(err)?;
-                known.push((row, state));
+    // The places and the cohorts' counts of bookings per step in one snapshot: a booking
+    // counts in both or in neither (a booking committed between two reads would count as no
+    // longer held but still bookable, and admission would run a place ahead).
+    let (places, cancelled, known, fresh) = pooled
+        .snapshot(|conn| {
+            let places = queries::slot_places(conn)?;
+            let cancelled = crate::db::rebooking::cancelled_slots(conn)?;
+            let mut known = Vec::new();
+            let mut fresh = Vec::new();
+            for row in queries::load_cohorts(conn)? {
+                match ask.cohorts.get(&row.id) {
+                    Some(front) => {
+                        let state = queries::admission_state(
+                            conn,
+                            row.id,
+                            *front as i64,
+                            ask.live_since_ms,
+                        )?;
+                        known.push((row, state));
+                    }
+                    None => fresh.push(row),
+                }
             }
-            None => fresh.push(row),
-        }
-    }
+            Ok((places, cancelled, known, fresh))
+        })
+        .map_err(err)?;
     drop(pooled);
     let mut new_cohorts = Vec::new();
     for row in fresh {
@@ -394,13 +422,22 @@ impl ClusterSync {
         self.syncs += 1;
         let pool = self.pool.clone();
         let job = tokio::task::spawn_blocking(move || read(&pool, ask));
-        ctx.spawn(job.into_actor(self).map(move |joined, act, ctx| {
+        let applied = job.into_actor(self).then(|joined, act, _| {
+            let done: futures_util::future::LocalBoxFuture<'static, ()> = match joined {
+                Ok(Ok(read)) => act.apply(read).boxed_local(),
+                Ok(Err(e)) => {
+                    log::warn!("cluster sync: {e}");
+                    async {}.boxed_local()
+                }
+                Err(e) => {
+                    log::error!("cluster sync thread: {e}");
+                    async {}.boxed_local()
+                }
+            };
+            done.into_actor(act)
+        });
+        ctx.spawn(applied.map(move |(), act, ctx| {
             act.busy = false;
-            match joined {
-                Ok(Ok(read)) => act.apply(read),
-                Ok(Err(e)) => log::warn!("cluster sync: {e}"),
-                Err(e) => log::error!("cluster sync thread: {e}"),
-            }
             for r in riders {
                 let _ = r.send(());
             }

@@ -27,7 +27,7 @@ use crate::domain::slot::bookable_pairs;
 use actix::prelude::*;
 use chrono::{DateTime, FixedOffset, NaiveDate};
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
@@ -89,6 +89,9 @@ pub struct CohortShared {
     admitted_people: AtomicU64,
     pre_queue: OnceLock<PreQueue>,
     sold_out: AtomicBool,
+    /// Until when (unix ms) the admission clock waits: a sync is being applied, its places
+    /// at the centers and its counts of bookings not yet here (`hold_for_sync`).
+    sync_hold_until_ms: AtomicI64,
     rate_milli: AtomicU64,
     batches: RwLock<Vec<Batch>>,
     verified: AtomicU64,
@@ -259,6 +262,7 @@ impl CohortShared {
             admitted_people: AtomicU64::new(state.admitted_count),
             pre_queue: OnceLock::new(),
             sold_out: AtomicBool::new(false),
+            sync_hold_until_ms: AtomicI64::new(0),
             // Until admissions are measured, the configured rate is the best estimate: a
             // citizen who joins an idle queue is told an ETA at once.
             rate_milli: AtomicU64::new((configured_rate * 1000.0) as u64),
@@ -340,6 +344,15 @@ impl CohortShared {
 
     pub fn state(&self, now: i64) -> CohortState {
         self.cohort().state(now, self.is_sold_out())
+    }
+
+    /// A sync is on its way in: its places go to the centers first, then its counts of
+    /// bookings per step here (`Synced`). Until they have, a tick would count a place that
+    /// went as still free but no longer held (a place ahead), or the other way round: the
+    /// clock waits, for at most `for_ms` in case the counts never come.
+    pub fn hold_for_sync(&self, now_ms: i64, for_ms: i64) {
+        self.sync_hold_until_ms
+            .store(now_ms + for_ms, Ordering::Release);
     }
 
     pub fn is_sold_out(&self) -> bool {
@@ -954,7 +967,7 @@ impl CohortQueue {
     fn step(&mut self, now_ms: i64) -> Option<ResponseActFuture<Self, ()>> {
         self.prune(now_ms);
         let born = *self.born_ms.get_or_insert(now_ms);
-        if self.step_in_flight {
+        if self.step_in_flight || now_ms < self.shared.sync_hold_until_ms.load(Ordering::Acquire) {
             return None;
         }
         let cohort = self.shared.cohort();
@@ -1660,6 +1673,7 @@ impl Handler<Synced> for CohortQueue {
             .into_iter()
             .filter_map(|(from, hex, at)| Some((from, crate::domain::unhex(&hex)?, at)))
             .collect();
+        self.shared.sync_hold_until_ms.store(0, Ordering::Release);
     }
 }
 

@@ -173,6 +173,25 @@ impl DbConn {
     }
 }
 
+impl DbConn {
+    /// Reads that all see one state of the database: on PostgreSQL a read-only
+    /// repeatable-read transaction (every statement sees what was committed before its first),
+    /// on SQLite a read transaction (in WAL mode one snapshot from its first read on).
+    pub fn snapshot<T>(
+        &mut self,
+        f: impl FnOnce(&mut Conn<'_>) -> Result<T, diesel::result::Error>,
+    ) -> Result<T, diesel::result::Error> {
+        match self {
+            Self::Sqlite(c) => c.transaction(|c| f(&mut Conn::Sqlite(c))),
+            Self::Postgres(c) => c
+                .build_transaction()
+                .read_only()
+                .repeatable_read()
+                .run(|c| f(&mut Conn::Postgres(c))),
+        }
+    }
+}
+
 impl Conn<'_> {
     /// A savepoint inside the current transaction: `f`'s writes are undone alone if it fails.
     pub fn savepoint<T>(

@@ -367,6 +367,19 @@ impl Inventory {
         }
     }
 
+    /// Takes from a read that may be older than this slot's last change here only what makes
+    /// it fuller: the smaller capacity and the more places taken. Answers whether anything
+    /// changed.
+    pub fn narrow_places(&mut self, id: i32, capacity: i64, booked: i64) -> bool {
+        match self.slots.get(&id) {
+            Some(s) => {
+                let (c, b) = (s.capacity.min(capacity), s.booked.max(booked));
+                self.set_places(id, c, b)
+            }
+            None => false,
+        }
+    }
+
     /// Gives back the places of a cancelled or failed booking.
     pub fn release(&mut self, first_id: i32, second_id: i32) {
         for id in [first_id, second_id] {
@@ -423,6 +436,34 @@ mod tests {
         let mut inv = Inventory::default();
         slots.into_iter().for_each(|s| inv.add(s));
         inv
+    }
+
+    #[test]
+    fn a_read_older_than_a_change_here_only_makes_a_slot_fuller() {
+        let mut inv = inventory(vec![slot(1, 0, 600, 10)]);
+        inv.slots.get_mut(&1).unwrap().booked = 4;
+        // Another node's bookings in the read: taken.
+        assert!(inv.narrow_places(1, 10, 6));
+        assert_eq!(
+            (inv.get(1).unwrap().capacity, inv.get(1).unwrap().booked),
+            (10, 6)
+        );
+        // Fewer taken, or more capacity, than known here: left as it is.
+        assert!(!inv.narrow_places(1, 12, 5));
+        assert_eq!(
+            (inv.get(1).unwrap().capacity, inv.get(1).unwrap().booked),
+            (10, 6)
+        );
+        // A capacity lowered elsewhere: taken.
+        assert!(inv.narrow_places(1, 8, 3));
+        assert_eq!(
+            (inv.get(1).unwrap().capacity, inv.get(1).unwrap().booked),
+            (8, 6)
+        );
+        assert!(
+            !inv.narrow_places(99, 1, 1),
+            "an unknown slot changes nothing"
+        );
     }
 
     #[test]
