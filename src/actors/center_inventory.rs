@@ -144,6 +144,9 @@ pub struct CenterInventory {
     /// When this node last changed each slot's places (a booking taken, answered or given
     /// back): a sync read started before that may have missed it, and leaves the slot alone.
     changed: std::collections::HashMap<i32, Instant>,
+    /// When this node last gave back a place of each slot: a sync read started before that
+    /// may still count it as taken, and leaves the slot alone.
+    released: std::collections::HashMap<i32, Instant>,
 }
 
 impl CenterInventory {
@@ -156,6 +159,7 @@ impl CenterInventory {
             store,
             in_flight: Default::default(),
             changed: Default::default(),
+            released: Default::default(),
         };
         actor.publish();
         actor
@@ -187,8 +191,17 @@ impl CenterInventory {
         }
     }
 
+    /// Places of these slots were given back here, now.
+    fn touch_released(&mut self, ids: [i32; 2]) {
+        self.touch(ids);
+        let now = Instant::now();
+        for id in ids {
+            self.released.insert(id, now);
+        }
+    }
+
     fn release(&mut self, first: i32, second: i32) {
-        self.touch([first, second]);
+        self.touch_released([first, second]);
         self.inventory.release(first, second);
         for id in [first, second] {
             if let Some(slot) = self.inventory.get(id).cloned() {
@@ -395,16 +408,19 @@ impl Handler<SyncPlaces> for CenterInventory {
         let mut changed = false;
         let read_from = msg.0;
         for (id, capacity, booked) in msg.1 {
-            if self.changed.get(&id).is_some_and(|at| *at >= read_from)
-                || self.in_flight.contains_key(&id)
-            {
-                // Changed here since the read began (the read may predate it), or a booking
-                // of it is on its way to disk (the read may or may not hold it): the next
-                // quiet read settles it. Until then only what makes the slot fuller is taken
-                // (other nodes' bookings in the read: the waiting rooms get the read's counts
-                // of them next, and must not find those places both free and no longer held).
-                // The database has the last word: a booking it finds no place for marks the
-                // slot full here (`Inventory::fill`).
+            let since_read = |at: Option<&Instant>| at.is_some_and(|at| *at >= read_from);
+            if since_read(self.released.get(&id)) {
+                // A place given back here since the read began (the read may still count it
+                // as taken): the next quiet read settles it.
+                continue;
+            }
+            if since_read(self.changed.get(&id)) || self.in_flight.contains_key(&id) {
+                // Taken here since the read began, or a booking of it on its way to disk (the
+                // read may or may not hold either): only what makes the slot fuller is taken
+                // from the read. That is other nodes' bookings, whose counts the waiting rooms
+                // get next: they must not find those places both free and no longer held.
+                // The next quiet read settles the rest; and the database has the last word (a
+                // booking it finds no place for marks the slot full here, `Inventory::fill`).
                 changed |= self.inventory.narrow_places(id, capacity, booked);
                 continue;
             }
@@ -472,7 +488,7 @@ impl Handler<ReleaseSecondDose> for CenterInventory {
 
     fn handle(&mut self, msg: ReleaseSecondDose, _: &mut Context<Self>) {
         self.settle(msg.0);
-        self.touch([msg.0, msg.0]);
+        self.touch_released([msg.0, msg.0]);
         self.inventory.release_one(msg.0);
         if let Some(slot) = self.inventory.get(msg.0).cloned() {
             self.publish_change(&slot, 1);
